@@ -1,0 +1,1 @@
+"""asr backends; each module registers itself with backends.base.register."""

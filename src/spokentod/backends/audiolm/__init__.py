@@ -1,0 +1,1 @@
+"""audiolm backends; each module registers itself with backends.base.register."""

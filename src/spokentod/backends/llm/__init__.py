@@ -1,0 +1,1 @@
+"""llm backends; each module registers itself with backends.base.register."""

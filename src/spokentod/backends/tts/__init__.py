@@ -1,0 +1,1 @@
+"""tts backends; each module registers itself with backends.base.register."""

@@ -1,0 +1,125 @@
+"""``spokentod data ...``: mirrors spokentod.data.{corpora,stats,sample,synth,validate,lhotse_export}."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from spokentod.errors import DataError, Problem, SpokenTODError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+err = Console(stderr=True)
+
+CORPUS = typer.Option(None, "--corpus", "-c", help="Corpus name (see `spokentod data corpora`); auto-detected if omitted.")
+PATH = typer.Option(..., "--path", "-p", help="Corpus file or directory.")
+LENIENT = typer.Option(False, "--lenient", help="Skip bad records, report each one and the count.")
+
+
+def _load(corpus: str | None, path: Path, lenient: bool):
+    from spokentod.data import corpora
+
+    problems: list[Problem] = []
+    try:
+        dialogues = corpora.load(corpus, path, lenient=lenient, problems=problems)
+    except (DataError, KeyError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    if problems:
+        for p in problems:
+            err.print(f"[yellow]skipped:[/yellow] {p}")
+        err.print(f"[yellow]{len(problems)} problem(s); {len(dialogues)} dialogues loaded[/yellow]")
+    return dialogues
+
+
+@app.command("corpora")
+def list_corpora() -> None:
+    """List the corpus loaders."""
+    from spokentod.data import corpora
+
+    for name in corpora.names():
+        typer.echo(name)
+
+
+@app.command()
+def stats(corpus: str = CORPUS, path: Path = PATH, as_json: bool = typer.Option(False, "--json"),
+          lenient: bool = LENIENT) -> None:
+    """Corpus statistics (dialogues, turns, intents, transition position, chit-chat length)."""
+    from spokentod.data.stats import corpus_stats, render_stats
+
+    s = corpus_stats(_load(corpus, path, lenient))
+    if as_json:
+        typer.echo(json.dumps(s, indent=None, sort_keys=True))
+    else:
+        Console().print(render_stats(s))
+
+
+@app.command()
+def sample(corpus: str = CORPUS, path: Path = PATH, n: int = typer.Option(500, "--n"),
+           stratify: str = typer.Option("intent", help="Field to stratify by ('intent', 'source' or 'none')."),
+           seed: int = typer.Option(0), out: Path = typer.Option(..., "--out"), lenient: bool = LENIENT) -> None:
+    """Sample N dialogues following the distribution of --stratify."""
+    from spokentod.data.manifest import write_manifest
+    from spokentod.data.sample import stratified_sample
+
+    picked = stratified_sample(_load(corpus, path, lenient), n, None if stratify == "none" else stratify, seed)
+    write_manifest(out, picked)
+    err.print(f"wrote {len(picked)} dialogues to {out}")
+
+
+@app.command()
+def convert(corpus: str = CORPUS, path: Path = PATH, out: Path = typer.Option(..., "--out"),
+            lenient: bool = LENIENT) -> None:
+    """Convert a corpus to a spokentod JSONL manifest."""
+    from spokentod.data.manifest import write_manifest
+
+    n = write_manifest(out, _load(corpus, path, lenient))
+    err.print(f"wrote {n} dialogues to {out}")
+
+
+@app.command()
+def synth(manifest: Path = typer.Argument(..., help="Input JSONL manifest."),
+          out: Path = typer.Option(..., "--out", help="Output directory (audio + manifest.jsonl)."),
+          tts: str = typer.Option("kokoro", help="TTS backend: kokoro (default) or espeak (fast fallback)."),
+          voices: str = typer.Option("", help="Comma-separated voices, assigned per dialogue (default: all)."),
+          speakers: str = typer.Option("user", help="Which turns to render: user, agent or all."),
+          rate: int = typer.Option(16000, help="Output sample rate.")) -> None:
+    """Render turns to mono WAV; resumable (rendered turns are skipped)."""
+    from spokentod.data.synth import synthesize_manifest
+
+    try:
+        path = synthesize_manifest(manifest, out, tts=tts, voices=[v for v in voices.split(",") if v] or None,
+                                   speakers=speakers, rate=rate)
+    except SpokenTODError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    err.print(f"wrote {path}")
+
+
+@app.command()
+def validate(path: Path = typer.Argument(..., help="A manifest (.jsonl) or a corpus file/directory."),
+             corpus: str = typer.Option(None, "--corpus", "-c"),
+             root: Path = typer.Option(None, help="Corpus root audio must stay inside (default: the manifest's folder).")) -> None:
+    """Check structure, fields and audio; list every problem with record and field; exit 1 if any."""
+    from spokentod.data.validate import validate_path
+
+    problems = validate_path(path, corpus=corpus, root=root)
+    for p in problems:
+        typer.echo(str(p))
+    if problems:
+        err.print(f"[red]{len(problems)} problem(s)[/red]")
+        sys.exit(1)
+    err.print("[green]ok[/green]")
+
+
+@app.command("export-lhotse")
+def export_lhotse(manifest: Path = typer.Argument(...), out: Path = typer.Option(..., "--out")) -> None:
+    """Write lhotse-compatible recordings.jsonl and supervisions.jsonl."""
+    from spokentod.data.lhotse_export import export_lhotse as run
+
+    paths = run(manifest, out)
+    for p in paths.values():
+        err.print(f"wrote {p}")

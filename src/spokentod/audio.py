@@ -91,3 +91,18 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
 
 def is_silent(samples: np.ndarray, threshold: float = 1e-4) -> bool:
     return len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples)))) < threshold
+
+
+def as_waveform(audio, rate: int | None = None, target_rate: int | None = 16000,
+                max_seconds: float = MAX_SECONDS) -> Waveform:
+    """Accept a path, WAV/FLAC/... bytes, a Waveform, an object with .samples/.rate (AudioOut), or an
+    array (then `rate` is required); return float32 mono at `target_rate`."""
+    if isinstance(audio, Waveform):
+        return from_array(audio.samples, audio.rate, target_rate, max_seconds)
+    if hasattr(audio, "samples") and hasattr(audio, "rate"):
+        return from_array(audio.samples, audio.rate, target_rate, max_seconds)
+    if isinstance(audio, np.ndarray):
+        if not rate:
+            raise AudioError("a raw sample array needs its sample rate")
+        return from_array(audio, rate, target_rate, max_seconds)
+    return load_audio(audio, target_rate, max_seconds)

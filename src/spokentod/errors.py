@@ -43,3 +43,33 @@ class DataError(SpokenTODError, ValueError):
 
 class AudioError(SpokenTODError, ValueError):
     """Audio that cannot be read or is out of bounds (empty, too long, corrupt)."""
+
+
+class BackendError(SpokenTODError, RuntimeError):
+    """A model backend call that failed, with enough detail to decide what to do next.
+
+    `kind` is asr/llm/tts/audiolm, `backend` the registered name (e.g. "openai"), `reason` names the
+    cause in words ("timeout after 5.0 s", "malformed JSON in response: ..."), `status` the HTTP status
+    when there was one, `attempts` how many tries were made. `retryable` marks causes worth another
+    try (429, 5xx, timeouts, connection errors); `retry_after` is the server's Retry-After in seconds.
+    """
+
+    def __init__(self, kind: str, backend: str, reason: str, status: int | None = None,
+                 attempts: int = 1, retryable: bool = False, retry_after: float | None = None):
+        self.kind, self.backend, self.reason = kind, backend, reason
+        self.status, self.attempts = status, attempts
+        self.retryable, self.retry_after = retryable, retry_after
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.status})" if self.status is not None else ""
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{self.kind} backend {self.backend!r}: {self.reason}{status}{tries}"
+
+    def __reduce__(self):  # picklable across processes (multiprocessing workers)
+        return (type(self), (self.kind, self.backend, self.reason, self.status, self.attempts,
+                             self.retryable, self.retry_after))
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "backend": self.backend, "reason": self.reason,
+                "status": self.status, "attempts": self.attempts}

@@ -15,11 +15,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 err = Console(stderr=True)
 
 CORPUS = typer.Option(None, "--corpus", "-c", help="Corpus name (see `spokentod data corpora`); auto-detected if omitted.")
-PATH = typer.Option(..., "--path", "-p", help="Corpus file or directory.")
+PATH = typer.Option(None, "--path", "-p",
+                    help="Corpus file or directory (may be omitted for corpora that ship data, e.g. demo).")
 LENIENT = typer.Option(False, "--lenient", help="Skip bad records, report each one and the count.")
 
 
-def _load(corpus: str | None, path: Path, lenient: bool):
+def _load(corpus: str | None, path: Path | None, lenient: bool):
     from spokentod.data import corpora
 
     problems: list[Problem] = []
@@ -116,10 +117,19 @@ def validate(path: Path = typer.Argument(..., help="A manifest (.jsonl) or a cor
 
 
 @app.command("export-lhotse")
-def export_lhotse(manifest: Path = typer.Argument(...), out: Path = typer.Option(..., "--out")) -> None:
+def export_lhotse(manifest: Path = typer.Argument(...), out: Path = typer.Option(..., "--out"),
+                  gzip: bool = typer.Option(False, "--gzip", help="Write .jsonl.gz.")) -> None:
     """Write lhotse-compatible recordings.jsonl and supervisions.jsonl."""
+    from rich.markup import escape  # Problem text holds "[record ...]", which rich would eat as markup
+
     from spokentod.data.lhotse_export import export_lhotse as run
 
-    paths = run(manifest, out)
+    try:
+        paths = run(manifest, out, gzip=gzip)
+    except SpokenTODError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     for p in paths.values():
-        err.print(f"wrote {p}")
+        err.print(f"wrote {escape(str(p))}", soft_wrap=True)
+    if hasattr(paths, "summary"):
+        err.print(paths.summary(), soft_wrap=True)

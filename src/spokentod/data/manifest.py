@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,6 +27,47 @@ def parse_dialogue(obj: object, file: str, record: str) -> Dialogue:
         raise DataError.many(validation_problems(file, record, e)) from None
 
 
+@dataclass
+class ManifestLine:
+    """One non-blank manifest line: the parsed JSON (None if malformed), the Dialogue (None if invalid)
+    and the Problems that kept it from being one."""
+
+    lineno: int
+    record: str  # "line N" or "line N (dialogue id)", as Problems name it
+    obj: Any
+    dialogue: Dialogue | None
+    problems: list[Problem]
+
+
+def iter_manifest_lines(path: str | os.PathLike) -> Iterator[ManifestLine]:
+    """Every non-blank line with its outcome; never raises for a bad line (validate wants them all)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), message="manifest does not exist" if not path.exists() else "not a file")
+    # Binary + per-line decode: one bad byte must cost one line, not abort the whole read.
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            record = f"line {lineno}"
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                yield ManifestLine(lineno, record, None, None,
+                                   [Problem(str(path), record, None, f"not UTF-8 text: {e.reason} at byte {e.start}")])
+                continue
+            except json.JSONDecodeError as e:
+                yield ManifestLine(lineno, record, None, None,
+                                   [Problem(str(path), record, None, f"malformed JSON: {e.msg} at column {e.colno}")])
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                record = f"line {lineno} ({obj['id']})"
+            try:
+                yield ManifestLine(lineno, record, obj, parse_dialogue(obj, str(path), record), [])
+            except DataError as err:
+                yield ManifestLine(lineno, record, obj, None, err.problems)
+
+
 def read_manifest(path: str | os.PathLike, lenient: bool = False,
                   problems: list[Problem] | None = None) -> Iterator[Dialogue]:
     """Yield dialogues one line at a time.
@@ -32,30 +75,31 @@ def read_manifest(path: str | os.PathLike, lenient: bool = False,
     Strict (default): the first bad line raises DataError naming file, line/id and field.
     Lenient: bad lines are skipped and appended to `problems` (pass a list to collect them).
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(str(path), message="manifest does not exist")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record = f"line {lineno}"
-            try:
-                obj = json.loads(line)
-                if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-                    record = f"line {lineno} ({obj['id']})"
-                yield parse_dialogue(obj, str(path), record)
-            except json.JSONDecodeError as e:
-                err = DataError(str(path), record, None, f"malformed JSON: {e.msg} at column {e.colno}")
-                if not lenient:
-                    raise err from None
-                if problems is not None:
-                    problems.extend(err.problems)
-            except DataError as err:
-                if not lenient:
-                    raise
-                if problems is not None:
-                    problems.extend(err.problems)
+    for line in iter_manifest_lines(path):
+        if line.dialogue is not None:
+            yield line.dialogue
+        elif not lenient:
+            raise DataError.many(line.problems)
+        elif problems is not None:
+            problems.extend(line.problems)
+
+
+def resolve_audio_path(base: str | os.PathLike, audio_path: str,
+                       root: str | os.PathLike | None = None) -> Path:
+    """Where a turn's audio lives: relative paths are relative to `base` (the manifest's folder).
+
+    The resolved file (symlinks followed) must lie inside `root` (default `base`), so a manifest can
+    never make us read ``../../etc/passwd`` or an absolute path elsewhere. Raises ValueError if not.
+    """
+    if not audio_path or not audio_path.strip():
+        raise ValueError("audio path is empty")
+    base = Path(base)
+    fence = Path(root if root is not None else base).resolve()
+    p = Path(audio_path)
+    resolved = (p if p.is_absolute() else base / p).resolve()
+    if not resolved.is_relative_to(fence):
+        raise ValueError(f"audio path {audio_path!r} resolves to {resolved}, outside the root {fence}")
+    return resolved
 
 
 def write_manifest(path: str | os.PathLike, dialogues: Iterable[Dialogue]) -> int:
@@ -64,9 +108,13 @@ def write_manifest(path: str | os.PathLike, dialogues: Iterable[Dialogue]) -> in
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for d in dialogues:
-            f.write(d.model_dump_json(exclude_none=True) + "\n")
-            n += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for d in dialogues:
+                f.write(d.model_dump_json(exclude_none=True) + "\n")
+                n += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (bad input iterator, disk full) leaves no debris
+        raise
     os.replace(tmp, path)
     return n

@@ -1,7 +1,8 @@
 """Corpus loaders: one module per corpus, each with ``load(path, lenient=False, problems=None)``.
 
 Modules register with ``@corpus("name")``. ``load(name, path)`` picks by name; ``detect(path)``
-guesses the corpus from file content.
+guesses the corpus from file content. Corpora registered with ``bundled=True`` ship their data in the
+package, so ``load(name)`` needs no path.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ class CorpusInfo:
     load: Loader
     detect: Callable[[Path], bool] | None
     multiphase: bool
+    bundled: bool = False  # ships its own data: path may be None
 
 
 _CORPORA: dict[str, CorpusInfo] = {}
 _loaded = False
 
 
-def corpus(name: str, detect: Callable[[Path], bool] | None = None, multiphase: bool = False):
+def corpus(name: str, detect: Callable[[Path], bool] | None = None, multiphase: bool = False,
+           bundled: bool = False):
     """Decorator for a module's ``load`` function."""
 
     def deco(fn: Loader) -> Loader:
-        _CORPORA[name] = CorpusInfo(name, fn, detect, multiphase)
+        _CORPORA[name] = CorpusInfo(name, fn, detect, multiphase, bundled)
         return fn
 
     return deco
@@ -72,10 +75,21 @@ def detect(path: str | os.PathLike) -> str:
     return hits[0]
 
 
-def load(name: str | None, path: str | os.PathLike, lenient: bool = False,
+def load(name: str | None, path: str | os.PathLike | None = None, lenient: bool = False,
          problems: list[Problem] | None = None) -> list[Dialogue]:
-    """Load a corpus into Dialogues. Strict by default; lenient skips bad records into `problems`."""
+    """Load a corpus into Dialogues. Strict by default; lenient skips bad records into `problems`.
+
+    `path` may be None only for bundled corpora (e.g. "demo"), which then load their shipped data.
+    """
+    if path is None:
+        if name is None:
+            raise DataError("<no path>",
+                            message="no corpus and no path: name a bundled corpus (e.g. demo) or give a path")
+        if not info(name).bundled:
+            raise DataError(name, message=f"{name}: a path is required (this corpus ships no data)")
+        return info(name).load(None, lenient=lenient, problems=problems)
     name = name or detect(path)
-    if not Path(path).exists():
+    # Bundled loaders accept their own names as paths ("demo"), so they check the path themselves.
+    if not info(name).bundled and not Path(path).exists():
         raise DataError(str(path), message=f"{name}: path does not exist")
     return info(name).load(path, lenient=lenient, problems=problems)

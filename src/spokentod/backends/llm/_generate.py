@@ -1,0 +1,187 @@
+"""Chat generation shared by every local Hugging Face causal LM backend (hf, smollm2, gemma3-270m).
+
+One code path serves both `chat` and `stream`: `chat` joins the streamed pieces, so for greedy decoding
+the streamed text and the chat text are identical by construction. torch/transformers are imported
+lazily: the registry imports every backend module, and listing backends must stay cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from spokentod.backends.base import Completion, GenParams, Message, Timings
+from spokentod.errors import SpokenTODError
+
+# Used only when a model has no chat template and the caller opted in with template_fallback=True.
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+class GenerationError(SpokenTODError, RuntimeError):
+    """Generation failed inside the worker thread; the original exception is chained."""
+
+
+def text_messages(messages: list[Message]) -> list[dict[str, str]]:
+    """OpenAI-shaped messages → plain {role, content: str}. A text LLM cannot hear: audio parts are an error
+    rather than silently dropped, so a cascade that forgot to transcribe fails loudly."""
+    out = []
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            texts = []
+            for part in content:
+                kind = part.get("type")
+                if kind == "text":
+                    texts.append(part.get("text", ""))
+                else:
+                    raise ValueError(f"message {i}: a text LLM cannot take a {kind!r} part; transcribe audio first")
+            content = "\n".join(texts)
+        out.append({"role": m.get("role", "user"), "content": content})
+    return out
+
+
+def _stop_cut(text: str, stops: list[str]) -> tuple[str, bool]:
+    """Text before the first stop string, and whether one was found."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters could be the start of a stop string (kept back while streaming)."""
+    keep = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), keep, -1):
+            if text.endswith(s[:k]):
+                keep = k
+                break
+    return keep
+
+
+@dataclass
+class _Run:
+    """Filled in while a generation runs; read by chat() once the stream is exhausted."""
+
+    start: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    stopped: bool = False  # a stop string ended the text
+    error: BaseException | None = None
+
+
+class ChatGenerator:
+    """Wraps a loaded (model, tokenizer) pair with chat-template prompting and threaded streaming."""
+
+    def __init__(self, model: Any, tokenizer: Any, chat_template: str | None = None,
+                 template_fallback: bool = False):
+        self.model, self.tokenizer = model, tokenizer
+        self.chat_template = chat_template
+        if not chat_template and not getattr(tokenizer, "chat_template", None):
+            if not template_fallback:
+                raise SpokenTODError(
+                    "this model's tokenizer has no chat template; pass chat_template=... (Jinja) "
+                    "or template_fallback=True to use a plain 'Role: text' prompt")
+            self.chat_template = FALLBACK_TEMPLATE
+        # Generation-time default of Llama-family tokenizers is no pad token; reuse EOS so batching warnings
+        # and the attention-mask inference do not fire.
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def prompt(self, messages: list[Message]) -> dict[str, Any]:
+        enc = self.tokenizer.apply_chat_template(
+            text_messages(messages), chat_template=self.chat_template, add_generation_prompt=True,
+            return_tensors="pt", return_dict=True)
+        return {k: v.to(self.model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def _gen_kwargs(self, params: GenParams) -> dict[str, Any]:
+        kw: dict[str, Any] = {"max_new_tokens": params.max_tokens,
+                              "pad_token_id": self.tokenizer.pad_token_id}
+        if params.temperature and params.temperature > 0:
+            kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:  # greedy: reproducible, and the default for evaluation runs
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:  # stop generating early; the text is also cut at the stop string below
+            kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        return kw
+
+    def _pieces(self, messages: list[Message], params: GenParams, run: _Run) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        inputs = self.prompt(messages)
+        run.prompt_tokens = int(inputs["input_ids"].shape[1])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+
+        class _Cancel(StoppingCriteria):  # lets an abandoned stream stop the worker thread early
+            def __call__(self, input_ids, scores, **kw):
+                if run.first is None:
+                    run.first = time.perf_counter() - run.start  # first new token exists once scores do
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        kw = self._gen_kwargs(params)
+        if kw.get("do_sample") and params.seed is not None:
+            torch.manual_seed(params.seed)  # process-global: sampled runs in parallel threads are not reproducible
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    out = self.model.generate(**inputs, **kw, streamer=streamer,
+                                              stopping_criteria=StoppingCriteriaList([_Cancel()]))
+                run.new_tokens = int(out.shape[1]) - run.prompt_tokens
+            except BaseException as e:  # surfaced in the caller's thread, never lost in the worker
+                run.error = e
+                streamer.end()
+
+        worker = threading.Thread(target=work, name="spokentod-generate", daemon=True)
+        worker.start()
+        stops = [s for s in (params.stop or []) if s]
+        text, sent = "", 0
+        try:
+            for piece in streamer:
+                text += piece
+                if stops:
+                    cut, found = _stop_cut(text, stops)
+                    if found:
+                        run.stopped = True
+                        if len(cut) > sent:
+                            yield cut[sent:]
+                        return
+                    ready = len(text) - _held_back(text, stops)
+                else:
+                    ready = len(text)
+                if ready > sent:
+                    yield text[sent:ready]
+                    sent = ready
+            if run.error is None and len(text) > sent:
+                yield text[sent:]
+        finally:
+            cancel.set()
+            worker.join()
+            if run.error is not None:
+                raise GenerationError(f"generation failed: {run.error}") from run.error
+
+    def stream(self, messages: list[Message], params: GenParams | None = None) -> Iterator[str]:
+        return self._pieces(messages, params or GenParams(), _Run())
+
+    def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
+        params = params or GenParams()
+        run = _Run()
+        text = "".join(self._pieces(messages, params, run))
+        wall = time.perf_counter() - run.start
+        finish = "stop" if run.stopped or run.new_tokens < params.max_tokens else "length"
+        decode_s = wall - (run.first or 0.0)
+        extra = {"prompt_tokens": float(run.prompt_tokens)}
+        if run.new_tokens > 1 and decode_s > 0:
+            extra["tokens_per_s"] = (run.new_tokens - 1) / decode_s  # decode rate, prefill excluded
+        return Completion(text=text, ttft=run.first, tokens=run.new_tokens,
+                          timings=Timings(wall=wall, first=run.first, extra=extra), finish_reason=finish)

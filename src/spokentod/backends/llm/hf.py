@@ -1,0 +1,49 @@
+"""Local Hugging Face causal LMs (any `AutoModelForCausalLM` checkpoint with a chat template).
+
+Config: ``{"name": "hf", "model": "<path or hub id>", "revision": ..., "dtype": "float32|bfloat16|auto",
+"device": "cpu|cuda|auto", "chat_template": <Jinja>, "template_fallback": false, "threads": N}``.
+Hub ids load from the local Hugging Face cache only when HF_HUB_OFFLINE=1 (spokentod never needs the
+network at run time). The embedded SmolLM2 and Gemma-3-270M backends are this class pointed at a
+converted directory (see smollm2.py, gemma3.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from spokentod.backends import _hf
+from spokentod.backends.base import Backend, Completion, GenParams, Message, register
+from spokentod.backends.llm._generate import ChatGenerator
+
+
+@register("llm", "hf")
+class HFCausalLM(Backend):
+    def __init__(self, model: str | os.PathLike, revision: str | None = None, dtype: str = "float32",
+                 device: str = "cpu", chat_template: str | None = None, template_fallback: bool = False,
+                 threads: int | None = None, trust_remote_code: bool = False):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _hf.set_threads(threads)
+        self.model_ref, self.revision = str(model), revision
+        self.device = _hf.resolve_device(device)
+        # float32 by default: on CPU it is the fast path, and bf16/fp16 change the generated text.
+        kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_ref, **kw)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_ref, dtype=_hf.resolve_dtype(dtype), **kw)
+        self.model.to(self.device).eval()
+        self.gen = ChatGenerator(self.model, self.tokenizer, chat_template, template_fallback)
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity() | _hf.model_identity(self.model_ref, self.revision, self.model)
+        ident.update(dtype=_hf.dtype_name(self.model), device=self.device)
+        if self.gen.chat_template:  # a custom or fallback template changes every prompt
+            ident["chat_template"] = self.gen.chat_template
+        return ident
+
+    def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
+        return self.gen.chat(messages, params)
+
+    def stream(self, messages: list[Message], params: GenParams | None = None) -> Iterator[str]:
+        return self.gen.stream(messages, params)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from spokentod.errors import DataError, Problem, SpokenTODError
 
@@ -27,11 +28,11 @@ def _load(corpus: str | None, path: Path | None, lenient: bool):
     try:
         dialogues = corpora.load(corpus, path, lenient=lenient, problems=problems)
     except (DataError, KeyError) as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(1) from None
     if problems:
         for p in problems:
-            err.print(f"[yellow]skipped:[/yellow] {p}")
+            err.print(f"[yellow]skipped:[/yellow] {escape(str(p))}")
         err.print(f"[yellow]{len(problems)} problem(s); {len(dialogues)} dialogues loaded[/yellow]")
     return dialogues
 
@@ -95,7 +96,7 @@ def synth(manifest: Path = typer.Argument(..., help="Input JSONL manifest."),
         path = synthesize_manifest(manifest, out, tts=tts, voices=[v for v in voices.split(",") if v] or None,
                                    speakers=speakers, rate=rate)
     except SpokenTODError as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(1) from None
     err.print(f"wrote {path}")
 

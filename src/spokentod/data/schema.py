@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Speaker(str, Enum):
@@ -62,17 +62,13 @@ class Dialogue(_Model):
 
     @field_validator("turns")
     @classmethod
-    def _non_empty(cls, turns: list[Turn]) -> list[Turn]:
+    def _ordered_non_empty(cls, turns: list[Turn]) -> list[Turn]:
         if not turns:
             raise ValueError("dialogue has no turns")
-        return turns
-
-    @model_validator(mode="after")
-    def _indices(self) -> "Dialogue":
-        for i, t in enumerate(self.turns):
+        for i, t in enumerate(turns):
             if t.index != i:
                 raise ValueError(f"turns[{i}].index is {t.index}, expected {i} (turns must be in order)")
-        return self
+        return turns
 
     @property
     def user_turns(self) -> list[Turn]:

@@ -294,8 +294,7 @@ def build_resources(data_dir: str | os.PathLike, out: Path = RESOURCES) -> None:
 def _surface_variant(a: str, b: str) -> bool:
     """A spelling or shortening ("wartworth", "acorn" → "acorn guesthouse"), not a paraphrase the label map
     also lists ("pizza" → "italian", "downtown" → "centre", "me" → "1"): those would make scoring lenient."""
-    ta, tb = set(a.split()), set(b.split())
-    return fuzz.ratio(a, b) >= 70 or ta <= tb or tb <= ta
+    return fuzz.ratio(a, b) >= 70 or fuzz.partial_ratio(a, b) >= 90
 
 
 def _write(path: Path, obj: dict) -> None:

@@ -17,7 +17,8 @@ metadata.
 ``load(path)``: a dialogue file (val.json, test.json, the original data.json), or a directory, whose
 ``*.json`` files in this format are all loaded (other JSON there, e.g. ontology.json, is ignored).
 Text is detokenized (``"John 's"`` → ``"John's"``); the raw text stays in ``metadata["text_raw"]`` when it
-differs, because ``span_info`` word positions refer to it.
+differs, because ``span_info`` word positions refer to it. An empty utterance is not a turn: it is
+left out and its raw position listed in ``metadata["empty_turns_dropped"]``.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def _speaker(turn: dict, i: int, file: str, record: str) -> Speaker:
     raise DataError(file, record, f"log.{i}.tag", f"unknown speaker tag {tag!r} (expected 'user' or 'system')")
 
 
-def log_turns(file: str, record: str, log: Any) -> list[Turn]:
-    """A 2.1 ``log`` → turns; user turns carry the cumulative state, acts are the ``dialog_act`` dicts."""
+def log_turns(file: str, record: str, log: Any) -> tuple[list[Turn], list[int]]:
+    """A 2.1 ``log`` → (turns, raw positions of empty utterances left out). User turns carry the
+    cumulative state; acts are the ``dialog_act`` dicts."""
     if not isinstance(log, list):
         raise DataError(file, record, "log", "expected a list of turns")
     if not log:
@@ -133,12 +135,14 @@ def log_turns(file: str, record: str, log: Any) -> list[Turn]:
         if not isinstance(t, dict):
             raise DataError(file, record, f"log.{i}", "expected an object")
     speakers = [_speaker(t, i, file, record) for i, t in enumerate(log)]
-    turns = []
+    turns: list[Turn] = []
+    dropped: list[int] = []
     for i, (t, sp) in enumerate(zip(log, speakers)):
         raw = require(t, "text", str, file, record, f"log.{i}.")
         text = detokenize(raw)
-        if not text:
-            raise DataError(file, record, f"log.{i}.text", "empty utterance")
+        if not text:  # not speech: left out, and listed so that nothing disappears silently
+            dropped.append(i)
+            continue
         meta = t.get("metadata") or {}
         if not isinstance(meta, dict):
             raise DataError(file, record, f"log.{i}.metadata", "expected an object")
@@ -156,8 +160,9 @@ def log_turns(file: str, record: str, log: Any) -> list[Turn]:
                 state = state_from_metadata(log[i + 1]["metadata"], file, record, f"log.{i + 1}.metadata")
         elif booked := _booked(meta):
             md["booked"] = booked
-        turns.append(Turn(index=i, speaker=sp, text=text, state=state, acts=t.get("dialog_act"), metadata=md))
-    return turns
+        turns.append(Turn(index=len(turns), speaker=sp, text=text, state=state, acts=t.get("dialog_act"),
+                          metadata=md))
+    return turns, dropped
 
 
 def convert(file: str, record: str, raw: Any, source: str = "multiwoz21") -> Dialogue:
@@ -165,8 +170,8 @@ def convert(file: str, record: str, raw: Any, source: str = "multiwoz21") -> Dia
     that 2.1, 2.2 and ConvLab ids agree (the raw id stays in ``metadata["original_id"]``)."""
     if not isinstance(raw, dict):
         raise DataError(file, record, None, "expected an object with 'goal' and 'log'")
-    turns = log_turns(file, record, require(raw, "log", list, file, record))
-    md: dict[str, Any] = {}
+    turns, dropped = log_turns(file, record, require(raw, "log", list, file, record))
+    md: dict[str, Any] = {"empty_turns_dropped": dropped} if dropped else {}
     did = record.removesuffix(".json")
     if did != record:
         md["original_id"] = record

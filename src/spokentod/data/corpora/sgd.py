@@ -10,7 +10,8 @@ a user turn is therefore the last known state of every service seen so far:
 as-is). ``metadata["services_in_turn"]`` lists the turn's own frames, which is what SGD's official
 joint goal accuracy scores. Per-turn ``active_intents`` and ``requested_slots`` go to turn metadata;
 ``acts`` is the list of frame actions, each with its ``service``. System ``service_results`` (database
-rows) are summarised as a count to keep manifests small; ``service_call`` is kept.
+rows) are summarised as a count to keep manifests small; ``service_call`` is kept. An empty utterance is
+not a turn: it is left out and its raw position listed in ``metadata["empty_turns_dropped"]``.
 
 Ids: SGD restarts ``1_00000`` in every split, so when the split is known (the shard's folder is
 train/dev/test) the id is ``<split>_<dialogue_id>``; the raw id is ``metadata["original_id"]``.
@@ -86,12 +87,9 @@ def frames_info(frames: Any, file: str, record: str, field: str) -> tuple[State 
         st = require(f, "state", dict, file, record, f"{where}.")
         values = require(st, "slot_values", dict, file, record, f"{where}.state.")
         state = {} if state is None else state
-        state.setdefault(service if "-" not in "".join(values) else service, {})
         for slot, v in values.items():
             domain, name = frame_slot(f, slot)
             add_slot(state, domain, name, canonical_value(v, file, record, f"{where}.state.slot_values.{slot}"))
-        if state.get(service) == {}:
-            del state[service]
         intent = st.get("active_intent")
         if intent and intent != "NONE":
             md.setdefault("active_intents", {})[service] = intent
@@ -115,6 +113,7 @@ def convert(file: str, split: str | None, schema: dict[str, dict] | None, schema
     turns: list[Turn] = []
     carried: State = {}  # last known state per service (see module doc)
     intent: str | None = None
+    dropped: list[int] = []  # raw positions of empty utterances (not turns; recorded, never silent)
     for i, t in enumerate(turns_raw):
         if not isinstance(t, dict):
             raise DataError(file, record, f"turns.{i}", "expected an object")
@@ -123,20 +122,24 @@ def convert(file: str, split: str | None, schema: dict[str, dict] | None, schema
             raise DataError(file, record, f"turns.{i}.speaker", f"unknown speaker {who!r} (expected USER or SYSTEM)")
         raw_text = require(t, "utterance", str, file, record, f"turns.{i}.")
         text = detokenize(raw_text)
-        if not text:
-            raise DataError(file, record, f"turns.{i}.utterance", "empty utterance")
+        if not text:  # e.g. test 3_00055 ends with an empty SYSTEM GOODBYE: not speech, but say so
+            dropped.append(i)
+            continue
         frame_state, md, acts = frames_info(t.get("frames", []), file, record, f"turns.{i}.frames")
         state = None
         if _SPEAKERS[who] == Speaker.user:
             md["services_in_turn"] = [f["service"] for f in t.get("frames", [])]
-            carried = {**carried, **{s: frame_state.get(s, {}) for s in md["services_in_turn"]}} \
-                if frame_state is not None else carried
-            state = {s: v for s, v in carried.items() if v}
+            if frame_state is not None:  # a frame's state is cumulative for its service: it replaces
+                carried.update({s: frame_state.get(s, {}) for s in md["services_in_turn"]})
+            state = {s: dict(v) for s, v in carried.items() if v}
             intent = intent or next(iter(md.get("active_intents", {}).values()), None)
         if text != raw_text:
             md["text_raw"] = raw_text
-        turns.append(Turn(index=i, speaker=_SPEAKERS[who], text=text, state=state, acts=acts or None, metadata=md))
+        turns.append(Turn(index=len(turns), speaker=_SPEAKERS[who], text=text, state=state, acts=acts or None,
+                          metadata=md))
     md = {"services": raw.get("services", []), "original_id": did}
+    if dropped:
+        md["empty_turns_dropped"] = dropped
     if split:
         md["split"] = split
     if schema_path:

@@ -32,7 +32,7 @@ Values (``normalize_value``), in this order
   V10 time slots (leaveat, arriveby, time, *time): parsed to 24-hour "HH:MM" when possible:
       "5pm", "5 p.m.", "5:30 pm", "17.30", "1730", "after 17:00", "by 5:30", "noon", "midnight".
       Unparseable text ("morning") is kept as is.
-  V11 count slots (people, stay, stars, numberof*): number words → digits ("two" → "2", table from
+  V11 count slots (people, stay, stars, SGD number*, partysize): number words → digits ("two" → "2", table from
       MultiWOZ's mapping.pair) and a unit word dropped ("3 nights", "4 star" → "3", "4").
   V12 parking / internet: "free" → "yes" (the 2.2 schema lists "free"; 2.1 states say "yes"),
       "true" → "yes", "false" → "no".
@@ -59,7 +59,7 @@ _SLOT_ALIASES = {"leave": "leaveat", "arrive": "arriveby", "depart": "departure"
                  "price": "pricerange"}
 _BOOK_SLOTS = frozenset({"people", "day", "time", "stay"})
 TIME_SLOTS = frozenset({"leaveat", "arriveby", "time"})
-COUNT_SLOTS = frozenset({"people", "stay", "stars"})
+COUNT_SLOTS = frozenset({"people", "stay", "stars", "partysize"})
 NAME_SLOTS = frozenset({"name", "departure", "destination"})
 BOOL_SLOTS = frozenset({"parking", "internet"})
 _BOOL = {"free": "yes", "true": "yes", "false": "no"}
@@ -120,7 +120,7 @@ def slot_kind(slot: str) -> str:
     """'time', 'count', 'bool', 'name' or 'text', from the canonical slot name."""
     if slot in TIME_SLOTS or slot.endswith("time"):
         return "time"
-    if slot in COUNT_SLOTS or slot.startswith("numberof"):
+    if slot in COUNT_SLOTS or slot.startswith("number"):
         return "count"
     if slot in BOOL_SLOTS:
         return "bool"

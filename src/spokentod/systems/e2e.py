@@ -1,0 +1,49 @@
+"""End-to-end system: an audio LM hears the user's audio (and the history as text, audio or both)
+and answers with text and, when it can, audio."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from spokentod.audio import write_wav
+from spokentod.data.schema import Turn
+from spokentod.systems._common import SystemSettings, backend_identity, failed
+from spokentod.systems.base import Context, SystemReply
+from spokentod.systems.messages import audio_messages
+
+
+class E2ESystem:
+    def __init__(self, audiolm: Any, settings: SystemSettings | None = None, history: str = "text",
+                 audio_root: Path | None = None, name: str = "e2e"):
+        if history not in ("text", "audio", "both"):
+            raise ValueError(f"e2e history must be text, audio or both, not {history!r}")
+        self.audiolm, self.settings, self.history, self.name = audiolm, settings or SystemSettings(), history, name
+        self.audio_root = audio_root
+
+    def identity(self) -> dict[str, Any]:
+        return {"type": "e2e", "audiolm": backend_identity(self.audiolm), "history": self.history,
+                **self.settings.identity()}
+
+    def respond(self, context: Context, user_turn: Turn, audio_out: Path | None = None) -> SystemReply:
+        t0 = time.perf_counter()
+        reply = SystemReply()
+        try:
+            if user_turn.audio is None or self.audio_root is None:
+                raise ValueError(f"user turn {user_turn.index} has no audio")
+            prompt, turns, reply.truncated = self.settings.prepare(context)
+            msgs = audio_messages(prompt, turns, self.audio_root / user_turn.audio.path, self.audio_root,
+                                  self.history)
+            out = self.audiolm.respond(msgs, self.settings.params)
+        except Exception as e:  # noqa: BLE001
+            return failed(reply, "audiolm", e, t0)
+        reply.text = out.text.strip()
+        reply.timings["audiolm"] = out.timings.wall
+        if out.timings.first is not None:
+            reply.timings["first_audio"] = out.timings.first
+        if out.audio is not None and audio_out is not None and len(out.audio.samples):
+            write_wav(audio_out, out.audio.samples, out.audio.rate)
+            reply.audio_path, reply.audio_seconds = str(audio_out), out.audio.duration
+        reply.timings["total"] = time.perf_counter() - t0
+        return reply

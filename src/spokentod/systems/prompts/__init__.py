@@ -1,0 +1,40 @@
+"""Versioned system prompts. A prompt is a text file here (or any path); its sha256 goes into results."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from spokentod.data.schema import Intent
+
+_HERE = Path(__file__).parent
+DEFAULT = "sales_agent_v1"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    template: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.template.encode()).hexdigest()
+
+    def render(self, intent: Intent | None, use_intent: bool = True) -> str:
+        hint = ""
+        if use_intent and intent is not None:
+            desc = intent.description or intent.type
+            hint = f" (in this conversation, the service you can offer is: {desc.rstrip('.')})"
+        return " ".join(self.template.replace("{intent_hint}", hint).split())
+
+
+def load_prompt(name_or_path: str | None = None) -> Prompt:
+    """A bundled prompt by name (e.g. 'sales_agent_v1') or a text file path."""
+    name_or_path = name_or_path or DEFAULT
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = _HERE / f"{name_or_path}.txt"
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt {name_or_path!r} not found (looked for {p})")
+    return Prompt(p.stem, p.read_text(encoding="utf-8"))

@@ -1,0 +1,195 @@
+"""Scoring on hand-built cases whose numbers are computed by hand in the comments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spokentod.dst import ontology as O
+from spokentod.dst.normalize import Policy
+from spokentod.dst.score import score_files
+from spokentod.errors import DataError
+
+REFS = [  # dialogue d1: user turns 0, 2, 4; d2: 0, 2
+    {"dialogue_id": "d1", "turn": 0, "state": {"hotel": {"area": "centre"}}},
+    {"dialogue_id": "d1", "turn": 2, "state": {"hotel": {"area": "centre", "pricerange": "cheap"}}},
+    {"dialogue_id": "d1", "turn": 4, "state": {"hotel": {"area": "centre", "pricerange": "cheap", "book people": "2"}}},
+    {"dialogue_id": "d2", "turn": 0, "state": {"train": {"departure": "cambridge"}}},
+    {"dialogue_id": "d2", "turn": 2, "state": {"train": {"departure": "cambridge", "day": "monday"}}},
+]
+
+
+def write(path, records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def run(tmp_path, preds, refs=REFS, **kw):
+    kw.setdefault("ontology", "multiwoz")
+    return score_files(write(tmp_path / "p.jsonl", preds), write(tmp_path / "r.jsonl", refs), **kw)
+
+
+def test_reference_against_itself_is_perfect(tmp_path):
+    r = run(tmp_path, REFS, bootstrap=200)
+    assert r["jga"] == r["jga_exact"] == r["slot_f1"] == r["slot_key_f1"] == 1.0
+    assert r["jga_ci"] == [1.0, 1.0]
+    assert r["turns"] == 5 and r["missing_turns"] == r["extra_turns"] == 0
+
+
+def test_known_perturbations(tmp_path):
+    preds = [
+        REFS[0],  # right
+        {"dialogue_id": "d1", "turn": 2, "state": {"hotel": {"area": "centre", "pricerange": "expensive"}}},  # 1 TP 1 FP 1 FN
+        {"dialogue_id": "d1", "turn": 4, "state": {"hotel": {"area": "centre", "pricerange": "cheap",
+                                                             "book people": "2", "stars": "4"}}},  # 3 TP 1 FP
+        REFS[3],  # right; d2 turn 2 missing: 2 FN
+        {"dialogue_id": "d1", "turn": 6, "state": {}},  # extra
+        '{"dialogue_id": "d1", "turn": 8, "state": ',  # malformed
+    ]
+    r = run(tmp_path, preds)
+    assert r["jga"] == pytest.approx(2 / 5) and r["jga_exact"] == pytest.approx(2 / 5)
+    # TP 6, FP 2, FN 3
+    assert r["slot_precision"] == pytest.approx(6 / 8)
+    assert r["slot_recall"] == pytest.approx(6 / 9)
+    assert r["slot_f1"] == pytest.approx(12 / 17)
+    # keys: TP 7 (1 + 2 + 3 + 1), FP 1 (stars), FN 2 (missing turn)
+    assert r["slot_key_f1"] == pytest.approx(14 / 17)
+    assert (r["missing_turns"], r["extra_turns"], r["malformed_records"]) == (1, 1, 1)
+    assert r["examples"]["missing"] == ["d2:2"] and r["examples"]["extra"] == ["d1:6"]
+    assert "line 6" in r["examples"]["malformed"][0]
+    # hotel active in d1's three turns (1 right), train in d2's two (1 right)
+    assert r["per_domain"] == {"hotel": pytest.approx(1 / 3), "train": pytest.approx(1 / 2)}
+    assert r["per_domain_turns"] == {"hotel": 3, "train": 2}
+
+
+def test_missing_turns_lower_jga(tmp_path):
+    assert run(tmp_path, REFS[:3])["jga"] == pytest.approx(3 / 5)  # the seed's fork would have said 1.0
+    assert run(tmp_path, [])["jga"] == 0.0
+
+
+def test_malformed_records_are_reported_and_counted_wrong(tmp_path):
+    bad = [dict(REFS[0], state="centre"), dict(REFS[1], turn="two"), {"turn": 4, "state": {}},
+           dict(REFS[3], state={"train": {"day": {"x": 1}}}), "not json", *REFS[4:]]
+    r = run(tmp_path, bad)
+    assert r["malformed_records"] == 5 and r["missing_turns"] == 4 and r["jga"] == pytest.approx(1 / 5)
+
+
+def test_normalized_vs_exact(tmp_path):
+    preds = [
+        {"dialogue_id": "d1", "turn": 0, "state": {"hotel": {"area": " CENTRE "}}},  # exact ok (case, space)
+        {"dialogue_id": "d1", "turn": 2, "state": {"hotel": {"area": "center", "price range": "cheap"}}},  # jga only
+        {"dialogue_id": "d1", "turn": 4, "state": {"hotel": {"area": "centre", "pricerange": "Cheap",
+                                                             "bookpeople": "two"}}},  # jga only
+        *REFS[3:],
+    ]
+    r = run(tmp_path, preds)
+    assert r["jga"] == 1.0 and r["jga_exact"] == pytest.approx(3 / 5)
+
+
+def test_fuzzy_threshold_boundary(tmp_path):
+    onto = tmp_path / "o.json"
+    onto.write_text(json.dumps({"shop": {"item": ["abcdefghij"]}}))
+    refs = [{"dialogue_id": "x", "turn": 0, "state": {"shop": {"item": "abcdefghij"}}}]
+    pred = [{"dialogue_id": "x", "turn": 0, "state": {"shop": {"item": "abcdefghji"}}}]  # ratio exactly 90.0
+    assert run(tmp_path, pred, refs, ontology=str(onto), fuzzy_threshold=90)["jga"] == 1.0  # >= : snapped
+    assert run(tmp_path, pred, refs, ontology=str(onto), fuzzy_threshold=90.01)["jga"] == 0.0  # kept as predicted
+    assert run(tmp_path, pred, refs, ontology="none")["jga"] == 0.0  # no ontology, no fuzzy matching
+    with pytest.raises(ValueError, match="0–100"):
+        run(tmp_path, pred, refs, ontology=str(onto), fuzzy_threshold=0.9)  # the seed's 0–1 threshold
+
+
+def test_matcher_keeps_values_below_threshold_and_never_fuzzes_times():
+    m = O.Matcher(O.multiwoz())
+    assert m.value("restaurant", "name", "pizza hut fenditton") == "pizza hut fen ditton"  # 97 >= 90
+    assert m.value("restaurant", "name", "pizza place") == "pizza place"  # best is far below: kept
+    assert m.value("train", "leaveat", "17:14") == "17:14"
+    assert m.value("hotel", "people", "22") == "22"
+
+
+def test_unknown_slot_names(tmp_path):
+    refs = REFS[:2]
+    mapped = [REFS[0], {"dialogue_id": "d1", "turn": 2, "state": {"hotle": {"area": "centre", "price_rnge": "cheap"}}}]
+    r = run(tmp_path, mapped, refs)
+    assert r["jga"] == 1.0 and r["unknown_slot_predictions"] == 0  # "hotle" 80, "pricernge" 95 >= thresholds
+    unknown = [REFS[0], {"dialogue_id": "d1", "turn": 2, "state": {"hotel": {"area": "centre", "pricerange": "cheap",
+                                                                             "colour": "red"}}}]
+    r = run(tmp_path, unknown, refs)
+    assert r["jga"] == pytest.approx(1 / 2) and r["unknown_slot_predictions"] == 1
+    assert r["examples"]["unknown_slots"] == ["hotel-colour"] and r["slot_precision"] == pytest.approx(3 / 4)
+    strict = run(tmp_path, mapped, refs, slot_threshold=96)
+    assert strict["jga"] == pytest.approx(1 / 2) and strict["unknown_slot_predictions"] == 2  # "hotle": both
+
+
+def test_several_gold_values_and_dontcare_policy(tmp_path):
+    refs = [{"dialogue_id": "a", "turn": 0, "state": {"hotel": {"name": ["acorn guest house", "bridge guest house"],
+                                                                "area": "dontcare"}}},
+            {"dialogue_id": "a", "turn": 2, "state": {"hotel": {"name": "acorn guest house|bridge guest house"}}}]
+    preds = [{"dialogue_id": "a", "turn": 0, "state": {"hotel": {"name": "bridge guesthouse", "area": "don't care"}}},
+             {"dialogue_id": "a", "turn": 2, "state": {"hotel": {"name": "acorn guesthouse"}}}]
+    assert run(tmp_path, preds, refs)["jga"] == 1.0
+    no_dc = [{"dialogue_id": "a", "turn": 0, "state": {"hotel": {"name": "bridge guesthouse"}}}, preds[1]]
+    assert run(tmp_path, no_dc, refs)["jga"] == pytest.approx(1 / 2)
+    assert run(tmp_path, no_dc, refs, policy=Policy(dontcare="drop"))["jga"] == 1.0
+
+
+def test_state_layouts_and_formats(tmp_path):
+    """MultiWOZ 2.1 semi/book, flat "domain-slot" keys, MultiWOZ_Evaluation JSON, ordinal turns."""
+    preds = [{"dialogue_id": "D1.json", "turn": 0, "state": {"hotel-area": "centre"}},
+             {"dialogue_id": "d1", "turn": 2, "state": {"hotel": {"semi": {"area": "centre", "pricerange": "cheap"},
+                                                                  "book": {"booked": [], "people": ""}}}}]
+    assert run(tmp_path, preds, REFS[:2])["jga"] == 1.0
+    mwz_eval = tmp_path / "e.json"
+    mwz_eval.write_text(json.dumps({"d1": [{"state": r["state"]} for r in REFS[:3]],
+                                    "d2": [{"state": r["state"], "active_domains": ["train"]} for r in REFS[3:4]]}))
+    r = score_files(mwz_eval, write(tmp_path / "r.jsonl", REFS), ontology="multiwoz")
+    assert r["jga"] == pytest.approx(4 / 5) and r["missing_turns"] == 1
+    with pytest.raises(DataError, match="turn-index ordinal"):
+        score_files(write(tmp_path / "p.jsonl", REFS), mwz_eval)  # index-keyed predictions vs ordinal refs
+    ordinal = [dict(r, turn=r["turn"] // 2) for r in REFS]
+    assert score_files(write(tmp_path / "p.jsonl", ordinal), mwz_eval, turn_index="ordinal")["extra_turns"] == 1
+
+
+def test_per_domain_uses_active_domains_when_given(tmp_path):
+    refs = [dict(REFS[0], active_domains=["hotel", "taxi"]), dict(REFS[1], active_domains=["hotel"])]
+    preds = [REFS[0], {"dialogue_id": "d1", "turn": 2, "state": {"hotel": {"area": "centre"}}}]
+    r = run(tmp_path, preds, refs)
+    assert r["per_domain"] == {"hotel": 0.5, "taxi": 1.0} and r["per_domain_turns"] == {"hotel": 2, "taxi": 1}
+
+
+def test_wer_and_entity_wer(tmp_path):
+    refs = [{"dialogue_id": "w", "turn": 0, "transcript": "i need a cheap hotel in the north",
+             "state": {"hotel": {"pricerange": "cheap", "area": "north"}}},
+            {"dialogue_id": "w", "turn": 2, "transcript": "i want to leave from cambridge",
+             "state": {"train": {"departure": "cambridge"}}},
+            {"dialogue_id": "w", "turn": 4, "transcript": "book pizza hut city centre",
+             "state": {"restaurant": {"name": "pizza hut city centre"}}}]
+    hyps = ["i need a cheap hotel in the nord",  # 1 substitution, on an entity word
+            "i want leave from cambridge please",  # 1 deletion + 1 insertion, none on entity words
+            "book pizza the hut city centre"]  # 1 insertion inside an entity span
+    preds = [dict(r, transcript=h) for r, h in zip(refs, hyps)]
+    r = run(tmp_path, preds, refs)
+    assert r["wer"] == pytest.approx(4 / 19) and r["wer_turns"] == 3
+    assert r["entity_words"] == 7 and r["entity_wer"] == pytest.approx(2 / 7)  # cheap north cambridge + 4
+    assert "wer" not in run(tmp_path, [{k: v for k, v in p.items() if k != "transcript"} for p in preds], refs)
+
+
+def test_bootstrap_ci_brackets_jga_and_is_seeded(tmp_path):
+    refs = [{"dialogue_id": f"d{i}", "turn": t, "state": {"hotel": {"area": "north"}}} for i in range(40) for t in (0, 2)]
+    preds = [p if (i % 3) else dict(p, state={}) for i, p in enumerate(refs)]
+    a = run(tmp_path, preds, refs, bootstrap=500, seed=1)
+    b = run(tmp_path, preds, refs, bootstrap=500, seed=1)
+    assert a["jga_ci"] == b["jga_ci"] and a["jga_ci"][0] < a["jga"] < a["jga_ci"][1]
+
+
+def test_auto_ontology_and_leakage_option(data_dir):
+    assert O.guess({"hotel", "train"}) == "multiwoz" and O.guess({"restaurants_1"}) == "sgd"
+    assert O.guess({"hotel", "profile"}) == "spokenwoz" and O.guess({"shop"}) == "none"
+    clean = O.multiwoz(data_dir, exclude_test_values=True)
+    leaky = O.multiwoz(data_dir, exclude_test_values=False)
+    assert "corsica" not in clean.values["restaurant"]["food"] and "corsica" in leaky.values["restaurant"]["food"]
+    assert clean.describe()["test_values_excluded"] and not leaky.describe()["test_values_excluded"]
+    assert O.Matcher(leaky).value("restaurant", "food", "corsican") == "corsica"  # snapped onto a test value
+    assert O.Matcher(clean).value("restaurant", "food", "corsican") == "corsican"
+    sgd = O.sgd(data_dir)
+    assert sgd.values["restaurants_1"]["partysize"][:2] == ["1", "2"] and "profile" in O.spokenwoz().values

@@ -15,16 +15,44 @@ from spokentod.errors import DataError, Problem
 
 # The 30 MultiWOZ slots (TRADE's list) in our naming; every state slot must be one of them.
 MWZ_SLOTS = {
-    ("attraction", "area"), ("attraction", "name"), ("attraction", "type"), ("hospital", "department"),
-    ("hotel", "area"), ("hotel", "book day"), ("hotel", "book people"), ("hotel", "book stay"),
-    ("hotel", "internet"), ("hotel", "name"), ("hotel", "parking"), ("hotel", "pricerange"), ("hotel", "stars"),
-    ("hotel", "type"), ("restaurant", "area"), ("restaurant", "book day"), ("restaurant", "book people"),
-    ("restaurant", "book time"), ("restaurant", "food"), ("restaurant", "name"), ("restaurant", "pricerange"),
-    ("taxi", "arriveby"), ("taxi", "departure"), ("taxi", "destination"), ("taxi", "leaveat"),
-    ("train", "arriveby"), ("train", "book people"), ("train", "day"), ("train", "departure"),
-    ("train", "destination"), ("train", "leaveat"),
-    ("bus", "day"), ("bus", "departure"), ("bus", "destination"), ("bus", "leaveat"), ("bus", "arriveby"),
-    ("bus", "book people"), ("police", "name"),
+    ("attraction", "area"),
+    ("attraction", "name"),
+    ("attraction", "type"),
+    ("hospital", "department"),
+    ("hotel", "area"),
+    ("hotel", "book day"),
+    ("hotel", "book people"),
+    ("hotel", "book stay"),
+    ("hotel", "internet"),
+    ("hotel", "name"),
+    ("hotel", "parking"),
+    ("hotel", "pricerange"),
+    ("hotel", "stars"),
+    ("hotel", "type"),
+    ("restaurant", "area"),
+    ("restaurant", "book day"),
+    ("restaurant", "book people"),
+    ("restaurant", "book time"),
+    ("restaurant", "food"),
+    ("restaurant", "name"),
+    ("restaurant", "pricerange"),
+    ("taxi", "arriveby"),
+    ("taxi", "departure"),
+    ("taxi", "destination"),
+    ("taxi", "leaveat"),
+    ("train", "arriveby"),
+    ("train", "book people"),
+    ("train", "day"),
+    ("train", "departure"),
+    ("train", "destination"),
+    ("train", "leaveat"),
+    ("bus", "day"),
+    ("bus", "departure"),
+    ("bus", "destination"),
+    ("bus", "leaveat"),
+    ("bus", "arriveby"),
+    ("bus", "book people"),
+    ("police", "name"),
 }
 
 
@@ -67,8 +95,13 @@ def test_sng0073_state_turn_by_turn(test_split):
     assert all(t.state is None for t in d.turns if t.speaker == Speaker.agent)
     # "booked" is a booking result, not state: it is kept on the system turn
     assert d.turns[3].metadata["booked"] == {"taxi": [{"phone": "07218068540", "type": "blue honda"}]}
-    assert d.turns[0].acts == {"Taxi-Inform": [["Dest", "pizza hut fenditton"], ["Depart", "saint johns college"]]}
-    assert d.turns[0].metadata["text_raw"] == "I would like a taxi from Saint John 's college to Pizza Hut Fen Ditton ."
+    assert d.turns[0].acts == {
+        "Taxi-Inform": [["Dest", "pizza hut fenditton"], ["Depart", "saint johns college"]]
+    }
+    assert (
+        d.turns[0].metadata["text_raw"]
+        == "I would like a taxi from Saint John 's college to Pizza Hut Fen Ditton ."
+    )
 
 
 def test_pmul1635_state_turn_by_turn(val):
@@ -84,8 +117,15 @@ def test_pmul1635_state_turn_by_turn(val):
     t2 = {**t1, "arriveby": "19:45"}
     t3 = {**t2, "book people": "1"}
     expected = [
-        {"hotel": h1}, {"hotel": h2}, {"hotel": h3}, {"hotel": h4}, {"hotel": h4, "train": t1},
-        {"hotel": h4, "train": t2}, {"hotel": h4, "train": t3}, {"hotel": h5, "train": t3}, {"hotel": h5, "train": t3},
+        {"hotel": h1},
+        {"hotel": h2},
+        {"hotel": h3},
+        {"hotel": h4},
+        {"hotel": h4, "train": t1},
+        {"hotel": h4, "train": t2},
+        {"hotel": h4, "train": t3},
+        {"hotel": h5, "train": t3},
+        {"hotel": h5, "train": t3},
     ]
     assert [t.state for t in d.user_turns] == expected
     assert d.user_turns[1].text == "That doesn't matter as long as it has free wifi and parking."
@@ -93,7 +133,13 @@ def test_pmul1635_state_turn_by_turn(val):
 
 
 def test_state_naming_and_empty_values(val, test_split):
-    slots = {(dom, s) for d in val + test_split for t in d.user_turns for dom, v in (t.state or {}).items() for s in v}
+    slots = {
+        (dom, s)
+        for d in val + test_split
+        for t in d.user_turns
+        for dom, v in (t.state or {}).items()
+        for s in v
+    }
     assert slots <= MWZ_SLOTS
     values = {x for d in val for t in d.user_turns for v in (t.state or {}).values() for x in v.values()}
     assert not values & {"", "not mentioned", "none"}
@@ -114,37 +160,60 @@ def test_original_format_gives_same_states_and_text(data_dir, val, test_split):
 def test_directory_loads_dialogue_files_only(data_dir):
     # ontology.json, value_set.json ... sit beside val/test.json and are not dialogue files
     assert multiwoz21.dialogue_files(data_dir / "multiwoz/mwz21_convlab2") == [
-        data_dir / "multiwoz/mwz21_convlab2/test.json", data_dir / "multiwoz/mwz21_convlab2/val.json"]
+        data_dir / "multiwoz/mwz21_convlab2/test.json",
+        data_dir / "multiwoz/mwz21_convlab2/val.json",
+    ]
 
 
 def test_detect(data_dir):
     assert corpora.detect(data_dir / "multiwoz/mwz21_convlab2/val.json") == "multiwoz21"
     assert corpora.detect(data_dir / "multiwoz/mwz21_convlab2") == "multiwoz21"
-    assert corpora.detect(data_dir / "multiwoz/mwz21_original_format_examples_dialogstudio.json") == "multiwoz21"
+    assert (
+        corpora.detect(data_dir / "multiwoz/mwz21_original_format_examples_dialogstudio.json") == "multiwoz21"
+    )
     assert not multiwoz21._detect(data_dir / "multiwoz/mwz21_convlab2/ontology.json")
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("I would like a taxi from Saint John 's college to Pizza Hut Fen Ditton .",
-     "I would like a taxi from Saint John's college to Pizza Hut Fen Ditton."),
-    ("That does n't matter , i 'm fine", "That doesn't matter, i'm fine"),
-    ("You 're welcome . Have a nice day !", "You're welcome. Have a nice day!"),
-    ("ca n't wo n't I 'd we 've they 'll", "can't won't I'd we've they'll"),
-    ("Booking was successful . \n Reference number is : BMUKPTG6 .  Can I", "Booking was successful. Reference number is: BMUKPTG6. Can I"),
-    ("a ( cheap ) place ; 10.1 GBP , 50 %", "a (cheap) place; 10.1 GBP, 50%"),
-    ("Say 'hi' to Kettle's Yard... ok?", "Say 'hi' to Kettle's Yard... ok?"),  # ordinary text is unchanged
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (
+            "I would like a taxi from Saint John 's college to Pizza Hut Fen Ditton .",
+            "I would like a taxi from Saint John's college to Pizza Hut Fen Ditton.",
+        ),
+        ("That does n't matter , i 'm fine", "That doesn't matter, i'm fine"),
+        ("You 're welcome . Have a nice day !", "You're welcome. Have a nice day!"),
+        ("ca n't wo n't I 'd we 've they 'll", "can't won't I'd we've they'll"),
+        (
+            "Booking was successful . \n Reference number is : BMUKPTG6 .  Can I",
+            "Booking was successful. Reference number is: BMUKPTG6. Can I",
+        ),
+        ("a ( cheap ) place ; 10.1 GBP , 50 %", "a (cheap) place; 10.1 GBP, 50%"),
+        (
+            "Say 'hi' to Kettle's Yard... ok?",
+            "Say 'hi' to Kettle's Yard... ok?",
+        ),  # ordinary text is unchanged
+    ],
+)
 def test_detokenize(raw, expected):
     assert detokenize(raw) == expected
     assert detokenize(expected) == expected
 
 
-@pytest.mark.parametrize("domain, slot, book, expected", [
-    ("hotel", "pricerange", False, "pricerange"), ("taxi", "arriveBy", False, "arriveby"),
-    ("train", "leaveAt", False, "leaveat"), ("hotel", "people", True, "book people"),
-    ("restaurant", "bookday", False, "book day"), ("hotel", "book_stay", False, "book stay"),
-    ("restaurant", "time", False, "book time"), ("train", "day", False, "day"), ("train", "price range", False, "pricerange"),
-])
+@pytest.mark.parametrize(
+    "domain, slot, book, expected",
+    [
+        ("hotel", "pricerange", False, "pricerange"),
+        ("taxi", "arriveBy", False, "arriveby"),
+        ("train", "leaveAt", False, "leaveat"),
+        ("hotel", "people", True, "book people"),
+        ("restaurant", "bookday", False, "book day"),
+        ("hotel", "book_stay", False, "book stay"),
+        ("restaurant", "time", False, "book time"),
+        ("train", "day", False, "day"),
+        ("train", "price range", False, "pricerange"),
+    ],
+)
 def test_canonical_slot(domain, slot, book, expected):
     assert canonical_slot(domain, slot, book) == expected
 
@@ -158,11 +227,15 @@ def test_split_slot():
 
 # ---- bad input -------------------------------------------------------------------------------------
 
+
 def _turn(text, metadata=None):
     return {"text": text, "metadata": metadata or {}, "dialog_act": {}, "span_info": []}
 
 
-GOOD = {"goal": {}, "log": [_turn("hi ."), _turn("hello .", {"hotel": {"semi": {"area": "east"}, "book": {"booked": []}}})]}
+GOOD = {
+    "goal": {},
+    "log": [_turn("hi ."), _turn("hello .", {"hotel": {"semi": {"area": "east"}, "book": {"booked": []}}})],
+}
 
 
 def write(tmp_path, obj, name="d.json"):
@@ -199,15 +272,48 @@ def test_misaligned_speakers_are_caught(tmp_path):
 
 
 def test_lenient_skips_and_reports_every_bad_record(tmp_path):
-    p = write(tmp_path, {"OK1": GOOD, "BAD1": {"goal": {}}, "BAD2": {"goal": {}, "log": []},
-                         "BAD3": {"goal": {}, "log": [_turn("x", {"hotel": "oops"})]}})
+    p = write(
+        tmp_path,
+        {
+            "OK1": GOOD,
+            "BAD1": {"goal": {}},
+            "BAD2": {"goal": {}, "log": []},
+            "BAD3": {"goal": {}, "log": [_turn("x", {"hotel": "oops"})]},
+        },
+    )
     problems: list[Problem] = []
     out = multiwoz21.load(p, lenient=True, problems=problems)
     assert [d.id for d in out] == ["OK1"]
     assert out[0].user_turns[0].state == {"hotel": {"area": "east"}}
-    assert [(x.record, x.field) for x in problems] == [("BAD1", "log"), ("BAD2", "log"), ("BAD3", "log.0.metadata")]
+    assert [(x.record, x.field) for x in problems] == [
+        ("BAD1", "log"),
+        ("BAD2", "log"),
+        ("BAD3", "log.0.metadata"),
+    ]
 
 
 def test_empty_utterance_is_left_out_and_recorded(tmp_path):
     d = multiwoz21.load(write(tmp_path, {"X1": {"goal": {}, "log": [*GOOD["log"], _turn("  ")]}}))[0]
     assert len(d.turns) == 2 and d.metadata["empty_turns_dropped"] == [2]
+
+
+def test_all_corpus_loaders_registered(data_dir):
+    ours = {
+        "salesbot2": True,
+        "salesbot2-sharegpt": True,
+        "salesbot1": True,
+        "multiwoz21": False,
+        "multiwoz22": False,
+        "sgd": False,
+        "spokenwoz": False,
+        "dialogstudio": False,
+        "speech-aware-multiwoz": False,
+    }
+    assert set(ours) <= set(corpora.names())
+    assert {n: corpora.info(n).multiphase for n in ours} == ours
+    assert (
+        len(
+            corpora.load("multiwoz21", data_dir / "multiwoz/mwz21_original_format_examples_dialogstudio.json")
+        )
+        == 5
+    )

@@ -32,8 +32,11 @@ def test_state_per_user_turn_in_multiwoz21_naming(examples):
     base = {"area": "centre", "food": "chinese"}
     booked = {**base, "book day": "wednesday", "book people": "4", "book time": "15:00"}
     assert [t.state for t in d.user_turns] == [
-        {"restaurant": base}, {"restaurant": base}, {"restaurant": booked},
-        {"restaurant": {**booked, "name": "jinling noodle bar"}}]
+        {"restaurant": base},
+        {"restaurant": base},
+        {"restaurant": booked},
+        {"restaurant": {**booked, "name": "jinling noodle bar"}},
+    ]
     assert d.user_turns[2].metadata["active_intents"] == {"restaurant": "book_restaurant"}
     assert all(t.state is None for t in d.turns if t.speaker.value == "agent")
 
@@ -50,9 +53,23 @@ def test_detect(data_dir):
 
 # ---- bad input -------------------------------------------------------------------------------------
 
-USER = {"speaker": "USER", "turn_id": "0", "utterance": "A cheap hotel please.", "frames": [
-    {"service": "hotel", "slots": [], "actions": [],
-     "state": {"active_intent": "find_hotel", "requested_slots": [], "slot_values": {"hotel-pricerange": ["cheap"]}}}]}
+USER = {
+    "speaker": "USER",
+    "turn_id": "0",
+    "utterance": "A cheap hotel please.",
+    "frames": [
+        {
+            "service": "hotel",
+            "slots": [],
+            "actions": [],
+            "state": {
+                "active_intent": "find_hotel",
+                "requested_slots": [],
+                "slot_values": {"hotel-pricerange": ["cheap"]},
+            },
+        }
+    ],
+}
 
 
 def write(tmp_path, obj):
@@ -67,15 +84,25 @@ def test_malformed_json(tmp_path):
 
 
 def test_errors_name_file_record_field_and_lenient_skips(tmp_path):
-    p = write(tmp_path, [
-        {"dialogue_id": "A.json", "services": ["hotel"], "turns": [USER]},
-        {"dialogue_id": "B.json", "services": ["hotel"], "turns": []},
-        {"dialogue_id": "C.json", "services": ["hotel"], "turns": [{**USER, "frames": [{"slots": []}]}]},
-    ])
+    p = write(
+        tmp_path,
+        [
+            {"dialogue_id": "A.json", "services": ["hotel"], "turns": [USER]},
+            {"dialogue_id": "B.json", "services": ["hotel"], "turns": []},
+            {"dialogue_id": "C.json", "services": ["hotel"], "turns": [{**USER, "frames": [{"slots": []}]}]},
+        ],
+    )
     with pytest.raises(DataError) as e:
         multiwoz22.load(p)
-    assert (e.value.problems[0].file, e.value.problems[0].record, e.value.problems[0].field) == (str(p), "B.json", "turns")
+    assert (e.value.problems[0].file, e.value.problems[0].record, e.value.problems[0].field) == (
+        str(p),
+        "B.json",
+        "turns",
+    )
     problems: list[Problem] = []
     out = multiwoz22.load(p, lenient=True, problems=problems)
     assert [d.id for d in out] == ["A"] and out[0].user_turns[0].state == {"hotel": {"pricerange": "cheap"}}
-    assert [(x.record, x.field) for x in problems] == [("B.json", "turns"), ("C.json", "turns.0.frames.0.service")]
+    assert [(x.record, x.field) for x in problems] == [
+        ("B.json", "turns"),
+        ("C.json", "turns.0.frames.0.service"),
+    ]

@@ -43,9 +43,15 @@ def test_detect(data_dir):
 
 # ---- bad input -------------------------------------------------------------------------------------
 
+
 def _rec(rid, **kw):
-    r = {"id": rid, "dialog": ["a", "b", "c", "d"], "intent": {"type": ["FindMovies"], "position": 1},
-         "transition_candidates": ["c", "x", "y", "z"], "filename": "Merge_SGD"}
+    r = {
+        "id": rid,
+        "dialog": ["a", "b", "c", "d"],
+        "intent": {"type": ["FindMovies"], "position": 1},
+        "transition_candidates": ["c", "x", "y", "z"],
+        "filename": "Merge_SGD",
+    }
     r.update(kw)
     return r
 
@@ -76,7 +82,9 @@ def test_errors_name_record_and_field(tmp_path):
 
 def test_lenient(tmp_path):
     problems: list[Problem] = []
-    out = salesbot1.load(write(tmp_path, [_rec("ok"), _rec("bad", dialog=[])]), lenient=True, problems=problems)
+    out = salesbot1.load(
+        write(tmp_path, [_rec("ok"), _rec("bad", dialog=[])]), lenient=True, problems=problems
+    )
     assert [d.id for d in out] == ["ok"] and out[0].metadata["transition_consistent"]
     assert [t.speaker for t in out[0].turns] == [Speaker.agent, Speaker.user, Speaker.agent, Speaker.user]
     assert [(p.record, p.field) for p in problems] == [("bad", "dialog")]

@@ -37,7 +37,7 @@ def test_phases_follow_transition_position(data_dir, msgd):
         assert t.speaker == Speaker.user
         assert "User: " + t.metadata.get("text_raw", t.text) == r["transition_sentence"]["utterance"]
         assert all(x.phase == Phase.chitchat for x in d.turns[: d.transition_index])
-        assert all(x.phase == Phase.task for x in d.turns[d.transition_index + 1:])
+        assert all(x.phase == Phase.task for x in d.turns[d.transition_index + 1 :])
         assert d.metadata["chitchat_context_len"] == len(r["chitchat_context"])
         assert len(d.turns) + len(d.metadata.get("empty_turns_dropped", [])) == len(r["dialog"])
     d = by_id(msgd, "merge_0000")
@@ -54,9 +54,18 @@ def test_speakers_come_from_prefixes_not_alternation(msgd):
 
 def test_noisy_intents_normalized_raw_kept(msgd):
     assert Counter(d.intent.type for d in msgd) == {
-        "FindAttraction": 25, "FindMovie": 23, "FindRestaurants": 16, "LookupMusic": 13, "FindEvents": 10,
-        "GetCarsAvailable": 4, "SearchHotel": 3, "SearchRoundtripFlights": 2, "FindBooks": 2,
-        "FindDogPlaydate": 1, "FindGames": 1}
+        "FindAttraction": 25,
+        "FindMovie": 23,
+        "FindRestaurants": 16,
+        "LookupMusic": 13,
+        "FindEvents": 10,
+        "GetCarsAvailable": 4,
+        "SearchHotel": 3,
+        "SearchRoundtripFlights": 2,
+        "FindBooks": 2,
+        "FindDogPlaydate": 1,
+        "FindGames": 1,
+    }
     assert by_id(msgd, "merge_0047").metadata["intent_raw"] == "FindDogPlaydate."
     assert by_id(msgd, "merge_0008").metadata["intent_raw"].startswith("FindBooks (related to")
     assert "intent_raw" not in by_id(msgd, "merge_0000").metadata
@@ -79,10 +88,15 @@ def test_detect(data_dir):
 
 # ---- bad input -------------------------------------------------------------------------------------
 
+
 def _rec(rid, **kw):
-    r = {"id": rid, "intent": {"type": "FindMovie", "description": "d"},
-         "transition_sentence": {"utterance": "User: b", "position": 2},
-         "chitchat_context": ["User: a"], "dialog": ["User: a", "Agent: x", "User: b", "Agent: y"]}
+    r = {
+        "id": rid,
+        "intent": {"type": "FindMovie", "description": "d"},
+        "transition_sentence": {"utterance": "User: b", "position": 2},
+        "chitchat_context": ["User: a"],
+        "dialog": ["User: a", "Agent: x", "User: b", "Agent: y"],
+    }
     r.update(kw)
     return r
 
@@ -100,7 +114,10 @@ def test_malformed_json(tmp_path):
 
 def test_errors_name_record_and_field(tmp_path):
     cases = [
-        (_rec("m1", transition_sentence={"utterance": "User: b", "position": 9}), "transition_sentence.position"),
+        (
+            _rec("m1", transition_sentence={"utterance": "User: b", "position": 9}),
+            "transition_sentence.position",
+        ),
         (_rec("m2", dialog=["User: a", "Bot: x", "User: b"]), "dialog.1"),
         (_rec("m3", dialog=[]), "dialog"),
         ({k: v for k, v in _rec("m4").items() if k != "intent"}, "intent"),
@@ -112,8 +129,11 @@ def test_errors_name_record_and_field(tmp_path):
 
 
 def test_lenient_and_inconsistent_transition(tmp_path):
-    recs = [_rec("ok"), _rec("bad", dialog=[]),
-            _rec("odd", transition_sentence={"utterance": "User: something else", "position": 2})]
+    recs = [
+        _rec("ok"),
+        _rec("bad", dialog=[]),
+        _rec("odd", transition_sentence={"utterance": "User: something else", "position": 2}),
+    ]
     problems: list[Problem] = []
     out = salesbot2.load(write(tmp_path, recs), lenient=True, problems=problems)
     assert [d.id for d in out] == ["ok", "odd"]

@@ -24,9 +24,17 @@ def test_counts(test_set):
     # 6857 messages in the file = our turns + the 621 <TOD> markers, which are not turns
     assert sum(len(d.turns) for d in test_set) + 621 == 6857
     assert Counter(d.intent.type if d.intent else None for d in test_set) == {
-        "FindAttraction": 137, "FindRestaurants": 128, "GetTransportation": 124, "FindMovie": 106,
-        "LookupMusic": 44, "FindEvents": 37, "SearchHotel": 35, "SearchRoundtripFlights": 6,
-        "SearchOnewayFlight": 3, None: 6}
+        "FindAttraction": 137,
+        "FindRestaurants": 128,
+        "GetTransportation": 124,
+        "FindMovie": 106,
+        "LookupMusic": 44,
+        "FindEvents": 37,
+        "SearchHotel": 35,
+        "SearchRoundtripFlights": 6,
+        "SearchOnewayFlight": 3,
+        None: 6,
+    }
 
 
 def test_tags_removed_and_kept_in_metadata(test_set):
@@ -58,12 +66,17 @@ def test_detect(data_dir):
 
 # ---- bad input -------------------------------------------------------------------------------------
 
+
 def _rec(rid, conv):
     return {"id": rid, "conversations": conv}
 
 
-OK = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello<intent>None</intent>"},
-      {"from": "human", "value": "find me a movie<intent>FindMovie</intent>"}, {"from": "gpt", "value": "<TOD>"}]
+OK = [
+    {"from": "human", "value": "hi"},
+    {"from": "gpt", "value": "hello<intent>None</intent>"},
+    {"from": "human", "value": "find me a movie<intent>FindMovie</intent>"},
+    {"from": "gpt", "value": "<TOD>"},
+]
 
 
 def write(tmp_path, obj):

@@ -42,8 +42,13 @@ def test_first_dev_dialogue(everything):
     # several acceptable values stay a list
     assert u[2].state["Restaurants_2"]["time"] == ["11:30 am", "half past 11 in the morning"]
     assert d.turns[1].speaker == Speaker.agent and d.turns[1].state is None
-    assert d.turns[1].acts[0] == {"service": "Restaurants_2", "act": "REQUEST", "canonical_values": [],
-                                  "slot": "restaurant_name", "values": []}
+    assert d.turns[1].acts[0] == {
+        "service": "Restaurants_2",
+        "act": "REQUEST",
+        "canonical_values": [],
+        "slot": "restaurant_name",
+        "values": [],
+    }
 
 
 def test_state_of_earlier_services_is_carried(everything):
@@ -73,13 +78,23 @@ def test_detect(data_dir):
 
 # ---- bad input -------------------------------------------------------------------------------------
 
+
 def _dlg(did, turns):
     return {"dialogue_id": did, "services": ["Foo_1"], "turns": turns}
 
 
-USER = {"speaker": "USER", "utterance": "Find me a foo.", "frames": [
-    {"service": "Foo_1", "slots": [], "actions": [],
-     "state": {"active_intent": "FindFoo", "requested_slots": [], "slot_values": {"city": ["Paris"]}}}]}
+USER = {
+    "speaker": "USER",
+    "utterance": "Find me a foo.",
+    "frames": [
+        {
+            "service": "Foo_1",
+            "slots": [],
+            "actions": [],
+            "state": {"active_intent": "FindFoo", "requested_slots": [], "slot_values": {"city": ["Paris"]}},
+        }
+    ],
+}
 
 
 def write(tmp_path, obj):
@@ -98,7 +113,10 @@ def test_missing_field_names_file_record_field(tmp_path):
     with pytest.raises(DataError) as e:
         sgd.load(p)
     assert (e.value.problems[0].file, e.value.problems[0].record, e.value.problems[0].field) == (
-        str(p), "1_2", "turns.0.utterance")
+        str(p),
+        "1_2",
+        "turns.0.utterance",
+    )
 
 
 def test_empty_dialogue_and_bad_speaker(tmp_path):

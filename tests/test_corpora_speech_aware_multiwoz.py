@@ -12,6 +12,7 @@ import soundfile as sf
 from spokentod.data import corpora
 from spokentod.data.corpora import multiwoz21
 from spokentod.data.corpora import speech_aware_multiwoz as sam
+from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.schema import Speaker
 from spokentod.errors import DataError, Problem
 
@@ -34,16 +35,20 @@ def wavs(folder, turn_ids):
         sf.write(folder / f"Turn-{k}.wav", TONE, RATE)
 
 
+@pytest.fixture(scope="module")
+def sng0073(data_dir):
+    return json.loads((data_dir / "multiwoz/mwz21_convlab2/test.json").read_text())["SNG0073"]
+
+
 @pytest.fixture
-def json_corpus(tmp_path, data_dir):
+def json_corpus(tmp_path, sng0073):
     """SNG0073 from the real MultiWOZ 2.1 test file, with audio for its 4 user turns (log 0, 2, 4, 6)."""
-    full = json.loads((data_dir / "multiwoz/mwz21_convlab2/test.json").read_text())
-    (tmp_path / "test.json").write_text(json.dumps({"SNG0073": full["SNG0073"]}))
+    (tmp_path / "test.json").write_text(json.dumps({"SNG0073": sng0073}))
     wavs(tmp_path / "SNG0073", [1, 3, 5, 7])
     return tmp_path
 
 
-def test_multiwoz_json_joined_with_turn_audio(json_corpus, data_dir):
+def test_multiwoz_json_joined_with_turn_audio(json_corpus, sng0073):
     assert corpora.detect(json_corpus) == "speech-aware-multiwoz"
     assert not multiwoz21._detect(json_corpus)  # the audio folders make it speech-aware, not plain 2.1
     (d,) = sam.load(json_corpus)
@@ -54,7 +59,9 @@ def test_multiwoz_json_joined_with_turn_audio(json_corpus, data_dir):
             assert (t.audio.sample_rate, t.audio.duration) == (RATE, 0.5)
         else:
             assert t.audio is None
-    plain = next(x for x in multiwoz21.load(data_dir / "multiwoz/mwz21_convlab2/test.json") if x.id == "SNG0073")
+    write_manifest(json_corpus / "m.jsonl", [d])  # audio survives the manifest round trip
+    assert list(read_manifest(json_corpus / "m.jsonl")) == [d]
+    plain = multiwoz21.convert("test.json", "SNG0073", sng0073)
     assert [(t.text, t.state) for t in d.turns] == [(t.text, t.state) for t in plain.turns]
 
 
@@ -67,12 +74,23 @@ def test_dstc11_manifest(tmp_path):
     assert (a.id, a.metadata["original_id"]) == ("SNG0073", "sng0073.json")
     assert [t.speaker for t in a.turns] == [Speaker.user, Speaker.agent, Speaker.user]
     assert a.turns[2].text == "i want to leave after 0:47 am."
-    assert a.turns[2].state == {"taxi": {"leaveat": "0:47 am", "destination": "pizza hut fenditton",
-                                         "departure": "saint johns college"}}
+    assert a.turns[2].state == {
+        "taxi": {
+            "leaveat": "0:47 am",
+            "destination": "pizza hut fenditton",
+            "departure": "saint johns college",
+        }
+    }
     assert a.turns[1].state is None and a.turns[2].audio.path.endswith("sng0073/Turn-3.wav")
     # DSTC11 writes booking slots bare: restaurant-time is our "book time"
-    assert b.turns[0].state == {"restaurant": {"book time": "2:12 am", "book day": "thursday", "book people": "8",
-                                               "name": "west bank cafe"}}
+    assert b.turns[0].state == {
+        "restaurant": {
+            "book time": "2:12 am",
+            "book day": "thursday",
+            "book people": "8",
+            "name": "west bank cafe",
+        }
+    }
 
 
 def test_audio_dir_option(tmp_path):
@@ -104,22 +122,26 @@ def test_bad_manifest_lines_and_state(tmp_path):
     (tmp_path / "m.txt").write_text(
         MANIFEST
         + "line_nr: 3 dialog_id: pmul1.json turn_id: 1 txt: broken line\n"
-        + "line_nr: 4 dialog_id: pmul2.json turn_id: 1 text: user: hi state: taxi-leaveat\n")
+        + "line_nr: 4 dialog_id: pmul2.json turn_id: 1 text: user: hi state: taxi-leaveat\n"
+    )
     wavs(tmp_path / "sng0073", [1, 3])
     wavs(tmp_path / "mul2499", [1])
     wavs(tmp_path / "pmul2", [1])
     with pytest.raises(DataError) as e:
         sam.load(tmp_path / "m.txt")
-    assert (e.value.problems[0].record, e.value.problems[0].field) == ("pmul1.json", "line 6")
+    assert (e.value.problems[0].record, e.value.problems[0].field) == ("pmul1.json", "line 7")
     problems: list[Problem] = []
     assert len(sam.load(tmp_path / "m.txt", lenient=True, problems=problems)) == 2
-    assert [(p.record, p.field) for p in problems] == [("pmul1.json", "line 6"), ("pmul2.json", "line 7.state")]
+    assert [(p.record, p.field) for p in problems] == [
+        ("pmul1.json", "line 7"),
+        ("pmul2.json", "line 8.state"),
+    ]
 
 
-def test_malformed_json_and_ambiguous_dir(json_corpus):
-    (json_corpus / "test.json").write_text('{"SNG0073": {')
-    with pytest.raises(DataError, match="malformed JSON"):
-        sam.load(json_corpus / "test.json")
+def test_ambiguous_dir_and_malformed_json(json_corpus):
     (json_corpus / "dev_manifest.txt").write_text(MANIFEST)
     with pytest.raises(DataError, match="exactly one annotation file"):
         sam.load(json_corpus)
+    (json_corpus / "test.json").write_text('{"SNG0073": {')
+    with pytest.raises(DataError, match="malformed JSON"):
+        sam.load(json_corpus / "test.json")

@@ -17,15 +17,29 @@ from spokentod.errors import DataError, Problem
 
 def words(text, t0, channel):
     """Release-style ASR words: capitalized keys, times in milliseconds."""
-    return [{"Word": w, "BeginTime": t0 + 300 * k, "EndTime": t0 + 300 * k + 250, "Channel": channel, "WordIndex": k}
-            for k, w in enumerate(text.split())]
+    return [
+        {
+            "Word": w,
+            "BeginTime": t0 + 300 * k,
+            "EndTime": t0 + 300 * k + 250,
+            "Channel": channel,
+            "WordIndex": k,
+        }
+        for k, w in enumerate(text.split())
+    ]
 
 
 def state(**semi):
-    meta = {"restaurant": {"book": {"booked": [], "people": "", "day": "", "time": ""},
-                           "semi": {"food": "", "pricerange": "", "name": "", "area": ""}},
-            "profile": {"book": {"booked": []},
-                        "semi": {"name": "", "email": "", "phonenumber": "", "idnumber": "", "platenumber": ""}}}
+    meta = {
+        "restaurant": {
+            "book": {"booked": [], "people": "", "day": "", "time": ""},
+            "semi": {"food": "", "pricerange": "", "name": "", "area": ""},
+        },
+        "profile": {
+            "book": {"booked": []},
+            "semi": {"name": "", "email": "", "phonenumber": "", "idnumber": "", "platenumber": ""},
+        },
+    }
     for k, v in semi.items():
         dom, slot = k.split("__")
         meta[dom]["book" if slot in ("people", "day", "time") else "semi"][slot] = v
@@ -33,8 +47,14 @@ def state(**semi):
 
 
 def turn(text, tag, t0, metadata=None):
-    return {"text": text, "tag": tag, "metadata": metadata or {}, "dialog_act": {}, "span_info": [],
-            "words": words(text, t0, 0 if tag == "user" else 1)}
+    return {
+        "text": text,
+        "tag": tag,
+        "metadata": metadata or {},
+        "dialog_act": {},
+        "span_info": [],
+        "words": words(text, t0, 0 if tag == "user" else 1),
+    }
 
 
 def corpus_dir(tmp_path, with_audio=("MUL0001", "SNG0002")):
@@ -42,14 +62,30 @@ def corpus_dir(tmp_path, with_audio=("MUL0001", "SNG0002")):
     text.mkdir()
     audio.mkdir()
     data = {
-        "MUL0001": {"goal": {"restaurant": {"info": {"food": "indian"}}}, "log": [
-            turn("i want indian food in the centre", "user", 0),
-            turn("sure what is your name", "system", 3000,
-                 state(restaurant__food="indian", restaurant__area="centre")),
-            turn("james for two people", "user", 6000),
-            turn("booked", "system", 9000,
-                 state(restaurant__food="indian", restaurant__area="centre", profile__name="james",
-                       restaurant__people="2"))]},
+        "MUL0001": {
+            "goal": {"restaurant": {"info": {"food": "indian"}}},
+            "log": [
+                turn("i want indian food in the centre", "user", 0),
+                turn(
+                    "sure what is your name",
+                    "system",
+                    3000,
+                    state(restaurant__food="indian", restaurant__area="centre"),
+                ),
+                turn("james for two people", "user", 6000),
+                turn(
+                    "booked",
+                    "system",
+                    9000,
+                    state(
+                        restaurant__food="indian",
+                        restaurant__area="centre",
+                        profile__name="james",
+                        restaurant__people="2",
+                    ),
+                ),
+            ],
+        },
         "SNG0002": {"goal": {}, "log": [turn("hello", "user", 0), turn("hi", "system", 1000, state())]},
     }
     (text / "data.json").write_text(json.dumps(data))
@@ -63,12 +99,17 @@ def test_load_release_layout(tmp_path):
     ds = spokenwoz.load(root)
     assert [d.id for d in ds] == ["MUL0001", "SNG0002"] and all(d.source == "spokenwoz" for d in ds)
     d = ds[0]
-    assert d.metadata["audio"] == {"path": str((root / "audio_5700_test/MUL0001.wav").resolve()),
-                                   "sample_rate": 8000, "duration": 12.0}
+    assert d.metadata["audio"] == {
+        "path": str((root / "audio_5700_test/MUL0001.wav").resolve()),
+        "sample_rate": 8000,
+        "duration": 12.0,
+    }
     assert [t.speaker for t in d.turns] == [Speaker.user, Speaker.agent] * 2
     assert d.user_turns[0].state == {"restaurant": {"food": "indian", "area": "centre"}}
-    assert d.user_turns[1].state == {"restaurant": {"food": "indian", "area": "centre", "book people": "2"},
-                                     "profile": {"name": "james"}}
+    assert d.user_turns[1].state == {
+        "restaurant": {"food": "indian", "area": "centre", "book people": "2"},
+        "profile": {"name": "james"},
+    }
     t = d.turns[2]
     assert t.metadata["words"][0] == {"word": "james", "begin": 6.0, "end": 6.25, "channel": 0, "index": 0}
     assert t.metadata["audio_span"] == [6.0, 7.15]
@@ -119,7 +160,12 @@ def test_trippy_slot_list_matches_our_naming(data_dir):
     profile = {s for d, s in mapped if d == "profile"}
     assert profile == {"name", "email", "phonenumber", "idnumber", "platenumber"}
     mwz = {(d, s) for d, s in mapped if d != "profile"}
-    seen = {(dom, s) for d in multiwoz21.load(data_dir / "multiwoz/mwz21_convlab2/val.json")
-            for t in d.user_turns for dom, v in (t.state or {}).items() for s in v}
+    seen = {
+        (dom, s)
+        for d in multiwoz21.load(data_dir / "multiwoz/mwz21_convlab2/val.json")
+        for t in d.user_turns
+        for dom, v in (t.state or {}).items()
+        for s in v
+    }
     # TripPy leaves out the police and bus domains (as MultiWOZ evaluations usually do)
     assert mwz == {x for x in seen if x[0] not in {"police", "bus"}}

@@ -23,7 +23,8 @@ def _register_optional() -> None:
     # Command groups from later parts of the toolkit register here when their modules exist.
     import importlib
 
-    for mod, name in (("spokentod.serve.cli", "serve"), ("spokentod.dst.cli", "dst")):
+    for mod, name in (("spokentod.serve.cli", "serve"), ("spokentod.dst.cli", "dst"),
+                      ("spokentod.bench.cli", "bench")):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

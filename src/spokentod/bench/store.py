@@ -24,7 +24,9 @@ import json
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +217,216 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------- reading run directories (status, merge)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot read {path}: {e}") from None
+
+
+@dataclass
+class RunDir:
+    """What one run directory holds: run metadata and plans (per shard) and results files."""
+
+    path: Path
+    metas: dict[str, dict[str, Any]]  # file name → run.json content
+    plans: list[dict[str, Any]]
+    files: dict[Path, tuple[str, tuple[int, int]]]  # results file → (system, shard)
+
+    @classmethod
+    def scan(cls, path: str | os.PathLike) -> "RunDir":
+        path = Path(path)
+        if not path.is_dir():
+            raise StoreError(f"{path} is not a run directory (it does not exist or is not a folder)")
+        metas = {p.name: _read_json(p) for p in sorted(path.glob("run*.json"))}
+        plans = [_read_json(p) for p in sorted(path.glob("plan*.json"))]
+        files = {p: parsed for p in sorted((path / "results").glob("*.jsonl"))
+                 if (parsed := parse_results_name(p.name))}
+        if not metas and not files:
+            raise StoreError(f"{path} holds no run.json and no results/: not a bench run directory")
+        return cls(path, metas, plans, files)
+
+    def planned(self) -> dict[str, list[Key]]:
+        """Expected keys per system, in plan order (dialogue, turn, seed)."""
+        out: dict[str, list[Key]] = {}
+        for plan in self.plans:
+            for system in plan["systems"]:
+                keys = out.setdefault(system, [])
+                keys += [(system, did, t, seed) for did, turns in plan["dialogues"] for t in turns
+                         for seed in plan["seeds"]]
+        return out
+
+
+@dataclass
+class SystemStatus:
+    system: str
+    planned: int = 0
+    done: int = 0
+    ok: int = 0
+    errors: int = 0
+    missing: int = 0
+    retried: int = 0  # records superseded by a later attempt
+    outside_plan: int = 0
+    partial_bytes: int = 0  # a half-written last line (a run was killed mid-write; resume drops it)
+    reasons: Counter = field(default_factory=Counter)
+
+
+def run_status(path: str | os.PathLike) -> tuple[RunDir, list[SystemStatus]]:
+    """Per-system counts of a run directory (read-only: a half-written tail is reported, not repaired)."""
+    run = RunDir.scan(path)
+    planned = run.planned()
+    stats: dict[str, SystemStatus] = {s: SystemStatus(s) for s in planned}
+    records: dict[str, list[dict[str, Any]]] = {}
+    for file, (system, _) in run.files.items():
+        st = stats.setdefault(system, SystemStatus(system))
+        recs, dropped = read_records(file)
+        st.partial_bytes += dropped
+        records.setdefault(system, []).extend(recs)
+    for system, st in stats.items():
+        recs = records.get(system, [])
+        finals = final_records(recs)
+        want = set(planned.get(system, []))
+        st.planned, st.retried = len(want), len(recs) - len(finals)
+        st.outside_plan = sum(1 for k in finals if want and k not in want)
+        for k, r in finals.items():
+            if want and k not in want:
+                continue
+            st.done += 1
+            if r.get("error"):
+                st.errors += 1
+                st.reasons[r.get("error_reason") or "unknown"] += 1
+            else:
+                st.ok += 1
+        st.missing = len(want) - st.done if want else 0
+    return run, sorted(stats.values(), key=lambda s: s.system)
+
+
+@dataclass
+class MergeReport:
+    out: Path
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    gaps: dict[str, list[Key]] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)  # same key twice with the same content: one kept
+    conflicts: list[str] = field(default_factory=list)  # cannot be merged: nothing written
+    missing_shards: list[str] = field(default_factory=list)  # "i/n" of shards no input holds
+
+    @property
+    def ok(self) -> bool:
+        return not self.conflicts
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a.get("text"), a.get("error")) == (b.get("text"), b.get("error"))
+
+
+def merge_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> MergeReport:
+    """Join shard (or partial) run directories into `out`: check that they ran the same protocol, find
+    keys missing from every input (gaps) and keys present twice (duplicates: identical ones are merged;
+    different ones are conflicts). On conflict nothing is written."""
+    import shutil
+
+    out = Path(out)
+    report = MergeReport(out)
+    runs = [RunDir.scan(d) for d in dirs]
+    if out.exists() and any(out.iterdir()):
+        raise StoreError(f"{out} is not empty: merge writes a new directory")
+    if any(out.resolve() == r.path.resolve() for r in runs):
+        raise StoreError("--out must be a new directory, not one of the inputs")
+
+    metas = [(r.path / name, m) for r in runs for name, m in r.metas.items()]
+    hashes = {m.get("protocol_hash") for _, m in metas} | {p.get("protocol_hash") for r in runs for p in r.plans}
+    if len(hashes - {None}) > 1:
+        report.conflicts.append("the inputs were run with different configurations: " + ", ".join(
+            f"{p} → {m.get('protocol_hash')}" for p, m in metas))
+    idents = {json.dumps(m.get("systems"), sort_keys=True) for _, m in metas}
+    if len(idents) > 1:
+        report.conflicts.append("the inputs used different backends or prompts (run.json 'systems' differ)")
+    shards: dict[int, set[int]] = {}
+    for r in runs:
+        for p in r.plans:
+            i, n = p.get("shard", [1, 1])
+            shards.setdefault(n, set()).add(i)
+    for n, have in sorted(shards.items()):
+        if n > 1 and (missing := sorted(set(range(1, n + 1)) - have)):
+            report.missing_shards += [f"{i}/{n}" for i in missing]  # their keys are unknown: no plan came
+
+    order: dict[Key, int] = {}
+    for r in runs:
+        for keys in r.planned().values():
+            for k in keys:
+                order.setdefault(k, len(order))
+    merged: dict[str, dict[Key, tuple[dict[str, Any], Path]]] = {}
+    for r in runs:
+        for file, (system, _) in r.files.items():
+            recs, dropped = read_records(file)
+            if dropped:
+                report.duplicates.append(f"{file}: ignored a half-written last line ({dropped} bytes)")
+            seen: dict[Key, dict[str, Any]] = {}
+            for rec in recs:
+                k = key_of(rec)
+                if k in seen and not seen[k].get("error"):
+                    msg = f"{system} {k[1]} turn {k[2]} seed {k[3]}: two finished records in {file}"
+                    (report.duplicates if _same(seen[k], rec) else report.conflicts).append(msg)
+                seen[k] = rec
+            target = merged.setdefault(system, {})
+            for k, rec in seen.items():
+                if k in target:
+                    other = target[k][1]
+                    msg = f"{system} {k[1]} turn {k[2]} seed {k[3]}: in {other} and {r.path}"
+                    (report.duplicates if _same(target[k][0], rec) else report.conflicts).append(
+                        msg + ("" if _same(target[k][0], rec) else " with different replies"))
+                    continue
+                target[k] = (rec, r.path)
+    for k in order:  # every planned key, once, in plan order
+        if k not in merged.get(k[0], {}):
+            report.gaps.setdefault(k[0], []).append(k)
+    for system, recs in merged.items():
+        report.counts[system] = {"records": len(recs), "errors": sum(1 for r, _ in recs.values() if r.get("error")),
+                                 "missing": len(report.gaps.get(system, []))}
+    if report.conflicts:
+        return report
+
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    for system, recs in merged.items():
+        keys = sorted(recs, key=lambda k: (order.get(k, len(order)), k))
+        lines = []
+        for k in keys:
+            rec, src = recs[k]
+            audio = rec.get("audio_path")
+            if audio and not Path(audio).is_absolute() and (src / audio).exists():
+                dst = out / audio
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if not dst.exists():
+                    try:
+                        os.link(src / audio, dst)  # same filesystem: no copy
+                    except OSError:
+                        shutil.copy2(src / audio, dst)
+            lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+        path = out / "results" / results_name(system)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    first = metas[0][1] if metas else {}
+    plan = {"shard": [1, 1], "protocol_hash": next(iter(hashes - {None}), None),
+            "systems": sorted({s for r in runs for p in r.plans for s in p["systems"]}),
+            "seeds": sorted({s for r in runs for p in r.plans for s in p["seeds"]}),
+            "dialogues": [d for r in runs for p in r.plans for d in p["dialogues"]]}
+    write_json_atomic(out / "plan.json", plan)
+    write_json_atomic(out / "run.json", {
+        "merged_from": [{"dir": str(r.path), "runs": {n: {k: m.get(k) for k in ("shard", "started", "ended", "status",
+                                                                                "host", "git")}
+                                                     for n, m in r.metas.items()}} for r in runs],
+        "protocol_hash": plan["protocol_hash"], "protocol": first.get("protocol"), "config": first.get("config"),
+        "systems": first.get("systems"), "spokentod_version": first.get("spokentod_version"),
+        "status": "merged", "counts": report.counts,
+        "gaps": {s: len(g) for s, g in report.gaps.items()}, "missing_shards": report.missing_shards,
+        "duplicates": len(report.duplicates)})
+    return report

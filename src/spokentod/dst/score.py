@@ -229,21 +229,89 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return p, r, 2 * p * r / (p + r) if p + r else 0.0
 
 
-class _Canon:
-    """Raw items → {key: accepted values} in the two views (normalized, exact); memoized per raw item,
-    which is what makes scoring fast: states are cumulative, so most items repeat turn after turn."""
+class _Memo(dict):
+    """Raw item → its canonical row, computed on first use; `map(memo.__getitem__, items)` runs in C."""
 
-    def __init__(self, matcher: Matcher, policy: N.Policy, gold: bool):
-        self.m, self.policy, self.gold = matcher, policy, gold
-        self.memo: dict[Item, tuple] = {}
-        self.states: dict[tuple[Item, ...], tuple] = {}
+    def __init__(self, compute):
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, it):
+        row = self[it] = self.compute(it)
+        return row
+
+
+class _View:
+    """One state in one view (normalized or exact): its slot keys, its interned (key, values) ids and the rows
+    behind them. When the slots are unique and (for a reference) single-valued, comparing two states is a
+    C-level set operation on the ids, the common case; otherwise the rows are compared slot by slot."""
+
+    __slots__ = ("rows", "keys", "ids", "unique", "single", "domains")
+
+    def __init__(self, rows: list):
+        self.rows = rows
+        self.keys = frozenset([r[0] for r in rows])
+        self.ids = frozenset([r[2] for r in rows])
+        self.unique = len(self.keys) == len(rows)
+        self.single = all(r[3] for r in rows)
+        self.domains = frozenset([k[0] for k in self.keys])
+
+    def dict(self) -> dict:
+        out: dict = {}
+        for key, values, _, _ in self.rows:
+            out.setdefault(key, values)  # two raw names for one slot: the first one counts
+        return out
+
+
+def _right(pred: dict, gold: dict) -> int:
+    """Predicted slots whose values are all accepted by the reference (a list prediction needs every item)."""
+    n = 0
+    for k, pv in pred.items():
+        gv = gold.get(k)
+        if gv is not None and pv <= gv:
+            n += 1
+    return n
+
+
+def _compare(p: _View, g: _View) -> tuple[int, bool]:
+    """(right predicted slots, whole state right)."""
+    if p.unique and g.unique and g.single:
+        return len(p.ids & g.ids), p.ids == g.ids
+    pd, gd = p.dict(), g.dict()
+    ok = _right(pd, gd)
+    return ok, ok == len(pd) == len(gd)
+
+
+def _wrong_domains(p: _View, g: _View, id_domain: list) -> set[str]:
+    if p.unique and g.unique and g.single:
+        return {id_domain[i] for i in p.ids ^ g.ids}
+    pd, gd = p.dict(), g.dict()
+    return {d for d in p.domains | g.domains
+            if not (lambda a, b: _right(a, b) == len(a) == len(b))({k: v for k, v in pd.items() if k[0] == d},
+                                                                   {k: v for k, v in gd.items() if k[0] == d})}
+
+
+class _Canon:
+    """Raw items → canonical views, memoized per raw item and per whole state, which is what makes scoring
+    fast: states are cumulative, so most items (and many whole states) repeat turn after turn."""
+
+    def __init__(self, matcher: Matcher, policy: N.Policy, gold: bool, ids: dict, id_domain: list):
+        self.m, self.policy, self.gold, self.ids, self.id_domain = matcher, policy, gold, ids, id_domain
+        self.memo = _Memo(self.item)
+        self.states: dict[tuple[Item, ...], tuple[_View, _View, list[str]]] = {}
         self.unknown: dict[str, int] = {}
 
+    def _row(self, key: tuple, values: frozenset) -> tuple | None:
+        if not values:
+            return None
+        i = self.ids.get((key, values))
+        if i is None:
+            i = self.ids[(key, values)] = len(self.id_domain)
+            self.id_domain.append(key[0])
+        return key, values, i, len(values) == 1
+
     def item(self, it: Item) -> tuple:
-        try:
-            return self.memo[it]
-        except KeyError:
-            pass
+        """Raw (domain, slot, value) → (normalized row, exact row); a row is (key, values, id, single) or None."""
         d_raw, s_raw, v = it
         d = N.canonical_domain(d_raw)
         exact_key = (d, N.canonical_slot(d, s_raw))
@@ -254,37 +322,18 @@ class _Canon:
         else:
             norm = frozenset(x for x in (self.m.value(key[0], key[1], a) for a in alts) if x is not None)
         exact = frozenset(x for x in (N.exact_value(a, self.policy) for a in alts) if x is not None)
-        out = self.memo[it] = (key, norm, exact_key, exact)
-        return out
+        return self._row(key, norm), self._row(exact_key, exact)
 
-    def state(self, items: tuple[Item, ...]) -> tuple[dict, dict]:
-        """A turn's {key: values} in both views; a state repeated from an earlier turn costs one lookup."""
+    def state(self, items: tuple[Item, ...]) -> tuple[_View, _View]:
         hit = self.states.get(items)
         if hit is None:
-            norm: dict = {}
-            exact: dict = {}
-            for it in items:
-                key, nv, ekey, ev = self.memo.get(it) or self.item(it)
-                if nv:
-                    norm.setdefault(key, nv)  # two raw names for one slot: the first one counts
-                if ev:
-                    exact.setdefault(ekey, ev)
-            hit = self.states[items] = (norm, exact, [k[1] for k in norm if k[0] == UNKNOWN])
+            rows = list(map(self.memo.__getitem__, items))
+            norm = _View([r[0] for r in rows if r[0] is not None])
+            exact = _View([r[1] for r in rows if r[1] is not None])
+            hit = self.states[items] = (norm, exact, [r[0][1] for r in norm.rows if r[0][0] == UNKNOWN])
         for name in hit[2]:
             self.unknown[name] = self.unknown.get(name, 0) + 1
         return hit[0], hit[1]
-
-
-def _right(pred: dict, gold: dict) -> int:
-    """Predicted slots whose values are all accepted by the reference (a list prediction needs every item)."""
-    if pred == gold:  # the common case, compared in C; holds whenever every gold slot has one value
-        return len(pred)
-    n = 0
-    for k, pv in pred.items():
-        gv = gold.get(k)
-        if gv is not None and pv <= gv:
-            n += 1
-    return n
 
 
 def score(references: list[list[TurnState]], predictions: Predictions, matcher: Matcher,
@@ -294,14 +343,16 @@ def score(references: list[list[TurnState]], predictions: Predictions, matcher: 
     if predictions.indexing == "index" and any(t.index is None for d in references for t in d):
         raise DataError("references", message="these references number user turns 0, 1, 2 ... (MultiWOZ_Evaluation"
                         " format): read the predictions with turn_index='ordinal' (--turn-index ordinal)")
-    gold_c, pred_c = _Canon(matcher, policy, True), _Canon(matcher, policy, False)
-    for d in references:  # schema = ontology slots + reference slots, before any prediction is mapped
-        for t in d:
-            for it in t.items:
-                key = gold_c.item(it)[2]
-                if key[1] not in matcher.schema.get(key[0], ()):
-                    matcher.add_slot(*key)
+    ids: dict = {}
+    id_domain: list[str] = []
+    gold_c, pred_c = _Canon(matcher, policy, True, ids, id_domain), _Canon(matcher, policy, False, ids, id_domain)
+    for it in {it for d in references for t in d for it in t.items}:  # schema = ontology + reference slots,
+        key = N.canonical_domain(it[0])                                  # complete before predictions are mapped
+        key = (key, N.canonical_slot(key, it[1]))
+        if key[1] not in matcher.schema.get(key[0], ()):
+            matcher.add_slot(*key)
 
+    by_index = predictions.indexing == "index"
     n_dlg = len(references)
     right, right_exact, n_turns = np.zeros(n_dlg), np.zeros(n_dlg), np.zeros(n_dlg)
     tp = fp = fn = ktp = kfp = kfn = 0
@@ -311,33 +362,35 @@ def score(references: list[list[TurnState]], predictions: Predictions, matcher: 
     missing: list[str] = []
     wer_pairs: list[tuple[str, str, tuple[Item, ...]]] = []
     has_transcripts = any(p.transcript is not None for p in predictions.turns.values())
+    get_pred, gold_state, pred_state = predictions.turns.get, gold_c.state, pred_c.state
     for i, dlg in enumerate(references):
+        n_turns[i] = len(dlg)
         for t in dlg:
-            key = (t.dialogue_id, t.index if predictions.indexing == "index" else t.ordinal)
-            pred = predictions.turns.get(key)
-            gold, gold_x = gold_c.state(t.items)
-            n_turns[i] += 1
-            active = t.active_domains if t.active_domains is not None else {k[0] for k in gold}
+            key = (t.dialogue_id, t.index if by_index else t.ordinal)
+            pred = get_pred(key)
+            g, gx = gold_state(t.items)
+            active = g.domains if t.active_domains is None else t.active_domains
             for dom in active:
                 dom_turns[dom] = dom_turns.get(dom, 0) + 1
             if has_transcripts and t.transcript:
                 wer_pairs.append((t.transcript, (pred.transcript or "") if pred else "", t.items))
             if pred is None:
                 missing.append(f"{t.dialogue_id}:{key[1]}")
-                fn += len(gold)
-                kfn += len(gold)
+                fn += len(g.keys)
+                kfn += len(g.keys)
                 continue
             used.add(key)
-            pn, px = pred_c.state(pred.items)
-            ok = _right(pn, gold)
-            tp, fp, fn = tp + ok, fp + len(pn) - ok, fn + len(gold) - ok
-            shared = len(pn.keys() & gold.keys())
-            ktp, kfp, kfn = ktp + shared, kfp + len(pn) - shared, kfn + len(gold) - shared
-            turn_ok = ok == len(pn) == len(gold)
+            p, px = pred_state(pred.items)
+            ok, turn_ok = _compare(p, g)
+            n_pred, n_gold = len(p.keys), len(g.keys)
+            tp, fp, fn = tp + ok, fp + n_pred - ok, fn + n_gold - ok
+            shared = len(p.keys & g.keys)
+            ktp, kfp, kfn = ktp + shared, kfp + n_pred - shared, kfn + n_gold - shared
             right[i] += turn_ok
-            right_exact[i] += _right(px, gold_x) == len(px) == len(gold_x)
+            right_exact[i] += _compare(px, gx)[1]
+            wrong = () if turn_ok else _wrong_domains(p, g, id_domain)
             for dom in active:
-                if turn_ok or _domain_ok(pn, gold, dom):
+                if dom not in wrong:
                     dom_right[dom] = dom_right.get(dom, 0) + 1
 
     turns = int(n_turns.sum())
@@ -367,12 +420,6 @@ def score(references: list[list[TurnState]], predictions: Predictions, matcher: 
     if wer_pairs:
         out.update(wer_scores(wer_pairs))
     return out
-
-
-def _domain_ok(pred: dict, gold: dict, dom: str) -> bool:
-    pd = {k: v for k, v in pred.items() if k[0] == dom}
-    gd = {k: v for k, v in gold.items() if k[0] == dom}
-    return _right(pd, gd) == len(pd) == len(gd)
 
 
 def bootstrap_ci(right: np.ndarray, n: np.ndarray, samples: int, seed: int = 0, ci: float = 0.95) -> list[float]:

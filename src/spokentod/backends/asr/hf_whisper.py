@@ -18,29 +18,9 @@ import numpy as np
 
 from spokentod.audio import as_waveform, is_silent
 from spokentod.backends import _hf
+from spokentod.backends._hf import split_windows
 from spokentod.backends.base import Backend, Timings, Transcript, register
 from spokentod.errors import AudioError
-
-WINDOW_S = 30.0
-SEARCH_S = 5.0  # look this far back from a window's end for a quiet place to cut
-FRAME_S = 0.05
-
-
-def split_windows(x: np.ndarray, rate: int, window_s: float = WINDOW_S, search_s: float = SEARCH_S) -> list[np.ndarray]:
-    """Cut `x` into pieces of at most `window_s`, each ending at the quietest frame near its end."""
-    win, search, frame = int(window_s * rate), int(search_s * rate), max(1, int(FRAME_S * rate))
-    out, start = [], 0
-    while len(x) - start > win:
-        lo, hi = start + win - search, start + win
-        seg = x[lo:hi]
-        n = len(seg) // frame
-        energy = np.square(seg[: n * frame]).reshape(n, frame).mean(axis=1)
-        cut = lo + int(np.argmin(energy)) * frame + frame // 2
-        out.append(x[start:cut])
-        start = cut
-    out.append(x[start:])
-    return out
-
 
 @register("asr", "hf-whisper")
 class HFWhisper(Backend):

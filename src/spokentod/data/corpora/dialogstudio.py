@@ -39,7 +39,13 @@ from spokentod.data.schema import Dialogue, Speaker, State, Turn
 from spokentod.data.text import detokenize, read_head
 from spokentod.errors import DataError, Problem
 
-_KNOWLEDGE = ("external knowledge", "external knowledge non-flat", "dst knowledge", "intent knowledge", "prompt")
+_KNOWLEDGE = (
+    "external knowledge",
+    "external knowledge non-flat",
+    "dst knowledge",
+    "intent knowledge",
+    "prompt",
+)
 # Multi-word slot names as the "dst" strings write them (the rest are one word).
 _TWO_WORD = ("book day", "book people", "book stay", "book time", "price range", "arrive by", "leave at")
 
@@ -56,7 +62,7 @@ def parse_dst_string(s: str) -> State | None:
             return None
         domain, rest = words[0].lower(), " ".join(words[1:])
         two = next((t for t in _TWO_WORD if rest.lower().startswith(t + " ")), None)
-        slot, value = (two, rest[len(two) + 1:]) if two else (words[1], " ".join(words[2:]))
+        slot, value = (two, rest[len(two) + 1 :]) if two else (words[1], " ".join(words[2:]))
         mwz.add_slot(state, domain, mwz.canonical_slot(domain, slot), mwz.canonical_value(value, "", "", ""))
     return state
 
@@ -68,12 +74,16 @@ def _side(row: dict, key: str, file: str, record: str, field: str) -> dict:
     return info
 
 
-def row_state(row: dict, user: dict, system: dict, file: str, record: str, field: str) -> tuple[State | None, dict, list]:
+def row_state(
+    row: dict, user: dict, system: dict, file: str, record: str, field: str
+) -> tuple[State | None, dict, list]:
     """(state, extra user-turn metadata, user acts) of one log row; see the module doc for the order."""
     md: dict[str, Any] = {}
     acts: list = []
     if isinstance(user.get("frames"), list):
-        state, md, acts = frames_info(user["frames"], file, record, f"{field}.original user side information.frames")
+        state, md, acts = frames_info(
+            user["frames"], file, record, f"{field}.original user side information.frames"
+        )
         if state is not None:
             return state, md, acts
     for side, name in ((system, "system"), (user, "user")):
@@ -109,24 +119,40 @@ def convert(file: str, record: str, raw: Any) -> Dialogue:
             state, md, acts = row_state(row, user, system, file, record, field)
             if row.get("intent"):
                 md["intent"] = row["intent"]
-            turns.append(Turn(index=len(turns), speaker=Speaker.user, text=user_text, state=state,
-                              acts=acts or user.get("dialog_act"), metadata=md))
+            turns.append(
+                Turn(
+                    index=len(turns),
+                    speaker=Speaker.user,
+                    text=user_text,
+                    state=state,
+                    acts=acts or user.get("dialog_act"),
+                    metadata=md,
+                )
+            )
         if sys_text:
-            turns.append(Turn(index=len(turns), speaker=Speaker.agent, text=sys_text, acts=system.get("dialog_act")))
+            turns.append(
+                Turn(index=len(turns), speaker=Speaker.agent, text=sys_text, acts=system.get("dialog_act"))
+            )
         if not user_text or not sys_text:
             dropped.append(i)
     if not turns:
         raise DataError(file, record, "log", "every utterance is empty")
     dataset, _, rest = record.partition("--")
     split = rest.partition("--")[0]
-    md: dict[str, Any] = {"dataset": dataset, "split": split or None,
-                          "original_id": raw.get("original dialog id"), "dialog_index": raw.get("dialog index")}
+    md: dict[str, Any] = {
+        "dataset": dataset,
+        "split": split or None,
+        "original_id": raw.get("original dialog id"),
+        "dialog_index": raw.get("dialog index"),
+    }
     if raw.get("original dialog info"):
         md["original_dialog_info"] = raw["original dialog info"]
     md.update({k.replace(" ", "_"): raw[k] for k in _KNOWLEDGE if raw.get(k)})
     if dropped:
         md["empty_turns_dropped"] = dropped
-    return Dialogue(id=record, source="dialogstudio", turns=turns, metadata={k: v for k, v in md.items() if v is not None})
+    return Dialogue(
+        id=record, source="dialogstudio", turns=turns, metadata={k: v for k, v in md.items() if v is not None}
+    )
 
 
 _HEAD = re.compile(r'^\s*\{\s*"[^"]+--[^"]+--\d+"\s*:\s*\{')
@@ -137,7 +163,9 @@ def _detect(p: Path) -> bool:
 
 
 @corpus("dialogstudio", detect=_detect, multiphase=False)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None
+) -> list[Dialogue]:
     """A DialogStudio unified-format file (e.g. ``converted_examples.json`` or a split's ``train.json``)."""
     file = str(path)
     data = read_json(path)

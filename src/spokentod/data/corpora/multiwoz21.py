@@ -38,7 +38,11 @@ from spokentod.errors import DataError, Problem
 MWZ_DOMAINS = frozenset({"attraction", "bus", "hospital", "hotel", "police", "restaurant", "taxi", "train"})
 EMPTY_VALUES = frozenset({"", "not mentioned", "none"})
 # Booking slots that MultiWOZ 2.2 ("restaurant-bookday") marks and DSTC11 ("restaurant-day") does not.
-_BARE_BOOK = {"hotel": {"day", "people", "stay"}, "restaurant": {"day", "people", "time"}, "train": {"people"}}
+_BARE_BOOK = {
+    "hotel": {"day", "people", "stay"},
+    "restaurant": {"day", "people", "time"},
+    "train": {"people"},
+}
 
 
 @lru_cache(maxsize=4096)  # a few dozen distinct names, called for every slot of every turn
@@ -121,7 +125,9 @@ def _speaker(turn: dict, i: int, file: str, record: str) -> Speaker:
         return Speaker.user if i % 2 == 0 else Speaker.agent
     if tag in ("user", "system"):
         return Speaker.user if tag == "user" else Speaker.agent
-    raise DataError(file, record, f"log.{i}.tag", f"unknown speaker tag {tag!r} (expected 'user' or 'system')")
+    raise DataError(
+        file, record, f"log.{i}.tag", f"unknown speaker tag {tag!r} (expected 'user' or 'system')"
+    )
 
 
 def log_turns(file: str, record: str, log: Any) -> tuple[list[Turn], list[int]]:
@@ -154,14 +160,19 @@ def log_turns(file: str, record: str, log: Any) -> tuple[list[Turn], list[int]]:
         state = None
         if sp == Speaker.user:
             if meta and "tag" not in t:
-                raise DataError(file, record, f"log.{i}.metadata",
-                                "a user turn (even index) carries a dialogue state: speakers look misaligned")
+                raise DataError(
+                    file,
+                    record,
+                    f"log.{i}.metadata",
+                    "a user turn (even index) carries a dialogue state: speakers look misaligned",
+                )
             if i + 1 < len(log) and speakers[i + 1] == Speaker.agent and log[i + 1].get("metadata"):
                 state = state_from_metadata(log[i + 1]["metadata"], file, record, f"log.{i + 1}.metadata")
         elif booked := _booked(meta):
             md["booked"] = booked
-        turns.append(Turn(index=len(turns), speaker=sp, text=text, state=state, acts=t.get("dialog_act"),
-                          metadata=md))
+        turns.append(
+            Turn(index=len(turns), speaker=sp, text=text, state=state, acts=t.get("dialog_act"), metadata=md)
+        )
     return turns, dropped
 
 
@@ -213,16 +224,24 @@ def dialogue_files(path: str | os.PathLike, words: bool = False) -> list[Path]:
     return [p]
 
 
-def load_file(file: Path, lenient: bool, problems: list[Problem] | None, source: str = "multiwoz21",
-              ) -> list[Dialogue]:
+def load_file(
+    file: Path,
+    lenient: bool,
+    problems: list[Problem] | None,
+    source: str = "multiwoz21",
+) -> list[Dialogue]:
     data = read_json(file)
     if not isinstance(data, dict):
         raise DataError(str(file), message="expected a JSON object {dialogue_id: {goal, log}}")
-    return convert_records(str(file), data.items(), partial(convert, str(file), source=source), lenient, problems)
+    return convert_records(
+        str(file), data.items(), partial(convert, str(file), source=source), lenient, problems
+    )
 
 
 @corpus("multiwoz21", detect=_detect, multiphase=False)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None
+) -> list[Dialogue]:
     """MultiWOZ 2.1 (ConvLab-2 or original format): a file, or a directory of such files."""
     out: list[Dialogue] = []
     for file in dialogue_files(path):

@@ -28,8 +28,15 @@ from spokentod.errors import DataError, Problem
 _SPEAKERS = {"USER": Speaker.user, "SYSTEM": Speaker.agent}
 
 
-def convert(file: str, split: str | None, schema: Any, schema_path: str | None, record: str, raw: Any,
-            source: str = "multiwoz22") -> Dialogue:
+def convert(
+    file: str,
+    split: str | None,
+    schema: Any,
+    schema_path: str | None,
+    record: str,
+    raw: Any,
+    source: str = "multiwoz22",
+) -> Dialogue:
     """Same signature as ``sgd.convert`` so that both share the shard walking in ``sgd.load_shards``."""
     if not isinstance(raw, dict):
         raise DataError(file, record, None, "expected a dialogue object")
@@ -44,7 +51,9 @@ def convert(file: str, split: str | None, schema: Any, schema_path: str | None, 
             raise DataError(file, record, f"turns.{i}", "expected an object")
         who = require(t, "speaker", str, file, record, f"turns.{i}.")
         if who not in _SPEAKERS:
-            raise DataError(file, record, f"turns.{i}.speaker", f"unknown speaker {who!r} (expected USER or SYSTEM)")
+            raise DataError(
+                file, record, f"turns.{i}.speaker", f"unknown speaker {who!r} (expected USER or SYSTEM)"
+            )
         raw_text = require(t, "utterance", str, file, record, f"turns.{i}.")
         text = detokenize(raw_text)
         if not text:  # not speech: left out, and listed
@@ -55,8 +64,16 @@ def convert(file: str, split: str | None, schema: Any, schema_path: str | None, 
             state = {}  # a user turn without frames states nothing new; 2.2 always lists frames
         if text != raw_text:
             md["text_raw"] = raw_text  # span offsets ("spans") refer to the raw utterance
-        turns.append(Turn(index=len(turns), speaker=_SPEAKERS[who], text=text,
-                          state=state if _SPEAKERS[who] == Speaker.user else None, acts=acts or None, metadata=md))
+        turns.append(
+            Turn(
+                index=len(turns),
+                speaker=_SPEAKERS[who],
+                text=text,
+                state=state if _SPEAKERS[who] == Speaker.user else None,
+                acts=acts or None,
+                metadata=md,
+            )
+        )
     bare = did.removesuffix(".json")
     md = {"services": raw.get("services", []), "original_id": did}
     if split:
@@ -75,6 +92,8 @@ def _detect(p: Path) -> bool:
 
 
 @corpus("multiwoz22", detect=_detect, multiphase=False)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None
+) -> list[Dialogue]:
     """MultiWOZ 2.2: a file of dialogues, a split directory, or the root with train/dev/test."""
     return load_shards(path, lenient, problems, "multiwoz22", convert=convert)

@@ -47,8 +47,12 @@ def convert(file: str, record: str, raw: Any) -> Dialogue:
     if not types or not all(isinstance(t, str) and t for t in types):
         raise DataError(file, record, "intent.type", "expected a non-empty list of intent names")
     if not 0 <= position < len(dialog) - 1:
-        raise DataError(file, record, "intent.position",
-                        f"position {position} leaves no transition turn in a dialog of {len(dialog)}")
+        raise DataError(
+            file,
+            record,
+            "intent.position",
+            f"position {position} leaves no transition turn in a dialog of {len(dialog)}",
+        )
     turns: list[Turn] = []
     dropped: list[int] = []
     for i, text in enumerate(dialog):
@@ -87,7 +91,9 @@ def _detect(p: Path) -> bool:
 
 
 @corpus("salesbot1", detect=_detect, multiphase=True)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None
+) -> list[Dialogue]:
     """A SalesBot 1.0 file, or a directory of them (every ``*.json`` in SalesBot 1.0 format)."""
     p = Path(path)
     files = sorted(f for f in p.glob("*.json") if _is_salesbot1(f)) if p.is_dir() else [p]
@@ -95,5 +101,7 @@ def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem]
         raise DataError(str(p), message="no SalesBot 1.0 files (*.json with transition_candidates) here")
     out: list[Dialogue] = []
     for f in files:
-        out += convert_records(str(f), _records(str(f), read_json(f)), partial(convert, str(f)), lenient, problems)
+        out += convert_records(
+            str(f), _records(str(f), read_json(f)), partial(convert, str(f)), lenient, problems
+        )
     return out

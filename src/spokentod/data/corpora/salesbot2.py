@@ -72,8 +72,12 @@ def convert(file: str, record: str, raw: Any) -> Dialogue:
     if not dialog:
         raise DataError(file, record, "dialog", "dialogue has no turns")
     if not 0 <= position < len(dialog):
-        raise DataError(file, record, "transition_sentence.position",
-                        f"position {position} is outside the dialog (0..{len(dialog) - 1})")
+        raise DataError(
+            file,
+            record,
+            "transition_sentence.position",
+            f"position {position} is outside the dialog (0..{len(dialog) - 1})",
+        )
     turns: list[Turn] = []
     dropped: list[int] = []
     for i, line in enumerate(dialog):
@@ -93,7 +97,9 @@ def convert(file: str, record: str, raw: Any) -> Dialogue:
             dropped.append(i)
             continue
         md = {"text_raw": raw_text} if text != raw_text else {}
-        turns.append(Turn(index=len(turns), speaker=speaker, text=text, phase=_phase(i, position), metadata=md))
+        turns.append(
+            Turn(index=len(turns), speaker=speaker, text=text, phase=_phase(i, position), metadata=md)
+        )
     name = normalize_intent(itype)
     if not name:
         raise DataError(file, record, "intent.type", f"no intent name in {itype!r}")
@@ -106,8 +112,13 @@ def convert(file: str, record: str, raw: Any) -> Dialogue:
         md["intent_raw"] = itype
     if dropped:
         md["empty_turns_dropped"] = dropped
-    return Dialogue(id=did, source="salesbot2", intent=Intent(type=name, description=intent.get("description")),
-                    turns=turns, metadata=md)
+    return Dialogue(
+        id=did,
+        source="salesbot2",
+        intent=Intent(type=name, description=intent.get("description")),
+        turns=turns,
+        metadata=md,
+    )
 
 
 def _detect(p: Path) -> bool:
@@ -118,12 +129,16 @@ def _detect(p: Path) -> bool:
 def _records(file: str, data: Any) -> list[tuple[str, Any]]:
     if not isinstance(data, list):
         raise DataError(file, message="expected a JSON list of dialogues")
-    return [(x["id"] if isinstance(x, dict) and isinstance(x.get("id"), str) else f"#{i}", x)
-            for i, x in enumerate(data)]
+    return [
+        (x["id"] if isinstance(x, dict) and isinstance(x.get("id"), str) else f"#{i}", x)
+        for i, x in enumerate(data)
+    ]
 
 
 @corpus("salesbot2", detect=_detect, multiphase=True)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None
+) -> list[Dialogue]:
     """SalesBot 2.0 MSGD file (a JSON list of dialogues)."""
     file = str(path)
     return convert_records(file, _records(file, read_json(path)), partial(convert, file), lenient, problems)

@@ -50,12 +50,18 @@ def convert(file: str, record: str, raw: Any) -> Dialogue:
         who = require(m, "from", str, file, record, f"conversations.{i}.")
         value = require(m, "value", str, file, record, f"conversations.{i}.")
         if who not in _SPEAKERS:
-            raise DataError(file, record, f"conversations.{i}.from", f"unknown role {who!r} (expected human or gpt)")
+            raise DataError(
+                file, record, f"conversations.{i}.from", f"unknown role {who!r} (expected human or gpt)"
+            )
         tags = [t.strip() for t in _TAG.findall(value)]
         text = _TAG.sub("", value).strip()
         if not text or text == HANDOFF:
-            raise DataError(file, record, f"conversations.{i}.value",
-                            "empty turn" if not text else "<TOD> hand-off before the end of the dialogue")
+            raise DataError(
+                file,
+                record,
+                f"conversations.{i}.value",
+                "empty turn" if not text else "<TOD> hand-off before the end of the dialogue",
+            )
         items.append((_SPEAKERS[who], text, tags[-1] if tags else None))
     user = [i for i, (sp, _, _) in enumerate(items) if sp == Speaker.user]
     pivot = next((i for i in user if items[i][2] not in (None, "None")), None)
@@ -65,8 +71,12 @@ def convert(file: str, record: str, raw: Any) -> Dialogue:
         md["transition_inferred"] = True
     turns = []
     for i, (sp, text, tag) in enumerate(items):
-        phase = Phase.chitchat if pivot is None or i < pivot else Phase.transition if i == pivot else Phase.task
-        turns.append(Turn(index=i, speaker=sp, text=text, phase=phase, metadata={"intent_tag": tag} if tag else {}))
+        phase = (
+            Phase.chitchat if pivot is None or i < pivot else Phase.transition if i == pivot else Phase.task
+        )
+        turns.append(
+            Turn(index=i, speaker=sp, text=text, phase=phase, metadata={"intent_tag": tag} if tag else {})
+        )
     intent_tag = items[pivot][2] if pivot is not None else None
     user_tags = {items[i][2] for i in user if items[i][2] not in (None, "None")}
     if len(user_tags) > 1:
@@ -81,7 +91,9 @@ def _detect(p: Path) -> bool:
 
 
 @corpus("salesbot2-sharegpt", detect=_detect, multiphase=True)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None
+) -> list[Dialogue]:
     """A ShareGPT-format SalesBot 2.0 file (a JSON list of {id, conversations})."""
     file = str(path)
     return convert_records(file, _records(file, read_json(path)), partial(convert, file), lenient, problems)

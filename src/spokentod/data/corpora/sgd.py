@@ -90,7 +90,9 @@ def frames_info(frames: Any, file: str, record: str, field: str) -> tuple[State 
         state = {} if state is None else state
         for slot, v in values.items():
             domain, name = frame_slot(f, slot)
-            add_slot(state, domain, name, canonical_value(v, file, record, f"{where}.state.slot_values.{slot}"))
+            add_slot(
+                state, domain, name, canonical_value(v, file, record, f"{where}.state.slot_values.{slot}")
+            )
         intent = st.get("active_intent")
         if intent and intent != "NONE":
             md.setdefault("active_intents", {})[service] = intent
@@ -103,8 +105,15 @@ def _split_of(file: Path) -> str | None:
     return file.parent.name if file.parent.name in SPLITS else None
 
 
-def convert(file: str, split: str | None, schema: dict[str, dict] | None, schema_path: str | None,
-            record: str, raw: Any, source: str = "sgd") -> Dialogue:
+def convert(
+    file: str,
+    split: str | None,
+    schema: dict[str, dict] | None,
+    schema_path: str | None,
+    record: str,
+    raw: Any,
+    source: str = "sgd",
+) -> Dialogue:
     if not isinstance(raw, dict):
         raise DataError(file, record, None, "expected a dialogue object")
     did = require(raw, "dialogue_id", str, file, record)
@@ -113,14 +122,16 @@ def convert(file: str, split: str | None, schema: dict[str, dict] | None, schema
         raise DataError(file, record, "turns", "dialogue has no turns")
     turns: list[Turn] = []
     carried: State = {}  # last known state per service (see module doc)
-    intent: str | None = None
+    intent: tuple[str, str] | None = None  # (service, intent name)
     dropped: list[int] = []  # raw positions of empty utterances (not turns; recorded, never silent)
     for i, t in enumerate(turns_raw):
         if not isinstance(t, dict):
             raise DataError(file, record, f"turns.{i}", "expected an object")
         who = require(t, "speaker", str, file, record, f"turns.{i}.")
         if who not in _SPEAKERS:
-            raise DataError(file, record, f"turns.{i}.speaker", f"unknown speaker {who!r} (expected USER or SYSTEM)")
+            raise DataError(
+                file, record, f"turns.{i}.speaker", f"unknown speaker {who!r} (expected USER or SYSTEM)"
+            )
         raw_text = require(t, "utterance", str, file, record, f"turns.{i}.")
         text = detokenize(raw_text)
         if not text:  # e.g. test 3_00055 ends with an empty SYSTEM GOODBYE: not speech, but say so
@@ -133,11 +144,19 @@ def convert(file: str, split: str | None, schema: dict[str, dict] | None, schema
             if frame_state is not None:  # a frame's state is cumulative for its service: it replaces
                 carried.update({s: frame_state.get(s, {}) for s in md["services_in_turn"]})
             state = {s: dict(v) for s, v in carried.items() if v}
-            intent = intent or next(iter(md.get("active_intents", {}).values()), None)
+            intent = intent or next(iter(md.get("active_intents", {}).items()), None)
         if text != raw_text:
             md["text_raw"] = raw_text
-        turns.append(Turn(index=len(turns), speaker=_SPEAKERS[who], text=text, state=state, acts=acts or None,
-                          metadata=md))
+        turns.append(
+            Turn(
+                index=len(turns),
+                speaker=_SPEAKERS[who],
+                text=text,
+                state=state,
+                acts=acts or None,
+                metadata=md,
+            )
+        )
     md = {"services": raw.get("services", []), "original_id": did}
     if dropped:
         md["empty_turns_dropped"] = dropped
@@ -145,16 +164,20 @@ def convert(file: str, split: str | None, schema: dict[str, dict] | None, schema
         md["split"] = split
     if schema_path:
         md["schema"] = schema_path
-    return Dialogue(id=f"{split}_{did}" if split else did, source=source, turns=turns,
-                    intent=Intent(type=intent, description=_intent_description(schema, intent)) if intent else None,
-                    metadata=md)
+    return Dialogue(
+        id=f"{split}_{did}" if split else did,
+        source=source,
+        turns=turns,
+        intent=Intent(type=intent[1], description=_intent_description(schema, *intent)) if intent else None,
+        metadata=md,
+    )
 
 
-def _intent_description(schema: dict[str, dict] | None, intent: str) -> str | None:
-    for service in (schema or {}).values():
-        for it in service.get("intents", []):
-            if it.get("name") == intent:
-                return it.get("description")
+def _intent_description(schema: dict[str, dict] | None, service: str, intent: str) -> str | None:
+    # per service: Restaurants_1 and Restaurants_2 both have "FindRestaurants"
+    for it in (schema or {}).get(service, {}).get("intents", []):
+        if it.get("name") == intent:
+            return it.get("description")
     return None
 
 
@@ -172,12 +195,19 @@ def shard_files(path: str | os.PathLike) -> list[Path]:
     if not files:
         files = sorted(f for s in SPLITS for f in (p / s).glob("dialogues_*.json") if _SHARD.search(f.name))
     if not files:
-        raise DataError(str(p), message="no dialogues_NNN.json shards here or in train/dev/test subdirectories")
+        raise DataError(
+            str(p), message="no dialogues_NNN.json shards here or in train/dev/test subdirectories"
+        )
     return files
 
 
-def load_shards(path: str | os.PathLike, lenient: bool, problems: list[Problem] | None, source: str,
-                convert: Callable[..., Dialogue] = convert) -> list[Dialogue]:
+def load_shards(
+    path: str | os.PathLike,
+    lenient: bool,
+    problems: list[Problem] | None,
+    source: str,
+    convert: Callable[..., Dialogue] = convert,
+) -> list[Dialogue]:
     """Every shard under `path` through `convert(file, split, schema, schema_path, record, raw)`
     (MultiWOZ 2.2 shares this walk with its own convert)."""
     out: list[Dialogue] = []
@@ -190,10 +220,13 @@ def load_shards(path: str | os.PathLike, lenient: bool, problems: list[Problem] 
         if schema_file not in schemas:
             schemas[schema_file] = load_schema(schema_file) if schema_file.is_file() else None
         schema = schemas[schema_file]
-        records = [(str(x.get("dialogue_id", f"#{i}")) if isinstance(x, dict) else f"#{i}", x)
-                   for i, x in enumerate(data)]
-        conv = partial(convert, str(file), _split_of(file), schema, str(schema_file) if schema else None,
-                       source=source)
+        records = [
+            (str(x.get("dialogue_id", f"#{i}")) if isinstance(x, dict) else f"#{i}", x)
+            for i, x in enumerate(data)
+        ]
+        conv = partial(
+            convert, str(file), _split_of(file), schema, str(schema_file) if schema else None, source=source
+        )
         out += convert_records(str(file), records, conv, lenient, problems)
     return out
 
@@ -225,6 +258,8 @@ def _detect(p: Path) -> bool:
 
 
 @corpus("sgd", detect=_detect, multiphase=False)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None
+) -> list[Dialogue]:
     """SGD shard file, split directory, or root with train/dev/test."""
     return load_shards(path, lenient, problems, "sgd")

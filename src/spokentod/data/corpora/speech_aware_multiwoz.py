@@ -44,7 +44,9 @@ from spokentod.data.schema import Audio, Dialogue, Speaker, State, Turn
 from spokentod.data.text import read_head
 from spokentod.errors import DataError, Problem
 
-_LINE = re.compile(r"line_nr:\s*\d+\s+dialog_id:\s*(\S+)\s+turn_id:\s*(\d+)\s+text:\s*(user|agent):\s?(.*)", re.S)
+_LINE = re.compile(
+    r"line_nr:\s*\d+\s+dialog_id:\s*(\S+)\s+turn_id:\s*(\d+)\s+text:\s*(user|agent):\s?(.*)", re.DOTALL
+)
 
 
 def wav_name(turn_id: int) -> str:
@@ -86,14 +88,23 @@ def read_manifest_rows(file: Path) -> dict[str, list[dict[str, Any]]]:
                 did = re.search(r"dialog_id:\s*(\S+)", line)
                 if did is None:
                     raise DataError(str(file), f"line {lineno}", None, "not a DSTC11 manifest line")
-                out.setdefault(did.group(1), []).append({"line": lineno, "error": "not a DSTC11 manifest line"})
+                out.setdefault(did.group(1), []).append(
+                    {"line": lineno, "error": "not a DSTC11 manifest line"}
+                )
                 continue
             did, tid, who, rest = m.groups()
             text, sep, state = rest.rpartition("state:")
             if not sep:
                 text, state = rest, ""
-            out.setdefault(did, []).append({"line": lineno, "turn_id": int(tid), "speaker": who,
-                                            "text": text.strip(), "state": state.strip()})
+            out.setdefault(did, []).append(
+                {
+                    "line": lineno,
+                    "turn_id": int(tid),
+                    "speaker": who,
+                    "text": text.strip(),
+                    "state": state.strip(),
+                }
+            )
     return out
 
 
@@ -114,8 +125,10 @@ class AudioIndex:
                 raise DataError(file, record, f"turns.{turn.index}.audio", f"audio file not found: {wav}")
             try:
                 info = sf.info(str(wav))
-            except Exception as e:  # soundfile's own error types for corrupt/unsupported files
-                raise DataError(file, record, f"turns.{turn.index}.audio", f"unreadable audio {wav}: {e}") from None
+            except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
+                raise DataError(
+                    file, record, f"turns.{turn.index}.audio", f"unreadable audio {wav}: {e}"
+                ) from None
             turn.audio = Audio(path=str(wav.resolve()), sample_rate=info.samplerate, duration=info.duration)
 
 
@@ -125,7 +138,9 @@ def convert_manifest(file: str, audio: AudioIndex, record: str, rows: list[dict[
         raise DataError(file, record, f"line {bad['line']}", bad["error"])
     rows = sorted(rows, key=lambda r: r["turn_id"])
     if [r["turn_id"] for r in rows] != list(range(1, len(rows) + 1)):
-        raise DataError(file, record, "turn_id", f"turn ids are not 1..{len(rows)}: {[r['turn_id'] for r in rows]}")
+        raise DataError(
+            file, record, "turn_id", f"turn ids are not 1..{len(rows)}: {[r['turn_id'] for r in rows]}"
+        )
     turns = []
     for r in rows:
         user = r["speaker"] == "user"
@@ -134,10 +149,21 @@ def convert_manifest(file: str, audio: AudioIndex, record: str, rows: list[dict[
         if not r["text"]:
             raise DataError(file, record, f"line {r['line']}", "empty utterance")
         state = parse_state(r["state"], file, record, f"line {r['line']}.state") if user else None
-        turns.append(Turn(index=r["turn_id"] - 1, speaker=Speaker.user if user else Speaker.agent, text=r["text"],
-                          state=state, metadata={"line": r["line"]}))
-    d = Dialogue(id=record.removesuffix(".json").upper(), source="speech-aware-multiwoz", turns=turns,
-                 metadata={"original_id": record, "annotation": "dstc11-manifest"})
+        turns.append(
+            Turn(
+                index=r["turn_id"] - 1,
+                speaker=Speaker.user if user else Speaker.agent,
+                text=r["text"],
+                state=state,
+                metadata={"line": r["line"]},
+            )
+        )
+    d = Dialogue(
+        id=record.removesuffix(".json").upper(),
+        source="speech-aware-multiwoz",
+        turns=turns,
+        metadata={"original_id": record, "annotation": "dstc11-manifest"},
+    )
     audio.attach(d, [r["turn_id"] for r in rows], file, record)
     return d
 
@@ -154,11 +180,15 @@ def convert_json(file: str, audio: AudioIndex, record: str, raw: Any) -> Dialogu
 def _annotation(p: Path) -> Path:
     if p.is_file():
         return p
-    found = [f for f in sorted(p.glob("*.txt")) if is_manifest(f)] + \
-            [f for f in sorted(p.glob("*.json")) if mwz.is_mwz21_file(f)]
+    found = [f for f in sorted(p.glob("*.txt")) if is_manifest(f)] + [
+        f for f in sorted(p.glob("*.json")) if mwz.is_mwz21_file(f)
+    ]
     if len(found) != 1:
-        raise DataError(str(p), message=f"expected exactly one annotation file (DSTC11 manifest .txt or MultiWOZ "
-                                        f"2.1 .json) beside the audio folders, found {[f.name for f in found]}")
+        raise DataError(
+            str(p),
+            message=f"expected exactly one annotation file (DSTC11 manifest .txt or MultiWOZ "
+            f"2.1 .json) beside the audio folders, found {[f.name for f in found]}",
+        )
     return found[0]
 
 
@@ -175,8 +205,12 @@ def _detect(p: Path) -> bool:
 
 
 @corpus("speech-aware-multiwoz", detect=_detect, multiphase=False)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None,
-         audio_dir: str | os.PathLike | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike,
+    lenient: bool = False,
+    problems: list[Problem] | None = None,
+    audio_dir: str | os.PathLike | None = None,
+) -> list[Dialogue]:
     """Annotations (DSTC11 manifest or MultiWOZ 2.1 JSON) joined with per-user-turn WAVs."""
     file = _annotation(Path(path))
     root = Path(audio_dir) if audio_dir is not None else file.parent
@@ -185,8 +219,12 @@ def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem]
     audio = AudioIndex(root)
     if is_manifest(file):
         rows = read_manifest_rows(file)
-        return convert_records(str(file), rows.items(), partial(convert_manifest, str(file), audio), lenient, problems)
+        return convert_records(
+            str(file), rows.items(), partial(convert_manifest, str(file), audio), lenient, problems
+        )
     data = read_json(file)
     if not isinstance(data, dict):
         raise DataError(str(file), message="expected a DSTC11 manifest or a MultiWOZ 2.1 JSON object")
-    return convert_records(str(file), data.items(), partial(convert_json, str(file), audio), lenient, problems)
+    return convert_records(
+        str(file), data.items(), partial(convert_json, str(file), audio), lenient, problems
+    )

@@ -35,9 +35,19 @@ from spokentod.data.corpora._util import convert_records, read_json
 from spokentod.data.schema import Audio, Dialogue
 from spokentod.errors import DataError, Problem
 
-_WORD_KEYS = {"word": "word", "wordcontext": "word", "begintime": "begin", "begin": "begin", "start": "begin",
-              "endtime": "end", "end": "end", "channel": "channel", "channelid": "channel",
-              "index": "index", "wordindex": "index"}
+_WORD_KEYS = {
+    "word": "word",
+    "wordcontext": "word",
+    "begintime": "begin",
+    "begin": "begin",
+    "start": "begin",
+    "endtime": "end",
+    "end": "end",
+    "channel": "channel",
+    "channelid": "channel",
+    "index": "index",
+    "wordindex": "index",
+}
 
 
 def _word(w: Any, file: str, record: str, field: str) -> dict[str, Any]:
@@ -62,10 +72,11 @@ def audio_info(wav: Path, file: str, record: str) -> dict[str, Any]:
         raise DataError(file, record, "audio", f"recording not found: {wav}")
     try:
         info = sf.info(str(wav))
-    except Exception as e:  # soundfile raises its own error types for unreadable files
+    except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
         raise DataError(file, record, "audio", f"unreadable recording {wav}: {e}") from None
     return Audio(path=str(wav.resolve()), sample_rate=info.samplerate, duration=info.duration).model_dump(
-        exclude_none=True)
+        exclude_none=True
+    )
 
 
 def convert(file: str, audio_dir: Path | None, record: str, raw: Any) -> Dialogue:
@@ -111,8 +122,12 @@ def _detect(p: Path) -> bool:
 
 
 @corpus("spokenwoz", detect=_detect, multiphase=False)
-def load(path: str | os.PathLike, lenient: bool = False, problems: list[Problem] | None = None,
-         audio_dir: str | os.PathLike | bool | None = None) -> list[Dialogue]:
+def load(
+    path: str | os.PathLike,
+    lenient: bool = False,
+    problems: list[Problem] | None = None,
+    audio_dir: str | os.PathLike | bool | None = None,
+) -> list[Dialogue]:
     """SpokenWOZ annotations (+ recordings; see the module doc for how they are found)."""
     out: list[Dialogue] = []
     for file in _annotation_files(Path(path)):

@@ -1,0 +1,111 @@
+"""Test helpers: run the real server (uvicorn) in a thread on a free loopback port, and tiny backends.
+
+The tiny backends are real classes implementing the protocols, used ONLY to test the server's and the
+cache's plumbing (auth, limits, faults, retries, keys) fast; round trips that must show the embedded
+models working use the registry's real backends.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import uvicorn
+
+from spokentod.backends.base import AudioOut, Backend, Completion, GenParams, Timings, Transcript
+
+
+class ServerThread:
+    """`with ServerThread(app) as s:` serves `app` on 127.0.0.1:<free port>; `s.url` is the /v1 base URL."""
+
+    def __init__(self, app):
+        # Bind first (port 0) so there is no race for the port. IPPROTO_TCP matters: asyncio sets
+        # TCP_NODELAY only on sockets whose proto says TCP; with proto 0 every small response waits
+        # ~40 ms for a delayed ACK.
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.app = app
+        cfg = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+# ---------------------------------------------------------------- tiny protocol implementations
+
+
+def _last_text(messages) -> str:
+    content = messages[-1].get("content") or ""
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return content
+
+
+class EchoLLM(Backend):
+    """Answers "echo: <last user text>" cut to max_tokens words; counts its calls."""
+
+    kind, name = "llm", "echo"
+
+    def __init__(self, fail_first: int = 0):
+        self.calls, self.fail_first = 0, fail_first
+
+    def _words(self, messages, params):
+        self.calls += 1
+        if self.calls <= self.fail_first:
+            raise RuntimeError(f"echo failure {self.calls}")
+        p = params or GenParams()
+        return (["echo:"] + _last_text(messages).split())[: p.max_tokens]
+
+    def chat(self, messages, params=None) -> Completion:
+        words = self._words(messages, params)
+        return Completion(" ".join(words), ttft=0.001, tokens=len(words), timings=Timings(wall=0.002, first=0.001),
+                          finish_reason="stop")
+
+    def stream(self, messages, params=None):
+        for i, w in enumerate(self._words(messages, params)):
+            yield w if i == 0 else " " + w
+
+
+class ToneTTS(Backend):
+    """A 440 Hz tone, 0.1 s per word, at 16 kHz."""
+
+    kind, name = "tts", "tone"
+
+    def __init__(self):
+        self.calls = 0
+
+    def synthesize(self, text, voice=None) -> AudioOut:
+        self.calls += 1
+        n = int(0.1 * 16000 * max(1, len(text.split())))
+        return AudioOut((0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32), 16000,
+                        Timings(wall=0.001))
+
+
+class LengthASR(Backend):
+    """Transcribes any audio as "<n> samples"."""
+
+    kind, name = "asr", "length"
+
+    def __init__(self):
+        self.calls = 0
+
+    def transcribe(self, audio, language=None) -> Transcript:
+        self.calls += 1
+        return Transcript(f"{len(audio.samples)} samples", Timings(wall=0.001))

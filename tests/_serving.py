@@ -1,4 +1,4 @@
-"""Test helpers: run the real server (uvicorn) in a thread on a free loopback port, and tiny backends.
+"""Test helpers: the real server in a background thread, and tiny backends.
 
 The tiny backends are real classes implementing the protocols, used ONLY to test the server's and the
 cache's plumbing (auth, limits, faults, retries, keys) fast; round trips that must show the embedded
@@ -7,45 +7,13 @@ models working use the registry's real backends.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import numpy as np
-import uvicorn
 
+from spokentod.audio import as_waveform
 from spokentod.backends.base import AudioOut, Backend, Completion, GenParams, Timings, Transcript
+from spokentod.serve.background import BackgroundServer
 
-
-class ServerThread:
-    """`with ServerThread(app) as s:` serves `app` on 127.0.0.1:<free port>; `s.url` is the /v1 base URL."""
-
-    def __init__(self, app):
-        # Bind first (port 0) so there is no race for the port. IPPROTO_TCP matters: asyncio sets
-        # TCP_NODELAY only on sockets whose proto says TCP; with proto 0 every small response waits
-        # ~40 ms for a delayed ACK.
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.app = app
-        cfg = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+ServerThread = BackgroundServer  # the real server, in a thread on a free loopback port
 
 
 # ---------------------------------------------------------------- tiny protocol implementations
@@ -108,4 +76,4 @@ class LengthASR(Backend):
 
     def transcribe(self, audio, language=None) -> Transcript:
         self.calls += 1
-        return Transcript(f"{len(audio.samples)} samples", Timings(wall=0.001))
+        return Transcript(f"{len(as_waveform(audio).samples)} samples", Timings(wall=0.001))

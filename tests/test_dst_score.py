@@ -193,3 +193,119 @@ def test_auto_ontology_and_leakage_option(data_dir):
     assert O.Matcher(clean).value("restaurant", "food", "corsican") == "corsican"
     sgd = O.sgd(data_dir)
     assert sgd.values["restaurants_1"]["partysize"][:2] == ["1", "2"] and "profile" in O.spokenwoz().values
+
+
+def test_prefetch_batches_like_extract_one():
+    """Batched fuzzy matching (process.cdist) must pick what extractOne picks, ties included."""
+    from rapidfuzz import fuzz, process
+
+    onto = O.Ontology("t", {"shop": {"item": ["abcd", "abce", "abcf", "xbcd", "zzzz", "abcdefgh"]}})
+    queries = ["abcx", "abxd", "abcdefgx", "qqqq", "abc", "bcd", "abcdefg", "zzz"]
+    for threshold in (0, 50, 75, 90):
+        m = O.Matcher(onto, threshold=threshold)
+        m.prefetch([("shop", "item", q) for q in queries])
+        for q in queries:
+            hit = process.extractOne(q, m.choices[("shop", "item")][0], scorer=fuzz.ratio, score_cutoff=threshold)
+            assert m.value("shop", "item", q) == (hit[0] if hit else q), (threshold, q)
+
+
+def _turn_by_turn(refs, preds, onto):
+    """The definitions, written the slow obvious way: per turn, dictionaries of accepted values."""
+    from spokentod.dst import normalize as N
+    from spokentod.dst.score import UNKNOWN
+
+    m = O.Matcher(onto)
+    for d in refs:
+        for t in d:
+            for dr, sr, _ in t.items:
+                dom = N.canonical_domain(dr)
+                m.add_slot(dom, N.canonical_slot(dom, sr))
+
+    def view(items, gold):
+        norm, exact = {}, {}
+        for dr, sr, v in items:
+            dom = N.canonical_domain(dr)
+            ek = (dom, N.canonical_slot(dom, sr))
+            k = ek if gold else m.slot(dr, sr)
+            alts = N.alternatives(v)
+            if k is None:
+                k, nv = (UNKNOWN, f"{dr}-{sr}"), {N.basic(a) for a in alts} - {""}
+            else:
+                nv = {m.value(k[0], k[1], a) for a in alts} - {None}
+            ev = {N.exact_value(a) for a in alts} - {None}
+            if nv:
+                norm.setdefault(k, nv)
+            if ev:
+                exact.setdefault(ek, ev)
+        return norm, exact
+
+    def right(p, g):
+        ok = sum(1 for k, v in p.items() if k in g and v <= g[k])
+        return ok, ok == len(p) == len(g)
+
+    n = jga = jx = tp = npred = ngold = ktp = 0
+    dom_n, dom_ok = {}, {}
+    for d in refs:
+        for t in d:
+            n += 1
+            g, gx = view(t.items, True)
+            active = t.active_domains if t.active_domains is not None else {k[0] for k in g}
+            for dom in set(active):
+                dom_n[dom] = dom_n.get(dom, 0) + 1
+            pr = preds.turns.get((t.dialogue_id, t.index))
+            ngold += len(g)
+            if pr is None:
+                continue
+            p, px = view(pr.items, False)
+            ok, whole = right(p, g)
+            tp, npred, ktp = tp + ok, npred + len(p), ktp + len(p.keys() & g.keys())
+            jga += whole
+            jx += right(px, gx)[1]
+            for dom in set(active):
+                pd = {k: v for k, v in p.items() if k[0] == dom}
+                gd = {k: v for k, v in g.items() if k[0] == dom}
+                dom_ok[dom] = dom_ok.get(dom, 0) + right(pd, gd)[1]
+    return {"jga": jga / n, "jga_exact": jx / n, "slot_precision": tp / npred, "slot_recall": tp / ngold,
+            "slot_key_precision": ktp / npred, "per_domain": {d: dom_ok.get(d, 0) / c for d, c in dom_n.items()}}
+
+
+def test_vectorized_scores_equal_a_turn_by_turn_definition():
+    import random
+
+    from spokentod.dst.score import Predictions, TurnState
+
+    rng = random.Random(7)
+    names = {"hotel": ["area", "pricerange", "price range", "book people", "name", "colour"],
+             "hotle": ["area"], "train": ["leaveAt", "leave at", "day", "departure"], "taxi": ["destination"]}
+    values = ["centre", "center", " CENTRE", "north", "dontcare", "none", "", "not mentioned", "cheap", "2", "two",
+              "17:15", "5:15 pm", "acorn guest house", "acorn guesthouse", "acron guesthouse", "monday", "mondya"]
+
+    def state(domains):
+        items = []
+        for _ in range(rng.randint(0, 6)):
+            d = rng.choice(domains)
+            v = rng.choice(values) if rng.random() < 0.8 else [rng.choice(values) for _ in range(rng.randint(1, 3))]
+            items.append((d, rng.choice(names[d]), tuple(v) if isinstance(v, list) else v))
+        return tuple(items)
+
+    refs, preds = [], {}
+    for i in range(60):
+        dlg = []
+        for k in range(rng.randint(1, 5)):
+            act = None if rng.random() < 0.7 else tuple(rng.sample(["hotel", "train", "taxi"], rng.randint(0, 2)))
+            dlg.append(TurnState(f"d{i}", k, 2 * k, state(["hotel", "train", "taxi"]), None, act))
+            if rng.random() < 0.85:
+                gold_like = rng.random() < 0.3
+                items = dlg[-1].items if gold_like else state(["hotel", "hotle", "train", "taxi"])
+                preds[(f"d{i}", 2 * k)] = TurnState(f"d{i}", k, 2 * k, items)
+        refs.append(dlg)
+    preds[("d0", 99)] = TurnState("d0", 99, 99, ())
+    for onto in (None, O.multiwoz()):
+        from spokentod.dst.score import score
+
+        fast = score(refs, Predictions(preds, "index"), O.Matcher(onto))
+        slow = _turn_by_turn(refs, Predictions(preds, "index"), onto)
+        for k in ("jga", "jga_exact", "slot_precision", "slot_recall", "slot_key_precision"):
+            assert fast[k] == pytest.approx(slow[k], abs=1e-12), k
+        assert fast["per_domain"] == pytest.approx({d: v for d, v in slow["per_domain"].items()}, abs=1e-12)
+        assert 0 < fast["jga"] < 1 and fast["extra_turns"] == 1

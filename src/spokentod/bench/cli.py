@@ -11,7 +11,7 @@ from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run systems turn by turn under the gold-context protocol; inspect and merge runs.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths in messages stay copyable
 out_console = Console()
 
 

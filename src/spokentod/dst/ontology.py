@@ -30,6 +30,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from rapidfuzz import fuzz, process
 
 from spokentod.dst import normalize as N
@@ -195,18 +196,35 @@ class Matcher:
     def value(self, domain: str, slot: str, raw: str) -> str | None:
         """Normalized value, snapped to the closest ontology value when the score is >= threshold."""
         key = (domain, slot, raw)
-        try:
-            return self._values[key]
-        except KeyError:
-            pass
-        v = N.normalize_value(domain, slot, raw, self.policy)
-        ch = self.choices.get((domain, slot))
-        if v is not None and v != N.DONTCARE and ch is not None and v not in ch[1]:
-            hit = process.extractOne(v, ch[0], scorer=self.scorer, score_cutoff=self.threshold)
-            if hit is not None:
-                v = hit[0]
-        self._values[key] = v
-        return v
+        hit = self._values.get(key, self)  # self: not seen yet (None is a valid answer)
+        if hit is self:
+            self.prefetch([key])
+            hit = self._values[key]
+        return hit
+
+    def prefetch(self, requests: Iterable[tuple[str, str, str]]) -> None:
+        """Resolve many (domain, slot, raw value) at once: the values that need fuzzy matching go through one
+        process.cdist per slot (queries x choices in C) instead of one extractOne each. Ties go to the first
+        choice, as with extractOne."""
+        todo: dict[tuple[str, str], dict[str, list[tuple[str, str, str]]]] = {}
+        for key in requests:
+            if key in self._values:
+                continue
+            v = N.normalize_value(key[0], key[1], key[2], self.policy)
+            ch = self.choices.get(key[:2])
+            if v is None or v == N.DONTCARE or ch is None or v in ch[1]:
+                self._values[key] = v
+            else:
+                todo.setdefault(key[:2], {}).setdefault(v, []).append(key)
+        for ds, queries in todo.items():
+            choices = self.choices[ds][0]
+            scores = process.cdist(list(queries), choices, scorer=self.scorer, score_cutoff=self.threshold,
+                                   dtype=np.float64)  # float32 could tie scores that differ
+            best = scores.argmax(axis=1)
+            for (v, keys), j, row in zip(queries.items(), best, scores):
+                hit = choices[j] if row[j] >= self.threshold else v
+                for key in keys:
+                    self._values[key] = hit
 
 
 # --- building the shipped tables (run: python -m spokentod.dst.ontology [DATA_DIR]) -------------------

@@ -37,6 +37,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,10 @@ def _value(v: Any, where: str) -> Any:
     raise ValueError(f"{where}: expected a string or a list of strings, got {type(v).__name__}")
 
 
-def flatten_state(state: Any) -> tuple[Item, ...]:
-    """Any accepted state layout → raw (domain, slot, value) items. Raises ValueError when malformed."""
+def flatten_state(state: Any, pool: dict | None = None) -> tuple[Item, ...]:
+    """Any accepted state layout → raw (domain, slot, value) items. Raises ValueError when malformed.
+    With a `pool`, equal items become one object: states are cumulative, so the same item recurs turn after
+    turn, and the scorer's per-item memo then hits on identity instead of comparing strings."""
     if not isinstance(state, dict):
         raise ValueError(f"state: expected an object {{domain: {{slot: value}}}}, got {type(state).__name__}")
     out: list[Item] = []
@@ -105,7 +108,9 @@ def flatten_state(state: Any) -> tuple[Item, ...]:
             out.append((dom, s, _value(slots, f"state.{d}")))
         else:
             raise ValueError(f"state.{d}: expected an object {{slot: value}}, got {type(slots).__name__}")
-    return tuple(i for i in out if i[2] is not None)
+    if pool is None:
+        return tuple(i for i in out if i[2] is not None)
+    return tuple(pool.setdefault(i, i) for i in out if i[2] is not None)
 
 
 def _records(path: Path) -> tuple[str, list[tuple[str, Any]]]:
@@ -139,6 +144,7 @@ def read_states(path: str | os.PathLike, turn_index: str = "index") -> tuple[lis
         raise DataError(str(p), message="file does not exist")
     kind, recs = _records(p)
     out: list[TurnState] = []
+    pool: dict = {}
     problems: list[Problem] = []
     if kind == "mwz_eval":
         for did, entries in recs:
@@ -146,7 +152,7 @@ def read_states(path: str | os.PathLike, turn_index: str = "index") -> tuple[lis
                 try:
                     if not isinstance(e, dict) or "state" not in e:
                         raise ValueError("expected an object with 'state'")
-                    out.append(TurnState(dialogue_key(did), k, None, flatten_state(e["state"]), e.get("transcript"),
+                    out.append(TurnState(dialogue_key(did), k, None, flatten_state(e["state"], pool), e.get("transcript"),
                                          _domains(e.get("active_domains"))))
                 except ValueError as err:
                     problems.append(Problem(str(p), f"{did} turn {k}", None, str(err)))
@@ -163,7 +169,7 @@ def read_states(path: str | os.PathLike, turn_index: str = "index") -> tuple[lis
             turn = r["turn"]
             if isinstance(turn, bool) or not (isinstance(turn, int) or (isinstance(turn, str) and turn.isdigit())):
                 raise ValueError(f"field 'turn' must be a non-negative integer, got {turn!r}")
-            t, items = int(turn), flatten_state(r["state"])
+            t, items = int(turn), flatten_state(r["state"], pool)
             out.append(TurnState(dialogue_key(r["dialogue_id"]), t, t if turn_index == "index" else None, items,
                                  r.get("transcript", r.get("text")), _domains(r.get("active_domains"))))
         except ValueError as err:
@@ -213,10 +219,10 @@ def read_references(path: str | os.PathLike, turn_index: str = "index") -> list[
 
 def references_from_dialogues(dialogues: Iterable) -> list[list[TurnState]]:
     """spokentod Dialogues (corpus loaders) → references: user turns that carry a state."""
-    out = []
+    out, pool = [], {}
     for d in dialogues:
         turns = [t for t in d.user_turns if t.state is not None]
-        out.append([TurnState(dialogue_key(d.id), k, t.index, flatten_state(t.state), t.text,
+        out.append([TurnState(dialogue_key(d.id), k, t.index, flatten_state(t.state, pool), t.text,
                               _active(t.metadata)) for k, t in enumerate(turns)])
     return [d for d in out if d]
 
@@ -230,7 +236,7 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
 
 
 class _Memo(dict):
-    """Raw item → its canonical row, computed on first use; `map(memo.__getitem__, items)` runs in C."""
+    """Raw item → its row number, computed on first use; `map(memo.__getitem__, items)` runs in C."""
 
     def __init__(self, compute):
         super().__init__()
@@ -241,99 +247,159 @@ class _Memo(dict):
         return row
 
 
-class _View:
-    """One state in one view (normalized or exact): its slot keys, its interned (key, values) ids and the rows
-    behind them. When the slots are unique and (for a reference) single-valued, comparing two states is a
-    C-level set operation on the ids, the common case; otherwise the rows are compared slot by slot."""
+class _Codes:
+    """Integer ids shared by both sides: slot keys (with their domain) and (key, value) pairs."""
 
-    __slots__ = ("rows", "keys", "ids", "unique", "single", "domains")
+    def __init__(self):
+        self.keys: dict[tuple[str, str], int] = {}
+        self.key_names: list[tuple[str, str]] = []
+        self.pairs: dict[tuple[int, str], int] = {}
+        self.domains: dict[str, int] = {}
 
-    def __init__(self, rows: list):
-        self.rows = rows
-        self.keys = frozenset([r[0] for r in rows])
-        self.ids = frozenset([r[2] for r in rows])
-        self.unique = len(self.keys) == len(rows)
-        self.single = all(r[3] for r in rows)
-        self.domains = frozenset([k[0] for k in self.keys])
-
-    def dict(self) -> dict:
-        out: dict = {}
-        for key, values, _, _ in self.rows:
-            out.setdefault(key, values)  # two raw names for one slot: the first one counts
-        return out
-
-
-def _right(pred: dict, gold: dict) -> int:
-    """Predicted slots whose values are all accepted by the reference (a list prediction needs every item)."""
-    n = 0
-    for k, pv in pred.items():
-        gv = gold.get(k)
-        if gv is not None and pv <= gv:
-            n += 1
-    return n
-
-
-def _compare(p: _View, g: _View) -> tuple[int, bool]:
-    """(right predicted slots, whole state right)."""
-    if p.unique and g.unique and g.single:
-        return len(p.ids & g.ids), p.ids == g.ids
-    pd, gd = p.dict(), g.dict()
-    ok = _right(pd, gd)
-    return ok, ok == len(pd) == len(gd)
-
-
-def _wrong_domains(p: _View, g: _View, id_domain: list) -> set[str]:
-    if p.unique and g.unique and g.single:
-        return {id_domain[i] for i in p.ids ^ g.ids}
-    pd, gd = p.dict(), g.dict()
-    return {d for d in p.domains | g.domains
-            if not (lambda a, b: _right(a, b) == len(a) == len(b))({k: v for k, v in pd.items() if k[0] == d},
-                                                                   {k: v for k, v in gd.items() if k[0] == d})}
-
-
-class _Canon:
-    """Raw items → canonical views, memoized per raw item and per whole state, which is what makes scoring
-    fast: states are cumulative, so most items (and many whole states) repeat turn after turn."""
-
-    def __init__(self, matcher: Matcher, policy: N.Policy, gold: bool, ids: dict, id_domain: list):
-        self.m, self.policy, self.gold, self.ids, self.id_domain = matcher, policy, gold, ids, id_domain
-        self.memo = _Memo(self.item)
-        self.states: dict[tuple[Item, ...], tuple[_View, _View, list[str]]] = {}
-        self.unknown: dict[str, int] = {}
-
-    def _row(self, key: tuple, values: frozenset) -> tuple | None:
-        if not values:
-            return None
-        i = self.ids.get((key, values))
+    def key(self, key: tuple[str, str]) -> int:
+        i = self.keys.get(key)
         if i is None:
-            i = self.ids[(key, values)] = len(self.id_domain)
-            self.id_domain.append(key[0])
-        return key, values, i, len(values) == 1
+            i = self.keys[key] = len(self.key_names)
+            self.key_names.append(key)
+            self.domain(key[0])
+        return i
 
-    def item(self, it: Item) -> tuple:
-        """Raw (domain, slot, value) → (normalized row, exact row); a row is (key, values, id, single) or None."""
-        d_raw, s_raw, v = it
+    def pair(self, key_id: int, value: str) -> int:
+        return self.pairs.setdefault((key_id, value), len(self.pairs))
+
+    def domain(self, d: str) -> int:
+        return self.domains.setdefault(d, len(self.domains))
+
+
+class _Side:
+    """One side's turns as integer arrays. Each distinct raw (domain, slot, value) item is canonicalized once
+    (``row`` memo: states are cumulative, so items repeat turn after turn); a turn then only appends item
+    numbers, and all comparisons are numpy operations over every turn at once."""
+
+    def __init__(self, gold: bool, matcher: Matcher, policy: N.Policy, codes: _Codes):
+        self.gold, self.m, self.policy, self.codes = gold, matcher, policy, codes
+        self.row = _Memo(self._add)
+        self._keys: dict[tuple[str, str], tuple] = {}
+        self.turn: list[int] = []  # the reference turn number of each state added, and its item count
+        self.count: list[int] = []
+        self.item: list[int] = []
+        # per distinct item, per view (n: normalized, x: exact): key id (-1: no value), value pair ids as CSR
+        self.key: dict[str, list[int]] = {"n": [], "x": []}
+        self.ptr: dict[str, list[int]] = {"n": [], "x": []}
+        self.len: dict[str, list[int]] = {"n": [], "x": []}
+        self.flat: dict[str, list[int]] = {"n": [], "x": []}
+
+    def add_turns(self, turns: list[int], states: list[tuple[Item, ...]]) -> None:
+        """Append states (item tuples) for these reference turn numbers; C-level loops over the memo."""
+        self.item.extend(map(self.row.__getitem__, chain.from_iterable(states)))
+        self.turn.extend(turns)
+        self.count.extend(map(len, states))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item number, turn number) of every item occurrence."""
+        if not hasattr(self, "_arrays"):
+            turn = np.repeat(np.asarray(self.turn, dtype=np.int64), np.asarray(self.count, dtype=np.int64))
+            self._arrays = np.asarray(self.item, dtype=np.int64), turn
+        return self._arrays
+
+    def key_of(self, d_raw: str, s_raw: str) -> tuple[tuple[str, str] | None, tuple[str, str]]:
+        """(key used for scoring, canonical key): a reference slot defines the schema (and is added to it);
+        a predicted slot is mapped onto the schema, None when nothing is close enough."""
+        hit = self._keys.get((d_raw, s_raw))
+        if hit is None:
+            hit = self._keys[(d_raw, s_raw)] = self._key_of(d_raw, s_raw)
+        return hit
+
+    def _key_of(self, d_raw: str, s_raw: str) -> tuple[tuple[str, str] | None, tuple[str, str]]:
         d = N.canonical_domain(d_raw)
         exact_key = (d, N.canonical_slot(d, s_raw))
-        key = exact_key if self.gold else self.m.slot(d_raw, s_raw)
-        alts = N.alternatives(v)
-        if key is None:
-            key, norm = (UNKNOWN, f"{d_raw}-{s_raw}"), frozenset(N.basic(a) for a in alts) - {""}
-        else:
-            norm = frozenset(x for x in (self.m.value(key[0], key[1], a) for a in alts) if x is not None)
-        exact = frozenset(x for x in (N.exact_value(a, self.policy) for a in alts) if x is not None)
-        return self._row(key, norm), self._row(exact_key, exact)
+        if self.gold:
+            if exact_key[1] not in self.m.schema.get(d, ()):
+                self.m.add_slot(*exact_key)
+            return exact_key, exact_key
+        return self.m.slot(d_raw, s_raw), exact_key
 
-    def state(self, items: tuple[Item, ...]) -> tuple[_View, _View]:
-        hit = self.states.get(items)
-        if hit is None:
-            rows = list(map(self.memo.__getitem__, items))
-            norm = _View([r[0] for r in rows if r[0] is not None])
-            exact = _View([r[1] for r in rows if r[1] is not None])
-            hit = self.states[items] = (norm, exact, [r[0][1] for r in norm.rows if r[0][0] == UNKNOWN])
-        for name in hit[2]:
-            self.unknown[name] = self.unknown.get(name, 0) + 1
-        return hit[0], hit[1]
+    def _add(self, it: Item) -> int:
+        d_raw, s_raw, v = it
+        key, exact_key = self.key_of(d_raw, s_raw)
+        alts = N.alternatives(v)
+        if key is None:  # a predicted slot name that maps to nothing: it stays, and can never be right
+            key, norm = (UNKNOWN, f"{d_raw}-{s_raw}"), {N.basic(a) for a in alts} - {""}
+        else:
+            norm = {x for x in (self.m.value(key[0], key[1], a) for a in alts) if x is not None}
+        exact = {x for x in (N.exact_value(a, self.policy) for a in alts) if x is not None}
+        for view, k, values in (("n", key, norm), ("x", exact_key, exact)):
+            kid = self.codes.key(k) if values else -1
+            self.key[view].append(kid)
+            self.ptr[view].append(len(self.flat[view]))
+            self.len[view].append(len(values))
+            self.flat[view].extend([self.codes.pair(kid, x) for x in sorted(values)])
+        return len(self.key["n"]) - 1
+
+    def slots(self, view: str) -> dict[str, np.ndarray]:
+        """Slot occurrences of one view: turn, key, and the value pairs (pair_slot → index into the slots)."""
+        item, turn = self.arrays()
+        key = np.asarray(self.key[view], dtype=np.int64)[item] if len(item) else item
+        keep = key >= 0
+        item, turn, key = item[keep], turn[keep], key[keep]
+        # two raw names for one slot in a state: the first one counts
+        _, first = np.unique(turn * (len(self.codes.key_names) + 1) + key, return_index=True)
+        first.sort()
+        item, turn, key = item[first], turn[first], key[first]
+        lens = np.asarray(self.len[view], dtype=np.int64)[item]
+        starts = np.asarray(self.ptr[view], dtype=np.int64)[item]
+        pair_slot = np.repeat(np.arange(len(item)), lens)
+        offsets = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        pair = np.asarray(self.flat[view], dtype=np.int64)[np.repeat(starts, lens) + offsets] \
+            if len(pair_slot) else pair_slot
+        return {"turn": turn, "key": key, "pair": pair, "pair_slot": pair_slot}
+
+
+def _isin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.isin for int64 codes by binary search in sorted b (faster here than isin's unique-based path)."""
+    if not len(b):
+        return np.zeros(len(a), dtype=bool)
+    b = np.sort(b)
+    return b[np.minimum(np.searchsorted(b, a), len(b) - 1)] == a
+
+
+def _match(g: dict, p: dict, n_turns: int, n_keys: int, n_pairs: int) -> dict[str, np.ndarray]:
+    """Per-slot and per-turn counts. A predicted slot is right when every value it gives (one, or each of a
+    list) is among the reference's accepted values for that slot in that turn."""
+    g_codes = g["turn"][g["pair_slot"]] * n_pairs + g["pair"]
+    p_codes = p["turn"][p["pair_slot"]] * n_pairs + p["pair"]
+    wrong_pairs = np.bincount(p["pair_slot"], weights=~_isin(p_codes, g_codes), minlength=len(p["turn"]))
+    slot_right = wrong_pairs == 0
+    key_shared = _isin(p["turn"] * n_keys + p["key"], g["turn"] * n_keys + g["key"])
+    count = lambda turns, w=None: np.bincount(turns, weights=w, minlength=n_turns)  # noqa: E731
+    return {"slot_right": slot_right, "tp": count(p["turn"], slot_right), "n_pred": count(p["turn"]),
+            "n_gold": count(g["turn"]), "key_tp": count(p["turn"], key_shared)}
+
+
+def _per_domain(codes: _Codes, g: dict, p: dict, slot_right: np.ndarray, has_pred: np.ndarray,
+                active: list[tuple[str, ...] | None]) -> tuple[dict[str, float], dict[str, int]]:
+    """JGA per domain over the turns where it is active: counts per (turn, domain); a domain is right in a turn
+    when its slots alone are all right. Active = in the reference state, unless the reference lists them."""
+    for a in active:
+        for d in a or ():
+            codes.domain(d)
+    T, D = len(active), len(codes.domains)
+    key_dom = np.asarray([codes.domains[k[0]] for k in codes.key_names] + [0], dtype=np.int64)
+    g_td, p_td = g["turn"] * D + key_dom[g["key"]], p["turn"] * D + key_dom[p["key"]]
+    cnt = lambda x, w=None: np.bincount(x, weights=w, minlength=T * D).reshape(T, D)  # noqa: E731
+    n_gold, n_pred, tp = cnt(g_td), cnt(p_td), cnt(p_td, slot_right)
+    right = has_pred[:, None] & (tp == n_pred) & (n_pred == n_gold)
+    is_active = n_gold > 0
+    listed = [n for n, a in enumerate(active) if a is not None]
+    if listed:
+        is_active[listed] = False
+        pairs = [(n, codes.domains[d]) for n in listed for d in active[n]]
+        if pairs:
+            is_active[tuple(np.asarray(pairs, dtype=np.int64).T)] = True
+    names = {i: d for d, i in codes.domains.items()}
+    turns, ok = is_active.sum(0), (is_active & right).sum(0)
+    order = [j for j in sorted(range(D), key=names.get) if turns[j] and names[j] != UNKNOWN]
+    return {names[j]: float(ok[j] / turns[j]) for j in order}, {names[j]: int(turns[j]) for j in order}
 
 
 def score(references: list[list[TurnState]], predictions: Predictions, matcher: Matcher,
@@ -343,78 +409,62 @@ def score(references: list[list[TurnState]], predictions: Predictions, matcher: 
     if predictions.indexing == "index" and any(t.index is None for d in references for t in d):
         raise DataError("references", message="these references number user turns 0, 1, 2 ... (MultiWOZ_Evaluation"
                         " format): read the predictions with turn_index='ordinal' (--turn-index ordinal)")
-    ids: dict = {}
-    id_domain: list[str] = []
-    gold_c, pred_c = _Canon(matcher, policy, True, ids, id_domain), _Canon(matcher, policy, False, ids, id_domain)
-    for it in {it for d in references for t in d for it in t.items}:  # schema = ontology + reference slots,
-        key = N.canonical_domain(it[0])                                  # complete before predictions are mapped
-        key = (key, N.canonical_slot(key, it[1]))
-        if key[1] not in matcher.schema.get(key[0], ()):
-            matcher.add_slot(*key)
+    codes = _Codes()
+    gold, pred = _Side(True, matcher, policy, codes), _Side(False, matcher, policy, codes)
+    turns = [t for dlg in references for t in dlg]
+    keys = [(t.dialogue_id, t.index if predictions.indexing == "index" else t.ordinal) for t in turns]
+    found = list(map(predictions.turns.get, keys))
+    gold.add_turns(list(range(len(turns))), [t.items for t in turns])  # first: reference slots complete the schema
+    matched = [n for n, p in enumerate(found) if p is not None]
+    missing = [f"{keys[n][0]}:{keys[n][1]}" for n, p in enumerate(found) if p is None]
+    # every distinct predicted value is resolved at once (batched fuzzy matching), then the predicted turns
+    requests = set()
+    for d_raw, s_raw, v in {it for n in matched for it in found[n].items}:
+        key = pred.key_of(d_raw, s_raw)[0]
+        if key is not None:
+            requests.update((key[0], key[1], a) for a in N.alternatives(v))
+    matcher.prefetch(requests)
+    pred.add_turns(matched, [found[n].items for n in matched])
+    has_pred = np.zeros(len(turns), dtype=bool)
+    has_pred[matched] = True
+    used = {keys[n] for n in matched}
+    turn_dialogue = np.repeat(np.arange(len(references)), [len(d) for d in references]).astype(np.int64)
+    wer_pairs = [(t.transcript, (p.transcript or "") if p else "", t.items) for t, p in zip(turns, found)
+                 if t.transcript] if any(p.transcript is not None for p in predictions.turns.values()) else []
 
-    by_index = predictions.indexing == "index"
-    n_dlg = len(references)
-    right, right_exact, n_turns = np.zeros(n_dlg), np.zeros(n_dlg), np.zeros(n_dlg)
-    tp = fp = fn = ktp = kfp = kfn = 0
-    dom_turns: dict[str, int] = {}
-    dom_right: dict[str, int] = {}
-    used: set = set()
-    missing: list[str] = []
-    wer_pairs: list[tuple[str, str, tuple[Item, ...]]] = []
-    has_transcripts = any(p.transcript is not None for p in predictions.turns.values())
-    get_pred, gold_state, pred_state = predictions.turns.get, gold_c.state, pred_c.state
-    for i, dlg in enumerate(references):
-        n_turns[i] = len(dlg)
-        for t in dlg:
-            key = (t.dialogue_id, t.index if by_index else t.ordinal)
-            pred = get_pred(key)
-            g, gx = gold_state(t.items)
-            active = g.domains if t.active_domains is None else t.active_domains
-            for dom in active:
-                dom_turns[dom] = dom_turns.get(dom, 0) + 1
-            if has_transcripts and t.transcript:
-                wer_pairs.append((t.transcript, (pred.transcript or "") if pred else "", t.items))
-            if pred is None:
-                missing.append(f"{t.dialogue_id}:{key[1]}")
-                fn += len(g.keys)
-                kfn += len(g.keys)
-                continue
-            used.add(key)
-            p, px = pred_state(pred.items)
-            ok, turn_ok = _compare(p, g)
-            n_pred, n_gold = len(p.keys), len(g.keys)
-            tp, fp, fn = tp + ok, fp + n_pred - ok, fn + n_gold - ok
-            shared = len(p.keys & g.keys)
-            ktp, kfp, kfn = ktp + shared, kfp + n_pred - shared, kfn + n_gold - shared
-            right[i] += turn_ok
-            right_exact[i] += _compare(px, gx)[1]
-            wrong = () if turn_ok else _wrong_domains(p, g, id_domain)
-            for dom in active:
-                if dom not in wrong:
-                    dom_right[dom] = dom_right.get(dom, 0) + 1
+    T, K, P = len(turns), len(codes.key_names) + 1, len(codes.pairs) + 1
+    g, p = gold.slots("n"), pred.slots("n")
+    m = _match(g, p, T, K, P)
+    turn_right = has_pred & (m["tp"] == m["n_pred"]) & (m["n_pred"] == m["n_gold"])
+    mx = _match(gold.slots("x"), pred.slots("x"), T, K, P)
+    turn_right_exact = has_pred & (mx["tp"] == mx["n_pred"]) & (mx["n_pred"] == mx["n_gold"])
+    per_domain, per_domain_turns = _per_domain(codes, g, p, m["slot_right"], has_pred,
+                                               [t.active_domains for t in turns])
 
-    turns = int(n_turns.sum())
+    is_unknown = np.asarray([k[0] == UNKNOWN for k in codes.key_names] + [False], dtype=bool)
+    unknown_slots = p["key"][is_unknown[p["key"]]]
+    right = np.bincount(turn_dialogue, weights=turn_right, minlength=len(references))
+    n_turns = np.bincount(turn_dialogue, minlength=len(references)).astype(float)
+    tp, n_pred, n_gold, ktp = (int(m[k].sum()) for k in ("tp", "n_pred", "n_gold", "key_tp"))
+    sp, sr, sf = _prf(tp, n_pred - tp, n_gold - tp)
+    kp, kr, kf = _prf(ktp, n_pred - ktp, n_gold - ktp)
     extra = [f"{k[0]}:{k[1]}" for k in predictions.turns if k not in used]
-    p, r, f = _prf(tp, fp, fn)
-    kp, kr, kf = _prf(ktp, kfp, kfn)
     out: dict[str, Any] = {
-        "turns": turns, "dialogues": n_dlg,
-        "jga": float(right.sum() / turns) if turns else 0.0,
-        "jga_exact": float(right_exact.sum() / turns) if turns else 0.0,
-        "slot_precision": p, "slot_recall": r, "slot_f1": f,
+        "turns": T, "dialogues": len(references),
+        "jga": float(turn_right.mean()) if T else 0.0, "jga_exact": float(turn_right_exact.mean()) if T else 0.0,
+        "slot_precision": sp, "slot_recall": sr, "slot_f1": sf,
         "slot_key_precision": kp, "slot_key_recall": kr, "slot_key_f1": kf,
         "missing_turns": len(missing), "extra_turns": len(extra),
         "malformed_records": len(predictions.problems), "duplicate_records": predictions.duplicates,
-        "unknown_slot_predictions": sum(pred_c.unknown.values()),
-        "per_domain": {d: dom_right.get(d, 0) / n for d, n in sorted(dom_turns.items())},
-        "per_domain_turns": dict(sorted(dom_turns.items())),
+        "unknown_slot_predictions": int(len(unknown_slots)),
+        "per_domain": per_domain, "per_domain_turns": per_domain_turns,
         "fuzzy_threshold": matcher.threshold, "slot_threshold": matcher.slot_threshold,
         "policy": {"dontcare": policy.dontcare, "none": policy.none},
         "examples": {"missing": missing[:max_examples], "extra": extra[:max_examples],
                      "malformed": [str(x) for x in predictions.problems[:max_examples]],
-                     "unknown_slots": sorted(pred_c.unknown)[:max_examples]},
+                     "unknown_slots": sorted({codes.key_names[k][1] for k in unknown_slots})[:max_examples]},
     }
-    if bootstrap > 0 and turns:
+    if bootstrap > 0 and T:
         out["jga_ci"] = bootstrap_ci(right, n_turns, bootstrap, seed, ci)
         out["jga_ci_level"] = ci
     if wer_pairs:

@@ -12,6 +12,7 @@ from typing import Any
 from spokentod.audio import MAX_SECONDS, as_waveform, wav_bytes
 from spokentod.backends.base import Backend, Timings, Transcript, register
 from spokentod.backends.http import WIRE_RATE, OpenAICompatible
+from spokentod.errors import AudioError
 
 
 @register("asr", "openai")
@@ -26,6 +27,8 @@ class OpenAIASR(OpenAICompatible, Backend):
 
     def transcribe(self, audio: Any, language: str | None = None, rate: int | None = None) -> Transcript:
         w = as_waveform(audio, rate=rate, target_rate=WIRE_RATE, max_seconds=self.max_seconds)
+        if len(w.samples) == 0:  # refuse locally: an upload cannot fix it
+            raise AudioError("audio is empty")
         form = {"model": self.model, "response_format": "json"}
         if language or self.language:
             form["language"] = language or self.language

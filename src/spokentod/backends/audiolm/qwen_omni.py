@@ -16,7 +16,6 @@ caller's system text is appended after it rather than replacing it. Every audio 
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from typing import Any
@@ -82,7 +81,8 @@ class QwenOmni(Backend):
     def __init__(self, model: str | os.PathLike = "Qwen/Qwen2.5-Omni-7B", revision: str | None = None,
                  speaker: str = "Chelsie", return_audio: bool = True, dtype: str = "auto",
                  device: str = "auto", quantization: str | None = None, attn_implementation: str | None = None,
-                 system_prompt: str | None = QWEN_SYSTEM, threads: int | None = None):
+                 system_prompt: str | None = QWEN_SYSTEM, talker_max_new_tokens: int = 4096,
+                 threads: int | None = None):
         import torch
         from transformers import Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniProcessor
 
@@ -90,7 +90,7 @@ class QwenOmni(Backend):
         self.model_ref, self.revision = str(model), revision
         self.device = _hf.resolve_device(device)
         self.speaker, self.return_audio, self.quantization = speaker, return_audio, quantization
-        self.system_prompt = system_prompt
+        self.system_prompt, self.talker_max_new_tokens = system_prompt, int(talker_max_new_tokens)
         torch_dtype = _hf.resolve_dtype(dtype)
         kw: dict[str, Any] = {"revision": revision, "dtype": torch_dtype}
         if attn_implementation:
@@ -104,32 +104,32 @@ class QwenOmni(Backend):
             self.model.to(self.device)
         self.model.eval()
         if not return_audio:
-            self.model.disable_talker()  # frees the talker and token2wav (~2 GB) when only text is wanted
+            # Text only: free the talker and token2wav (~2 GB) and call the thinker directly (the composite
+            # generate() touches the talker even in text mode, and its text-mode flag changed across versions).
+            self.model.disable_talker()
         elif speaker not in self.model.speaker_map:
             raise ValueError(f"unknown speaker {speaker!r}; this model has {sorted(self.model.speaker_map)}")
-        # transformers < 5 takes return_audio=False; 5.x takes generation_mode="text".
-        self._legacy_flag = "return_audio" in inspect.signature(self.model.generate).parameters
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity() | _hf.model_identity(self.model_ref, self.revision, self.model)
         ident.update(dtype=_hf.dtype_name(self.model), device=self.device, quantization=self.quantization,
                      speaker=self.speaker if self.return_audio else None, return_audio=self.return_audio,
-                     system_prompt=self.system_prompt)
+                     system_prompt=self.system_prompt, talker_max_new_tokens=self.talker_max_new_tokens)
         return ident
 
-    def _generate_kwargs(self, params: GenParams) -> dict[str, Any]:
-        kw: dict[str, Any] = {"thinker_max_new_tokens": params.max_tokens, "use_audio_in_video": False}
+    def _generate(self, inputs: dict[str, Any], params: GenParams) -> tuple[Any, Any]:
+        """(token ids incl. prompt, waveform tensor or None)."""
+        thinker: dict[str, Any] = {"max_new_tokens": params.max_tokens}
         if params.temperature and params.temperature > 0:
-            kw.update(thinker_do_sample=True, thinker_temperature=params.temperature, thinker_top_p=params.top_p)
-        else:
-            kw.update(thinker_do_sample=False)
-        if self.return_audio:
-            kw["speaker"] = self.speaker
-        elif self._legacy_flag:
-            kw["return_audio"] = False
-        else:
-            kw["generation_mode"] = "text"
-        return kw
+            thinker.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:  # greedy text; the talker still samples (its defaults), seeded in respond()
+            thinker.update(do_sample=False)
+        if not self.return_audio:
+            return self.model.thinker.generate(**inputs, use_audio_in_video=False, **thinker), None
+        ids, wav = self.model.generate(**inputs, speaker=self.speaker, use_audio_in_video=False,
+                                       talker_max_new_tokens=self.talker_max_new_tokens,
+                                       **{f"thinker_{k}": v for k, v in thinker.items()})
+        return ids, wav
 
     def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply:
         import torch
@@ -144,8 +144,7 @@ class QwenOmni(Backend):
         if params.seed is not None:  # the talker samples (and token2wav starts from noise): seed both
             torch.manual_seed(params.seed)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, **self._generate_kwargs(params))
-        ids, wav = (out if isinstance(out, tuple) else (out, None))
+            ids, wav = self._generate(inputs, params)
         ids = getattr(ids, "sequences", ids)
         n_prompt = inputs["input_ids"].shape[1]
         text = self.processor.batch_decode(ids[:, n_prompt:], skip_special_tokens=True,

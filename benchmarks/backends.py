@@ -87,17 +87,11 @@ def main() -> None:
 
         # TTS
         for name, tts, url in (("kokoro", kokoro, srv.url), ("espeak", espeak, srv2.url)):
-            w_in, audio = timed(lambda: tts.synthesize(SENTENCE), args.repeat)
-            w_srv, remote = timed(lambda: client("tts", url, name).synthesize(SENTENCE), args.repeat)
-            c = cached(tts, cache)
-            c.synthesize(SENTENCE)
-            w_hit, _ = timed(lambda: c.synthesize(SENTENCE), args.repeat)
-            rows.append((name, f"speak {audio.duration:.1f} s", w_in, w_srv, w_hit,
-                         f"RTF {w_in / audio.duration:.3f} (server {w_srv / audio.duration:.3f}), "
-                         f"first byte {remote.timings.first:.3f} s"))
+            rows.append(_tts_row(name, tts, client("tts", url, name), cached(tts, cache), args.repeat))
 
     print(f"spokentod backends benchmark: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
-          f"Python {platform.python_version()}; median of {args.repeat}; model load + warm-up {load:.1f} s")
+          f"Python {platform.python_version()}; median of {args.repeat}; model load + warm-up {load:.1f} s; "
+          f"load average {os.getloadavg()[0]:.1f} (other processes share these cores)")
     print(f"sentence: {SENTENCE!r}  heard: {tr.text!r}")
     head = f"{'backend':<12} {'call':<20} {'in-process':>10} {'via server':>10} {'overhead':>9} {'cache hit':>10} {'hit speed-up':>12}  notes"
     print(head)
@@ -107,6 +101,16 @@ def main() -> None:
               f"{w_in / w_hit:>11.0f}×  {note}")
     s = cache.stats()
     print(f"cache: {s['hits']} hits, {s['misses']} misses, {s['entries']} entries at {s['path']}")
+
+
+def _tts_row(name, tts, remote, hit, repeat):
+    w_in, audio = timed(lambda: tts.synthesize(SENTENCE), repeat)
+    w_srv, out = timed(lambda: remote.synthesize(SENTENCE), repeat)
+    hit.synthesize(SENTENCE)
+    w_hit, _ = timed(lambda: hit.synthesize(SENTENCE), repeat)
+    note = (f"RTF {w_in / audio.duration:.3f} (server {w_srv / audio.duration:.3f}), "
+            f"first byte {out.timings.first:.3f} s")
+    return name, f"speak {audio.duration:.1f} s", w_in, w_srv, w_hit, note
 
 
 def _ttft(llm, params) -> float:

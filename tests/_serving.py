@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from spokentod.audio import as_waveform
-from spokentod.backends.base import AudioOut, Backend, Completion, GenParams, Timings, Transcript
+from spokentod.backends.base import AudioOut, Backend, Completion, GenParams, Reply, Timings, Transcript
 from spokentod.serve.background import BackgroundServer
 
 ServerThread = BackgroundServer  # the real server, in a thread on a free loopback port
@@ -77,3 +77,14 @@ class LengthASR(Backend):
     def transcribe(self, audio, language=None) -> Transcript:
         self.calls += 1
         return Transcript(f"{len(as_waveform(audio).samples)} samples", Timings(wall=0.001))
+
+
+class EchoAudioLM(Backend):
+    """Says how much audio it heard, and answers with a tone."""
+
+    kind, name = "audiolm", "echo-omni"
+
+    def respond(self, messages, params=None) -> Reply:
+        heard = sum(len(p["samples"]) for m in messages if isinstance(m.get("content"), list)
+                    for p in m["content"] if p.get("type") == "audio")
+        return Reply(f"heard {heard} samples", ToneTTS().synthesize("a b c"), Timings(wall=0.001))

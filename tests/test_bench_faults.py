@@ -12,8 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,26 +47,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(faults: str | None = None, port: int | None = None) -> Iterator[str]:
-    """`spokentod serve`'s app on a real socket in a thread; yields its base URL."""
-    import uvicorn
-
+def serving(faults: str | None = None, port: int = 0) -> Iterator[str]:
+    """`spokentod serve`'s app on a real loopback socket in a thread; yields its base URL."""
     from spokentod.serve.app import create_app
+    from spokentod.serve.background import BackgroundServer
 
-    port = port or free_port()
-    app_ = create_app(backends={"llm": EchoLLM()}, faults=faults)
-    server = uvicorn.Server(uvicorn.Config(app_, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "test server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        th.join(10)
+    with BackgroundServer(create_app(backends={"llm": EchoLLM()}, faults=faults), port=port) as server:
+        yield server.url
 
 
 def _llm(url: str, **kw) -> dict:

@@ -25,7 +25,7 @@ class RecordingSystem:
     """Answers "<system> reply to <dialogue>#<t>" and keeps what it was given."""
 
     def __init__(self, name: str, cfg: dict, audio_root: Path | None = None):
-        self.name, self.cfg = name, cfg
+        self.name, self.cfg, self.audio_root = name, cfg, audio_root
 
     def identity(self) -> dict:
         return {"type": "recording", "params": self.cfg.get("params", {})}
@@ -35,6 +35,8 @@ class RecordingSystem:
             SEEN.setdefault(self.name, []).append({
                 "dialogue": context.dialogue_id, "t": user_turn.index, "user_text": user_turn.text,
                 "turns": [(t.index, t.speaker.value, t.text) for t in context.turns],
+                "audio": [t.audio.path if t.audio else None for t in context.turns],
+                "user_audio": user_turn.audio.path if user_turn.audio else None, "audio_root": self.audio_root,
                 "intent": context.intent.type if context.intent else None})
         if self.cfg.get("fail_on") == user_turn.index:
             return SystemReply(error="llm: BackendError: llm backend 'x': server said: boom (HTTP 500)")
@@ -139,3 +141,21 @@ def test_seeds_and_shards_partition_the_work(tmp_path):
             keys.append((r["dialogue_id"], r["turn"], r["seed"]))
     ds = corpora.load("demo", None)[:4]
     assert sorted(keys) == sorted((d.id, t.index, s) for d in ds for t in d.user_turns for s in (0, 1))
+
+
+def test_history_audio_is_rendered_once_and_the_same_for_every_system(tmp_path):
+    """With audio history, every turn (user and agent) is rendered once by the same TTS into
+    <out>/audio_in, and every system is given the very same files."""
+    cfg = _config(tmp_path, a={"type": PLUGIN, "needs_audio": True}, b={"type": PLUGIN, "needs_audio": True})
+    cfg["dataset"]["limit"] = 2
+    cfg["audio"] = {"tts": "espeak", "speakers": "all"}
+    run_bench(cfg, progress=False)
+    root = (tmp_path / "run" / "audio_in").resolve()
+    by_system = {name: {(s["dialogue"], s["t"]): s for s in SEEN[name]} for name in ("a", "b")}
+    assert by_system["a"].keys() == by_system["b"].keys() and by_system["a"]
+    for key, sa in by_system["a"].items():
+        sb = by_system["b"][key]
+        assert sa["audio"] == sb["audio"] and sa["user_audio"] == sb["user_audio"]
+        assert sa["audio_root"] == sb["audio_root"] == root
+        assert all(p is not None and (root / p).is_file() for p in sa["audio"] + [sa["user_audio"]])
+    assert len(list(root.rglob("*_agent.wav"))) > 0

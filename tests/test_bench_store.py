@@ -10,8 +10,14 @@ import threading
 
 import pytest
 
-from spokentod.bench.store import (ResultFile, StoreError, final_records, parse_results_name, read_records,
-                                   results_name)
+from spokentod.bench.store import (
+    ResultFile,
+    StoreError,
+    final_records,
+    parse_results_name,
+    read_records,
+    results_name,
+)
 
 
 def _rec(d: str, t: int, **kw) -> dict:

@@ -119,7 +119,7 @@ def test_audio_is_stored_exactly_and_keyed_by_content(cache, tmp_path):
 def test_audio_in_messages_is_hashed():
     ident = {"kind": "audiolm", "name": "x"}
     audio = np.zeros(100, np.float32)
-    msg = lambda a: [{"role": "user", "content": [{"type": "audio", "samples": a, "rate": 16000}]}]  # noqa: E731
+    msg = lambda a: [{"role": "user", "content": [{"type": "audio", "samples": a, "rate": 16000}]}]
     assert make_key(ident, "op", msg(audio)) == make_key(ident, "op", msg(audio.copy()))
     audio2 = audio.copy()
     audio2[50] = 0.5

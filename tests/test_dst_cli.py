@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from spokentod.dst.cli import app
 
-REFS = [{"dialogue_id": "d1", "turn": 0, "state": {"hotel": {"area": "centre"}}, "transcript": "in the centre"},
+REFS = [{"dialogue_id": "d1", "turn": 0, "state": {"hotel": {"area": "centre"}},
+         "transcript": "in the centre"},
         {"dialogue_id": "d1", "turn": 2, "state": {"hotel": {"area": "centre", "pricerange": "cheap"}}}]
 
 
@@ -35,5 +36,6 @@ def test_table_output_and_errors(tmp_path):
     assert res.exit_code == 0 and "JGA exact" in res.stdout and "ontology: none" in res.stdout
     res = CliRunner().invoke(app, files(tmp_path, REFS) + ["--fuzzy-threshold", "0.9"])
     assert res.exit_code == 1 and "0–100" in res.stderr
-    res = CliRunner().invoke(app, ["score", "--predictions", str(tmp_path / "nope"), "--references", str(tmp_path / "nope")])
+    nope = str(tmp_path / "nope")
+    res = CliRunner().invoke(app, ["score", "--predictions", nope, "--references", nope])
     assert res.exit_code == 1 and "does not exist" in res.stderr

@@ -67,8 +67,10 @@ def perturb(turns):
         elif kind == 1:
             state = {d: {s: f"  {v.upper()} " for s, v in slots.items()} for d, slots in state.items()}
         elif kind == 2:
-            state = {d: {s.replace("book ", "book").replace("pricerange", "price range"): v for s, v in slots.items()}
-                     for d, slots in state.items()}
+            def restyle(s: str) -> str:
+                return s.replace("book ", "book").replace("pricerange", "price range")
+
+            state = {d: {restyle(s): v for s, v in slots.items()} for d, slots in state.items()}
         elif kind == 5:
             changed = False
             for slots in state.values():
@@ -95,7 +97,8 @@ def test_multiwoz21_dev_perturbed(data_dir, tmp_path):
         refs_kw = {"references": path, "references_corpus": corpus}
     else:
         ref_file = tmp_path / "ref.jsonl"
-        ref_file.write_text("".join(json.dumps({"dialogue_id": d, "turn": i, "state": s}) + "\n" for d, i, s in turns))
+        ref_file.write_text("".join(json.dumps({"dialogue_id": d, "turn": i, "state": s}) + "\n"
+                                    for d, i, s in turns))
         refs_kw = {"references": ref_file}
     r = score_files(pred_file, **refs_kw, bootstrap=200)
     n = len(turns)
@@ -111,7 +114,8 @@ def test_multiwoz21_dev_perturbed(data_dir, tmp_path):
     by_turn = {(p["dialogue_id"], p["turn"]): p["state"] for p in preds}
     mwz_eval: dict[str, list] = {}
     for did, idx, _ in turns:
-        mwz_eval.setdefault(did.lower(), []).append({"state": by_turn.get((did, idx), {"hotel": {"area": CORRUPT}})})
+        state = by_turn.get((did, idx), {"hotel": {"area": CORRUPT}})
+        mwz_eval.setdefault(did.lower(), []).append({"state": state})
     eval_file = tmp_path / "pred.json"
     eval_file.write_text(json.dumps(mwz_eval))
     r2 = score_files(eval_file, **refs_kw, turn_index="ordinal")

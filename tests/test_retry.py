@@ -101,7 +101,7 @@ def test_server_failing_first_n_calls_is_retried_to_success(status):
 
 
 def test_retry_after_from_the_server_is_respected():
-    server, faults = faulty("fail=2,status=429,retry_after=0.3")
+    server, _ = faulty("fail=2,status=429,retry_after=0.3")
     with server as s:
         t0 = time.perf_counter()
         out = client(s.url, max_attempts=3).chat(HI)
@@ -114,6 +114,7 @@ def test_streaming_start_is_retried():
     with server as s:
         out = client(s.url, max_attempts=2).stream_chat(HI)
     assert out.text == "echo: hello there" and faults.seen == 2 and out.ttft is not None
+    assert out.timings.extra["attempts"] == 2
 
 
 def test_server_failing_always_gives_typed_error_after_configured_attempts():
@@ -126,7 +127,7 @@ def test_server_failing_always_gives_typed_error_after_configured_attempts():
 
 
 def test_hung_server_times_out():
-    server, faults = faulty("delay=5")
+    server, _ = faulty("delay=5")
     with server as s:
         t0 = time.perf_counter()
         with pytest.raises(BackendError) as e:
@@ -156,7 +157,7 @@ def test_non_utf8_body_is_a_typed_error():
 
 
 def test_client_errors_are_not_retried():
-    server, faults = faulty("")
+    server, _ = faulty("")
     with server as s, pytest.raises(BackendError) as e:
         create("llm", {"name": "openai", "model": "nope", "base_url": s.url, "max_attempts": 5}).chat(HI)
     assert e.value.status == 404 and e.value.attempts == 1 and "'nope' is not served" in e.value.reason
@@ -181,3 +182,25 @@ def test_fault_spec_is_validated():
     assert Faults.parse("fail=2,status=429,retry_after=0.5") == Faults(fail_first=2, fail_status=429, retry_after=0.5)
     with pytest.raises(ValueError, match="bad fault spec"):
         Faults.parse("explode=1")
+
+
+def test_streaming_malformed_or_cut_responses_are_typed_errors():
+    server, _ = faulty("malformed=1")
+    with server as s, pytest.raises(BackendError, match="malformed JSON"):
+        client(s.url).stream_chat(HI)
+    server, _ = faulty("cut=1")
+    with server as s:
+        pieces = []
+        with pytest.raises(BackendError, match=r"stream ended before \[DONE\]"):
+            client(s.url).stream_chat(HI, on_text=pieces.append)
+    assert pieces == ["par"]  # what arrived was delivered; the cut is still an error
+
+
+def test_text_that_is_not_valid_unicode_is_named():
+    tts = create("tts", {"name": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(BackendError, match="text is not valid Unicode"):
+        tts.synthesize("caf\udce9")  # a lone surrogate, as left by decoding bytes with surrogateescape
+    with pytest.raises(BackendError, match=r"messages\[0\].content is not valid UTF-8 \(byte 0xe9"):
+        client("http://127.0.0.1:9/v1").chat([{"role": "user", "content": b"caf\xe9"}])
+    with pytest.raises(BackendError, match="empty"):
+        tts.synthesize("   ")

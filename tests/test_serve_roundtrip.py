@@ -6,14 +6,13 @@ ones run the embedded SmolLM2, Whisper tiny.en and Kokoro behind the server.
 
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
 import jiwer
 import numpy as np
 import pytest
-from _serving import EchoLLM, LengthASR, ServerThread, ToneTTS
+from _serving import EchoAudioLM, EchoLLM, LengthASR, ServerThread, ToneTTS
 
 from spokentod.audio import wav_bytes
 from spokentod.backends.base import GenParams, create
@@ -166,6 +165,8 @@ def test_sse_shape(plumbing, authed):
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["usage"]["completion_tokens"] == 3
     out = client("llm", plumbing.url, "echo").stream_chat(HI)
     assert out.text == text and out.tokens == 3 and 0 < out.ttft <= out.timings.wall
+    timed = client("llm", plumbing.url, "echo", measure_ttft=True).chat(HI)  # chat() streaming underneath
+    assert timed.text == text and timed.ttft is not None
 
 
 def test_cascade_audio_chat_plumbing(plumbing, authed):
@@ -175,6 +176,23 @@ def test_cascade_audio_chat_plumbing(plumbing, authed):
     assert reply.audio is not None and reply.audio.rate == 16000 and reply.audio.duration == pytest.approx(0.3)
     speech = client("tts", plumbing.url, "tone").synthesize("one two")
     assert speech.rate == 16000 and speech.duration == pytest.approx(0.2, abs=1e-3) and speech.timings.first > 0
+
+
+def test_audio_lm_route_and_server_side_cache(tmp_path):
+    llm = EchoLLM()
+    app = create_app({"cache": {"path": str(tmp_path / "serve-cache.sqlite")}},
+                     backends={"llm": llm, "audiolm": EchoAudioLM()})
+    with ServerThread(app) as s:
+        lm = create("audiolm", {"name": "openai", "model": "echo-omni", "base_url": s.url})
+        reply = lm.respond([{"role": "system", "content": "be brief"},
+                            {"role": "user", "content": [{"type": "text", "text": "listen:"},
+                                                         {"type": "audio", "samples": tone(0.25), "rate": 16000}]}])
+        assert reply.text == "heard 4000 samples" and reply.audio.duration == pytest.approx(0.3)
+        text_only = create("audiolm", {"name": "openai", "model": "echo-omni", "base_url": s.url, "audio_out": False})
+        assert text_only.respond([{"role": "user", "content": "hi"}]).audio is None
+        chat = create("llm", {"name": "openai", "model": "echo", "base_url": s.url})
+        assert chat.chat(HI).text == chat.chat(HI).text == "".join(chat.stream(HI))
+        assert llm.calls == 1 and app.state.cache.stats()["hits"] == 2
 
 
 # ---------------------------------------------------------------- the embedded models (slow)
@@ -230,3 +248,58 @@ def test_audio_chat_cascade_round_trip(real):
                                                        "rate": question.rate}]}], GenParams(max_tokens=12))
     assert reply.text.strip() and reply.audio is not None and reply.audio.duration > 0.3
     assert "paris" in reply.text.lower(), reply.text
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _spawn_cli(tmp_path, *args, env=None):
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("llm: {name: smollm2, id: tiny-llm}\ntts: {name: espeak}\nlimits: {max_body_bytes: 1000}\n")
+    cmd = [sys.executable, "-m", "spokentod.cli", "serve", "--config", str(cfg), "--port", "0", *args]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _wait_url(proc) -> str:
+    import re
+
+    for line in proc.stderr:
+        if m := re.search(r"running on (http://127\.0\.0\.1:\d+)", line, re.IGNORECASE):
+            return m.group(1)
+    raise AssertionError(f"server did not start (exit {proc.wait()})")
+
+
+def test_cli_serves_yaml_config_with_token(tmp_path):
+    proc = _spawn_cli(tmp_path, "--token-env", "CLI_TOKEN", env={"CLI_TOKEN": "abc", "SPOKENTOD_SERVE_FAULTS": ""})
+    try:
+        url = _wait_url(proc)
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        r = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer abc"})
+        assert [m["id"] for m in r.json()["data"]] == ["tiny-llm", "espeak"]  # listed, not loaded (lazy)
+        r = httpx.post(f"{url}/v1/audio/speech", headers={"Authorization": "Bearer abc"},
+                       json={"model": "espeak", "input": "x" * 2000})
+        assert r.status_code == 413
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_cli_refuses_missing_token_variable(tmp_path):
+    proc = _spawn_cli(tmp_path, "--token-env", "CLI_TOKEN_UNSET")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "CLI_TOKEN_UNSET" in err
+
+
+def test_cli_faults_only_when_asked(tmp_path):
+    proc = _spawn_cli(tmp_path, env={"SPOKENTOD_SERVE_FAULTS": "fail=1,status=503"})
+    try:
+        url = _wait_url(proc)
+        assert httpx.get(f"{url}/v1/models").status_code == 503
+        assert httpx.get(f"{url}/v1/models").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -6,9 +6,9 @@ import pytest
 import soundfile as sf
 
 from spokentod.data.manifest import read_manifest, write_manifest
-from spokentod.data.schema import Dialogue, Speaker, make_turns
-from spokentod.errors import SpokenTODError
+from spokentod.data.schema import Audio, Dialogue, Speaker, make_turns
 from spokentod.data.synth import SynthError, assign_voice, safe_name, synthesize_manifest
+from spokentod.errors import SpokenTODError
 
 U, A = Speaker.user, Speaker.agent
 
@@ -119,3 +119,13 @@ def test_failed_turn_reported_and_run_continues(tmp_path):
     assert dialogues[0].turns[2].audio is None
     assert dialogues[1].turns[2].audio is not None
     assert src[0].turns[0].audio is None  # the caller's objects are not modified
+
+
+def test_existing_audio_of_unrendered_turns_is_rebased(tmp_path):
+    src = _dialogues()
+    src[0].turns[1].audio = Audio(path="clips/agent.wav", sample_rate=16000, duration=1.0)
+    write_manifest(tmp_path / "in" / "m.jsonl", src)
+    out = tmp_path / "out"
+    d = list(read_manifest(_run(tmp_path / "in" / "m.jsonl", out)))
+    assert d[0].turns[1].audio.path == "../in/clips/agent.wav"
+    assert (out / d[0].turns[1].audio.path).resolve() == (tmp_path / "in" / "clips" / "agent.wav").resolve()

@@ -63,15 +63,16 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 def model_identity(model: str | os.PathLike, revision: str | None, loaded: Any = None) -> dict[str, Any]:
-    """Local path → absolute path + fingerprint; hub id → id + revision (the resolved commit when known)."""
+    """Local path → absolute path + fingerprint; hub id → id + revision (resolved commit when known)."""
     if is_local(model):
         return {"model": str(Path(model).expanduser().resolve()), "fingerprint": fingerprint(model)}
     commit = getattr(getattr(loaded, "config", None), "_commit_hash", None)
     return {"model": str(model), "revision": commit or revision}
 
 
-def split_windows(x: np.ndarray, rate: int, window_s: float = 30.0, search_s: float = 5.0,
-                  frame_s: float = 0.05) -> list[np.ndarray]:
+def split_windows(
+    x: np.ndarray, rate: int, window_s: float = 30.0, search_s: float = 5.0, frame_s: float = 0.05
+) -> list[np.ndarray]:
     """Cut audio into pieces of at most `window_s` (Whisper-style encoders see 30 s at a time), each ending
     at the quietest `frame_s` frame in its last `search_s`, so a cut rarely lands inside a word."""
     win, search, frame = int(window_s * rate), int(search_s * rate), max(1, int(frame_s * rate))
@@ -79,7 +80,7 @@ def split_windows(x: np.ndarray, rate: int, window_s: float = 30.0, search_s: fl
     while len(x) - start > win:
         lo, hi = start + win - search, start + win
         n = (hi - lo) // frame
-        energy = np.square(x[lo: lo + n * frame]).reshape(n, frame).mean(axis=1)
+        energy = np.square(x[lo : lo + n * frame]).reshape(n, frame).mean(axis=1)
         cut = lo + int(np.argmin(energy)) * frame + frame // 2
         out.append(x[start:cut])
         start = cut

@@ -35,8 +35,19 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from spokentod.backends.base import (ASR, LLM, TTS, AudioLM, AudioOut, Completion, GenParams, Message, Reply,
-                                     Timings, Transcript)
+from spokentod.backends.base import (
+    ASR,
+    LLM,
+    TTS,
+    AudioLM,
+    AudioOut,
+    Completion,
+    GenParams,
+    Message,
+    Reply,
+    Timings,
+    Transcript,
+)
 from spokentod.paths import cache_dir
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS entries (
@@ -208,6 +219,8 @@ class _Cached:
         self._identity = ident
 
     def __getattr__(self, attr: str) -> Any:
+        if attr == "backend":  # not set yet (e.g. while unpickling): no endless recursion
+            raise AttributeError(attr)
         return getattr(self.backend, attr)
 
     def __repr__(self) -> str:

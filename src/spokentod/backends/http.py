@@ -177,29 +177,42 @@ class HttpClient:
         resp = self.request("POST", path, timeout=timeout, json=payload)
         return self.decode_json(resp.body), resp
 
-    def stream_sse(self, path: str, payload: dict[str, Any], timeout: float | None = None
-                   ) -> Iterator[dict[str, Any]]:
+    def stream_sse(self, path: str, payload: dict[str, Any], timeout: float | None = None,
+                   info: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """POST and yield each `data:` event of a Server-Sent Events stream as a dict until [DONE].
 
         Retries cover getting the stream started (connect, status); once events flow a failure is
-        raised as is, since replaying a half-consumed stream would duplicate text.
+        raised as is, since replaying a half-consumed stream would duplicate text. `info` (a dict),
+        when given, receives the number of attempts.
         """
         limit = self.timeout if timeout is None else float(timeout)
-        resp, _ = retry_call(lambda: self._send("POST", path, limit, json=payload), self.retry)
+        resp, attempts = retry_call(lambda: self._send("POST", path, limit, json=payload), self.retry)
+        if info is not None:
+            info["attempts"] = attempts
         try:
+            ctype = resp.headers.get("content-type", "")
+            if "text/event-stream" not in ctype:  # e.g. a proxy's JSON error page with a 200
+                body, _ = self._read(resp, time.perf_counter(), limit)
+                got = self.decode_json(body)
+                raise self.error(f"expected an event stream, got {ctype or 'no content-type'}: {str(got)[:120]}")
             data: list[bytes] = []
+            done = False
             for line in self._lines(resp, limit):
                 if line.startswith(b"data:"):
                     data.append(line[5:].lstrip(b" "))
                 elif not line and data:  # a blank line ends one event
                     body, data = b"\n".join(data), []
                     if body.strip() == b"[DONE]":
-                        return
+                        done = True
+                        break
                     event = self.decode_json(body, "stream event")
                     if "error" in event:
                         err = event["error"]
-                        raise self.error(f"server error mid-stream: {err.get('message', err) if isinstance(err, dict) else err}")
+                        msg = err.get("message", err) if isinstance(err, dict) else err
+                        raise self.error(f"server error mid-stream: {msg}")
                     yield event
+            if not done:  # every OpenAI-compatible server ends with [DONE]; without it text may be cut
+                raise self.error("stream ended before [DONE] (connection closed early?)")
         finally:
             resp.close()
 

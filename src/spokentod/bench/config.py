@@ -58,7 +58,7 @@ class Dataset(_M):
     lenient: bool = False  # skip bad records instead of failing
 
     @model_validator(mode="after")
-    def _one_source(self) -> "Dataset":
+    def _one_source(self) -> Dataset:
         if self.manifest and (self.corpus or self.path):
             raise ValueError("give either 'manifest' or 'corpus' (+ 'path'), not both")
         if not self.manifest and not self.corpus and not self.path:
@@ -124,7 +124,7 @@ class SystemConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _fits_type(self) -> "SystemConfig":
+    def _fits_type(self) -> SystemConfig:
         if self.type in BUILTIN_TYPES:
             if extra := sorted(self.model_extra or {}):
                 raise ValueError(f"unknown field(s) {extra} for a {self.type} system")

@@ -33,6 +33,7 @@ flight, and per-backend call limits applied around each backend call (see config
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -44,24 +45,38 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from spokentod.bench.config import BenchConfig, ConfigError, load_config, parse_config
-from spokentod.bench.store import (Key, ResultFile, StoreWriteError, final_records, latest_attempts, results_name,
-                                   write_json_atomic)
+from spokentod.bench.store import (
+    Key,
+    ResultFile,
+    StoreWriteError,
+    final_records,
+    latest_attempts,
+    results_name,
+    write_json_atomic,
+)
 from spokentod.data.schema import Audio, Dialogue, Speaker, Turn
 from spokentod.errors import SpokenTODError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class BenchError(SpokenTODError):
@@ -72,7 +87,7 @@ class BenchError(SpokenTODError):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def shard_of(dialogue_id: str, n: int) -> int:
@@ -125,6 +140,7 @@ def _pkg_version(name: str) -> str | None:
         return None
 
 
+@functools.cache  # once per process: it cannot change under a running bench
 def git_info() -> dict[str, Any] | None:
     """Commit of the spokentod checkout this code runs from, if it is one."""
     root = Path(__file__).resolve().parents[3]
@@ -142,6 +158,7 @@ def git_info() -> dict[str, Any] | None:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+@functools.cache
 def host_info() -> dict[str, Any]:
     return {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
             "python": platform.python_version(), "cpu_count": os.cpu_count(), "torch": _pkg_version("torch")}
@@ -335,7 +352,7 @@ class RunSummary:
     out: Path
     shard: tuple[int, int]
     status: str  # finished | interrupted | failed
-    counts: dict[str, dict[str, int]]  # per system: planned, done_before, ran, ok, errors, missing
+    counts: dict[str, dict[str, int]]  # per system: planned, done, ok, errors, missing, ran, ran_errors
     wall_s: float
     started: str
     ended: str
@@ -365,10 +382,7 @@ def _prepare_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
-        with probe.open("wb") as f:
-            f.write(b"ok")
-            f.flush()
-            os.fsync(f.fileno())
+        probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
         raise BenchError(f"output directory {out} is not writable: {e.strerror or e}") from None
@@ -380,7 +394,7 @@ class _Lock:
     def __init__(self, path: Path):
         self.path, self.fd = path, -1
 
-    def __enter__(self) -> "_Lock":
+    def __enter__(self) -> _Lock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -389,7 +403,7 @@ class _Lock:
             raise BenchError(f"another `bench run` is writing to {self.path.parent} (lock {self.path.name})") from None
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         os.close(self.fd)  # the kernel drops the lock; a kill -9 drops it too
 
 
@@ -409,6 +423,7 @@ class Runner:
         self.counts: dict[str, Counter] = {name: Counter() for name in cfg.systems}
         self._count_lock = threading.Lock()
         self.audio_root: Path | None = None
+        self.finals: dict[Key, dict[str, Any]] = {}  # the result of every key so far (disk + this session)
 
     # ------------------------------------------------------------ records
 
@@ -463,6 +478,7 @@ class Runner:
                "shard": list(self.shard), "started": started, "finished": now_iso()}
         store.append(rec)  # StoreWriteError stops the run (see execute)
         with self._count_lock:
+            self.finals[(name, d.id, turn.index, seed)] = rec
             self.counts[name]["ran"] += 1
             self.counts[name]["errors" if reply.error else "ok"] += 1
         return rec
@@ -507,7 +523,7 @@ class Runner:
 
     # ------------------------------------------------------------ planning and execution
 
-    def plan(self, dialogues: list[Dialogue], finals: dict[Key, dict], attempts: dict[Key, int]) -> list[_Job]:
+    def plan(self, dialogues: list[Dialogue], finals: dict[Key, dict]) -> list[_Job]:
         def done(key: Key) -> bool:
             r = finals.get(key)
             return r is not None and not (self.retry_errors and r.get("error"))
@@ -662,7 +678,8 @@ def _run(runner: Runner, cfg: BenchConfig, out: Path, limit: int | None) -> RunS
                           "it will be redone[/yellow]")
         records += recs
     finals, attempts = final_records(records), latest_attempts(records)
-    jobs = runner.plan(dialogues, finals, attempts)
+    runner.finals.update(finals)
+    jobs = runner.plan(dialogues, finals)
     pool_sizes = {name: sc.concurrency or (cfg.concurrency.workers if wrapper.all_http(sc) else 1)
                   for name, sc in cfg.systems.items()}
 
@@ -684,7 +701,7 @@ def _run(runner: Runner, cfg: BenchConfig, out: Path, limit: int | None) -> RunS
                 store.close()
             except StoreWriteError as e:
                 status, error = "failed", error or str(e)
-        summary = _finish(runner, meta, meta_path, dialogues, out, status, error, started, t0)
+        summary = _finish(runner, meta, meta_path, dialogues, status, error, started, t0)
         if cache is not None:
             cache.close()
     if error:  # only a close() failure gets here: the data may not be on disk
@@ -721,17 +738,17 @@ def _start_meta(path: Path, cfg: BenchConfig, shard: tuple[int, int], identities
     return meta
 
 
-def _finish(runner: Runner, meta: dict, path: Path, dialogues: list[Dialogue], out: Path, status: str,
+def _finish(runner: Runner, meta: dict, path: Path, dialogues: list[Dialogue], status: str,
             error: str | None, started: str, t0: float) -> RunSummary:
-    """Count what is on disk now and close this session in run.json (best effort if the disk is full)."""
-    from spokentod.bench.store import read_records
-
+    """Count the results (records written before + this session) and close this session in run.json
+    (best effort: the disk may be full)."""
     ended, wall = now_iso(), time.perf_counter() - t0
     counts: dict[str, dict[str, int]] = {}
+    with runner._count_lock:
+        every = dict(runner.finals)
     for name in runner.cfg.systems:
         planned = {(name, d.id, t.index, s) for d in dialogues for t in d.user_turns for s in runner.cfg.seeds}
-        recs, _ = read_records(out / "results" / results_name(name, runner.shard))
-        finals = {k: r for k, r in final_records(recs).items() if k in planned}
+        finals = {k: r for k, r in every.items() if k in planned}
         c = runner.counts[name]
         counts[name] = {"planned": len(planned), "done": len(finals),
                         "ok": sum(1 for r in finals.values() if not r.get("error")),
@@ -745,4 +762,4 @@ def _finish(runner: Runner, meta: dict, path: Path, dialogues: list[Dialogue], o
         write_json_atomic(path, meta)
     except OSError as e:
         console.print(f"[red]could not update {path}: {e.strerror or e}[/red]")
-    return RunSummary(out, runner.shard, status, counts, wall, started, ended)
+    return RunSummary(runner.out, runner.shard, status, counts, wall, started, ended)

@@ -239,7 +239,7 @@ class RunDir:
     files: dict[Path, tuple[str, tuple[int, int]]]  # results file → (system, shard)
 
     @classmethod
-    def scan(cls, path: str | os.PathLike) -> "RunDir":
+    def scan(cls, path: str | os.PathLike) -> RunDir:
         path = Path(path)
         if not path.is_dir():
             raise StoreError(f"{path} is not a run directory (it does not exist or is not a folder)")

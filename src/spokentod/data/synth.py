@@ -17,6 +17,8 @@ Resume: a turn whose WAV exists, reads, has frames and the right rate is skipped
 atomically, so a crash leaves no half file); delete a WAV to have it re-rendered. Re-using an out dir with
 a different TTS, voice list or rate is refused (synth.json differs) rather than mixing voices.
 
+Turns not rendered keep the audio the input manifest gave them (relative paths rebased onto `out_dir`).
+
 Failures: a turn the TTS cannot render is reported (dialogue, turn, error) and the run goes on; the
 manifest is still written (those turns without audio), then SynthError says how many failed, so the CLI
 exits non-zero and a rerun retries exactly them.
@@ -35,7 +37,14 @@ from typing import Any
 
 import soundfile as sf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from spokentod.audio import resample, write_wav
 from spokentod.data.manifest import read_manifest, write_manifest
@@ -78,9 +87,17 @@ def _readable(path: Path, rate: int) -> float | None:
     """Duration of an existing, sound WAV at `rate`, else None (then it is rendered again)."""
     try:
         info = sf.info(str(path))
-    except Exception:
+    except (RuntimeError, OSError):  # missing, truncated or not audio
         return None
     return info.frames / info.samplerate if info.frames > 0 and info.samplerate == rate else None
+
+
+def _rebase_audio(dialogues: list[Dialogue], src_dir: Path, out_dir: Path) -> None:
+    """Audio the input already had (turns we do not render) keeps pointing at the same files."""
+    for d in dialogues:
+        for t in d.turns:
+            if t.audio and not Path(t.audio.path).is_absolute():
+                t.audio.path = Path(os.path.relpath(src_dir / t.audio.path, out_dir)).as_posix()
 
 
 def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -111,6 +128,7 @@ def synthesize_manifest(manifest: str | os.PathLike | Iterable[Dialogue], out_di
     out_dir = Path(out_dir)
     if isinstance(manifest, (str, os.PathLike)):
         dialogues = list(read_manifest(manifest))
+        _rebase_audio(dialogues, Path(manifest).parent, out_dir)
     else:  # copies: the caller's dialogues are not modified
         dialogues = [d.model_copy(deep=True) for d in manifest]
     backend = create("tts", {"name": tts, **(tts_config or {})})
@@ -142,7 +160,7 @@ def synthesize_manifest(manifest: str | os.PathLike | Iterable[Dialogue], out_di
                     write_wav(path, samples, rate)
                     duration = len(samples) / rate
                     rendered += 1
-                except Exception as e:  # any TTS failure: report this turn, keep going
+                except Exception as e:  # noqa: BLE001 - any TTS failure: report this turn, keep going
                     turn.audio = None
                     failures.append((d.id, turn.index, f"{type(e).__name__}: {e}"))
                     console.print(f"[red]failed[/red] dialogue {d.id!r} turn {turn.index}: {type(e).__name__}: {e}")

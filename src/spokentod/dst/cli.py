@@ -1,9 +1,10 @@
-"""``spokentod dst ...``: dialogue state tracking commands (scoring here; training and inference elsewhere)."""
+"""``spokentod dst ...``: dialogue state tracking commands (scoring here; training and inference apart)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +14,22 @@ from spokentod.errors import SpokenTODError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 err = Console(stderr=True)
+Opt = typer.Option
+HELP = {
+    "predictions": "Our JSONL or MultiWOZ_Evaluation JSON.",
+    "references": "A file like the predictions, or a corpus path with --references-corpus.",
+    "corpus": "Read --references with this corpus loader (multiwoz21, multiwoz22, sgd, spokenwoz ...).",
+    "ontology": "multiwoz | spokenwoz | sgd | none | a JSON file {domain: {slot: [values]}} | auto (from the "
+                "reference domains).",
+    "data_dir": "The shared/data directory (default: $SPOKENTOD_DATA, ../shared/data).",
+    "fuzzy": "Snap a value to the closest ontology value when the rapidfuzz score (0-100) is >= this.",
+    "slot": "The same for unknown slot names against the schema.",
+    "leak": "Leave corpus annotation values (they include the test split) out of the ontology.",
+    "dontcare": "keep: 'dontcare' is a value to predict; drop: it means absent.",
+    "none": "drop: 'none' means absent; keep: it is a value.",
+    "turn": "What 'turn' means in JSONL: index (Turn.index, both speakers counted) or ordinal (user turns).",
+    "bootstrap": "Bootstrap samples over dialogues for a 95% CI of JGA (0: none).",
+}
 
 
 @app.callback()
@@ -22,28 +39,30 @@ def _group() -> None:
 
 @app.command()
 def score(
-    predictions: Path = typer.Option(..., "--predictions", "-p", help="Predictions: our JSONL or MultiWOZ_Evaluation JSON."),
-    references: Path = typer.Option(..., "--references", "-r", help="References: a file like the predictions, or a corpus path with --references-corpus."),
-    references_corpus: str = typer.Option(None, "--references-corpus", help="Read --references with this corpus loader (multiwoz21, sgd, ...)."),
-    ontology: str = typer.Option("auto", help="multiwoz | spokenwoz | sgd | none | a JSON {domain: {slot: [values]}} | auto (from the reference domains)."),
-    data_dir: Path = typer.Option(None, help="shared/data directory (default $SPOKENTOD_DATA or ../shared/data)."),
-    fuzzy_threshold: float = typer.Option(90.0, min=0, max=100, help="Snap a value to the closest ontology value when the rapidfuzz score (0-100) is >= this."),
-    slot_threshold: float = typer.Option(80.0, min=0, max=100, help="Same for unknown slot names against the schema."),
-    exclude_test_values: bool = typer.Option(True, "--exclude-test-values/--include-test-values", help="Leave corpus annotation values (which include the test split) out of the ontology."),
-    dontcare: str = typer.Option("keep", help="keep: 'dontcare' is a value to predict; drop: treated as absent."),
-    none: str = typer.Option("drop", help="drop: 'none' means absent; keep: a value."),
-    turn_index: str = typer.Option("index", help="What 'turn' means in JSONL: index (Turn.index, both speakers) or ordinal (user-turn count)."),
-    bootstrap: int = typer.Option(0, min=0, help="Bootstrap samples (over dialogues) for a 95% CI of JGA; 0 = none."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    predictions: Annotated[Path, Opt("--predictions", "-p", help=HELP["predictions"])],
+    references: Annotated[Path, Opt("--references", "-r", help=HELP["references"])],
+    references_corpus: Annotated[str | None, Opt(help=HELP["corpus"])] = None,
+    ontology: Annotated[str, Opt(help=HELP["ontology"])] = "auto",
+    data_dir: Annotated[Path | None, Opt(help=HELP["data_dir"])] = None,
+    fuzzy_threshold: Annotated[float, Opt(min=0, max=100, help=HELP["fuzzy"])] = 90.0,
+    slot_threshold: Annotated[float, Opt(min=0, max=100, help=HELP["slot"])] = 80.0,
+    exclude_test_values: Annotated[bool, Opt("--exclude-test-values/--include-test-values",
+                                             help=HELP["leak"])] = True,
+    dontcare: Annotated[str, Opt(help=HELP["dontcare"])] = "keep",
+    none: Annotated[str, Opt(help=HELP["none"])] = "drop",
+    turn_index: Annotated[str, Opt(help=HELP["turn"])] = "index",
+    bootstrap: Annotated[int, Opt(min=0, help=HELP["bootstrap"])] = 0,
+    seed: Annotated[int, Opt(help="Bootstrap seed.")] = 0,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Score dialogue states: JGA (exact and normalized+fuzzy), slot P/R/F1, slot-key F1, per-domain JGA, WER."""
+    """Score dialogue states: JGA (exact, normalized+fuzzy), slot P/R/F1, slot-key F1, per-domain JGA, WER."""
     from spokentod.dst.normalize import Policy
     from spokentod.dst.score import score_files
 
     try:
         result = score_files(predictions, references, references_corpus, ontology, data_dir, fuzzy_threshold,
-                             slot_threshold, exclude_test_values, Policy(dontcare, none), turn_index, bootstrap, seed)
+                             slot_threshold, exclude_test_values, Policy(dontcare, none), turn_index,
+                             bootstrap, seed)
     except (SpokenTODError, ValueError, KeyError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
@@ -56,7 +75,8 @@ def score(
 
 
 def render(r: dict) -> Table:
-    t = Table(title="DST scores", show_header=True)
+    """The scores as a table; the caption says which ontology (and whether it holds test values) was used."""
+    t = Table(title="DST scores")
     t.add_column("metric")
     t.add_column("value", justify="right")
     ci = f"  [{r['jga_ci'][0]:.4f}, {r['jga_ci'][1]:.4f}]" if "jga_ci" in r else ""
@@ -71,6 +91,10 @@ def render(r: dict) -> Table:
     for d, v in r["per_domain"].items():
         t.add_row(f"JGA {d} ({r['per_domain_turns'][d]} turns)", f"{v:.4f}")
     onto = r.get("ontology")
-    t.caption = (f"ontology: {onto['name']} ({'test values excluded' if onto['test_values_excluded'] else 'INCLUDES test values'})"
-                 if onto else "ontology: none (no fuzzy value matching)") + f"; fuzzy threshold {r['fuzzy_threshold']:g}"
+    if onto:
+        leak = "test values excluded" if onto["test_values_excluded"] else "INCLUDES test-split values"
+        t.caption = f"ontology: {onto['name']} ({leak})"
+    else:
+        t.caption = "ontology: none (no fuzzy value matching)"
+    t.caption += f"; fuzzy threshold {r['fuzzy_threshold']:g}"
     return t

@@ -9,8 +9,9 @@ Slot names (``canonical_slot``)
   S2  a leading "<domain>-" / "<domain>_" is dropped (MultiWOZ 2.2 writes "hotel-bookday").
   S3  the booking prefix is dropped: "book people", "bookpeople", "book_day" → "people", "day"
       (MultiWOZ_Evaluation style; no MultiWOZ domain has both "x" and "book x").
-  S4  legacy short names: "leave" → "leaveat", "arrive" → "arriveby", "depart" → "departure",
-      "dest" → "destination", "price" → "pricerange" (price is not a state slot in MultiWOZ).
+  S4  MultiWOZ domains only, legacy short names: "leave" → "leaveat", "arrive" → "arriveby",
+      "depart" → "departure", "dest" → "destination", "price" → "pricerange" (price is not a MultiWOZ
+      state slot; SGD's Flights has a "price" that must stay apart from price ranges).
   Domains are lower-cased and stripped ("Restaurants_1" → "restaurants_1").
 
 Values (``normalize_value``), in this order
@@ -32,8 +33,8 @@ Values (``normalize_value``), in this order
   V10 time slots (leaveat, arriveby, time, *time): parsed to 24-hour "HH:MM" when possible:
       "5pm", "5 p.m.", "5:30 pm", "17.30", "1730", "after 17:00", "by 5:30", "noon", "midnight".
       Unparseable text ("morning") is kept as is.
-  V11 count slots (people, stay, stars, SGD number*, partysize): number words → digits ("two" → "2", table from
-      MultiWOZ's mapping.pair) and a unit word dropped ("3 nights", "4 star" → "3", "4").
+  V11 count slots (people, stay, stars, SGD number*, partysize): number words → digits ("two" → "2",
+      table from MultiWOZ's mapping.pair) and a unit word dropped ("3 nights", "4 star" → "3", "4").
   V12 parking / internet: "free" → "yes" (the 2.2 schema lists "free"; 2.1 states say "yes"),
       "true" → "yes", "false" → "no".
   V13 aliases: spelling variants of a DB value → that value, per domain-slot ("portugese" →
@@ -48,7 +49,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 EMPTY = frozenset({"", "not mentioned", "not given"})
@@ -58,6 +59,7 @@ _DONTCARE_FORMS = frozenset({"dontcare", "dont care", "don't care", "do n't care
 _SLOT_ALIASES = {"leave": "leaveat", "arrive": "arriveby", "depart": "departure", "dest": "destination",
                  "price": "pricerange"}
 _BOOK_SLOTS = frozenset({"people", "day", "time", "stay"})
+MWZ_DOMAINS = frozenset({"attraction", "bus", "hospital", "hotel", "police", "restaurant", "taxi", "train"})
 TIME_SLOTS = frozenset({"leaveat", "arriveby", "time"})
 COUNT_SLOTS = frozenset({"people", "stay", "stars", "partysize"})
 NAME_SLOTS = frozenset({"name", "departure", "destination"})
@@ -65,12 +67,11 @@ BOOL_SLOTS = frozenset({"parking", "internet"})
 _BOOL = {"free": "yes", "true": "yes", "false": "no"}
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
-_WS = re.compile(r"\s+")
 _SPACE_BEFORE = re.compile(r"\s+(?=[,.!?;:]|'s\b|'re\b|'ve\b|'ll\b|'d\b|'m\b|n't\b|')")
 _TRAILING_PUNCT = re.compile(r"[\s.,!?;]+$")
 _BNB = re.compile(r"\bbed (?:and|&) breakfast\b|\bb ?& ?b\b|\bb and b\b")
-_SPELLING = [(re.compile(r"\bcenter\b"), "centre"), (re.compile(r"\btheater\b"), "theatre"),
-             (re.compile(r"\bmutliple\b"), "multiple")]
+_SPELLING = [(w, re.compile(rf"\b{w}\b"), r) for w, r in (("center", "centre"), ("theater", "theatre"),
+                                                           ("mutliple", "multiple"))]
 _TIME = re.compile(r"^(\d{1,2})(?:[:.h ]?(\d{2}))?\s*(a\.?\s?m\.?|p\.?\s?m\.?)?$")
 _TIME_PREFIX = re.compile(r"^(?:after|afer|by|at|around|about|before|approximately|arrive by|leave at)\s+")
 _WORD_TIMES = {"noon": "12:00", "midday": "12:00", "mid-day": "12:00", "midnight": "00:00"}
@@ -89,10 +90,16 @@ class Policy:
             raise ValueError("Policy.dontcare and Policy.none must each be 'keep' or 'drop'")
 
 
-@lru_cache(maxsize=None)
+DEFAULT_POLICY = Policy()
+
+
+TABLES_DIR = None  # set by ontology.build_resources while it writes new tables; None = the shipped ones
+
+
+@cache
 def _tables() -> dict:
     """Derived tables shipped with the package (see ontology.build_resources and resources/README.md)."""
-    files = resources.files("spokentod.dst") / "resources"
+    files = TABLES_DIR or resources.files("spokentod.dst") / "resources"
     out = {"aliases": {"aliases": {}}, "text_tables": {"number_words": {}, "compounds": []}}
     for key in out:  # absent only while build_resources is creating them
         if (files / f"{key}.json").is_file():
@@ -113,7 +120,7 @@ def canonical_slot(domain: str, slot: str) -> str:
     s = _NON_ALNUM.sub("", raw)
     if s.startswith("book") and s[4:] in _BOOK_SLOTS:
         s = s[4:]
-    return _SLOT_ALIASES.get(s, s)
+    return _SLOT_ALIASES.get(s, s) if domain in MWZ_DOMAINS else s
 
 
 def slot_kind(slot: str) -> str:
@@ -129,7 +136,7 @@ def slot_kind(slot: str) -> str:
 
 def basic(value: object) -> str:
     """Rule V1 only: the comparison used by jga_exact."""
-    return _WS.sub(" ", str(value).lower()).strip()
+    return " ".join(str(value).lower().split())
 
 
 def to_hhmm(text: str) -> str | None:
@@ -140,7 +147,8 @@ def to_hhmm(text: str) -> str | None:
     m = _TIME.match(t)
     if not m:
         return None
-    h, mins, ampm = int(m.group(1)), int(m.group(2) or 0), (m.group(3) or "").replace(".", "").replace(" ", "")
+    h, mins = int(m.group(1)), int(m.group(2) or 0)
+    ampm = (m.group(3) or "").replace(".", "").replace(" ", "")
     if mins > 59:
         return None
     if ampm == "pm" and h < 12:
@@ -163,17 +171,20 @@ def _count(value: str) -> str:
 def _rules(domain: str, slot: str, v: str) -> str:
     """Rules V3–V12 on a V1-normalized, non-special value."""
     kind = slot_kind(slot)
-    v = _TRAILING_PUNCT.sub("", _SPACE_BEFORE.sub("", v))
+    if not v.isalnum():  # most values are one plain word: skip the punctuation rules (speed only)
+        v = _TRAILING_PUNCT.sub("", _SPACE_BEFORE.sub("", v))
     if kind == "time":
         return to_hhmm(v) or v
-    v = v.replace("&", " and ").replace("'", "").replace("\u2019", "").replace("-", " ")
-    v = _WS.sub(" ", v).strip()
-    v = _BNB.sub("b and b", v)
+    if "&" in v or "'" in v or "\u2019" in v or "-" in v:
+        v = " ".join(v.replace("&", " and ").replace("'", "").replace("\u2019", "").replace("-", " ").split())
+    if " b" in v or v.startswith("b"):
+        v = _BNB.sub("b and b", v)
     for pattern, repl in _tables()["text_tables"]["compounds"]:
         if pattern in v:
             v = re.sub(rf"\b{re.escape(pattern)}\b", repl, v)
-    for rx, repl in _SPELLING:
-        v = rx.sub(repl, v)
+    for word, rx, repl in _SPELLING:
+        if word in v:
+            v = rx.sub(repl, v)
     if kind == "name" and v.startswith("the "):
         v = v[4:]
     elif kind == "count":
@@ -184,7 +195,7 @@ def _rules(domain: str, slot: str, v: str) -> str:
 
 
 @lru_cache(maxsize=262144)
-def normalize_value(domain: str, slot: str, value: str, policy: Policy = Policy()) -> str | None:
+def normalize_value(domain: str, slot: str, value: str, policy: Policy = DEFAULT_POLICY) -> str | None:
     """All value rules V1–V13 for one canonical (domain, slot). None means "no value"."""
     v = basic(value)
     if v in EMPTY:
@@ -199,7 +210,7 @@ def normalize_value(domain: str, slot: str, value: str, policy: Policy = Policy(
     return _tables()["aliases"]["aliases"].get(f"{domain}-{slot}", {}).get(v, v)
 
 
-def exact_value(value: str, policy: Policy = Policy()) -> str | None:
+def exact_value(value: str, policy: Policy = DEFAULT_POLICY) -> str | None:
     """The jga_exact comparison: V1 plus the empty/none/dontcare presence rules of V2 (literal spelling)."""
     v = basic(value)
     if v in EMPTY or (v == "none" and policy.none == "drop") or (v == DONTCARE and policy.dontcare == "drop"):

@@ -36,7 +36,7 @@ from rapidfuzz import fuzz, process
 from spokentod.dst import normalize as N
 from spokentod.errors import DataError
 
-MWZ_DOMAINS = ("attraction", "bus", "hospital", "hotel", "police", "restaurant", "taxi", "train")
+MWZ_DOMAINS = N.MWZ_DOMAINS
 RESOURCES = Path(__file__).with_name("resources")
 
 
@@ -51,8 +51,9 @@ class Ontology:
         return {(d, s) for d, slots in self.values.items() for s in slots}
 
     def describe(self) -> dict:
+        values = sum(len(v) for slots in self.values.values() for v in slots.values())
         return {"name": self.name, "test_values_excluded": self.test_values_excluded,
-                "slots": len(self.slots()), "values": sum(len(v) for s in self.values.values() for v in s.values())}
+                "slots": len(self.slots()), "values": values, "notes": self.notes}
 
 
 def from_mapping(name: str, raw: dict, excluded: bool = True) -> Ontology:
@@ -76,7 +77,8 @@ def default_data_dir() -> Path | None:
     """$SPOKENTOD_DATA, else ../shared/data beside the working directory or the repository."""
     env = os.environ.get("SPOKENTOD_DATA")
     cands = [Path(env)] if env else []
-    cands += [Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[3].parent / "shared" / "data"]
+    repo = Path(__file__).resolve().parents[3]
+    cands += [Path.cwd().parent / "shared" / "data", repo.parent / "shared" / "data"]
     return next((c for c in cands if c.is_dir()), None)
 
 
@@ -116,7 +118,8 @@ def sgd(data_dir: str | os.PathLike | None = None, exclude_test_values: bool = T
     for f in files:
         for svc in json.loads(f.read_text(encoding="utf-8")):
             for slot in svc["slots"]:
-                raw.setdefault(svc["service_name"], {})[slot["name"]] = list(slot.get("possible_values") or [])
+                values = list(slot.get("possible_values") or [])
+                raw.setdefault(svc["service_name"], {})[slot["name"]] = values
     return from_mapping("sgd", raw, exclude_test_values)
 
 
@@ -133,7 +136,7 @@ def load(spec: str | None, data_dir=None, exclude_test_values: bool = True) -> O
         return sgd(data_dir, exclude_test_values)
     path = Path(spec)
     if not path.is_file():
-        raise DataError(spec, message="unknown ontology (multiwoz, spokenwoz, sgd, none, or a JSON file path)")
+        raise DataError(spec, message="unknown ontology (multiwoz, spokenwoz, sgd, none, or a JSON path)")
     return from_mapping(path.stem, json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -150,14 +153,17 @@ def guess(domains: Iterable[str]) -> str:
 
 
 class Matcher:
-    """Maps slot names onto the schema and values onto the ontology, each distinct input once."""
+    """Maps slot names onto the schema and values onto the ontology, each distinct input once. The schema
+    grows with every reference slot scored (score() adds them), so use one Matcher per reference set."""
 
     def __init__(self, ontology: Ontology | None, threshold: float = 90.0, slot_threshold: float = 80.0,
-                 policy: N.Policy = N.Policy(), scorer: Callable = fuzz.ratio):
+                 policy: N.Policy = N.DEFAULT_POLICY, scorer: Callable = fuzz.ratio):
         for t in (threshold, slot_threshold):  # the seed compared a 0–1 threshold with 0–100 scores
             if not 0 <= t <= 100 or 0 < t <= 1:
-                raise ValueError(f"threshold {t} is not on rapidfuzz's 0–100 scale (write 90, not 0.9; 0 = always snap)")
-        self.threshold, self.slot_threshold, self.policy, self.scorer = threshold, slot_threshold, policy, scorer
+                raise ValueError(f"threshold {t} is not on rapidfuzz's 0–100 scale "
+                                 "(write 90, not 0.9; 0 = always snap)")
+        self.threshold, self.slot_threshold = threshold, slot_threshold
+        self.policy, self.scorer = policy, scorer
         self.schema: dict[str, set[str]] = {}
         self.choices: dict[tuple[str, str], tuple[list[str], frozenset[str]]] = {}
         for d, slots in (ontology.values if ontology else {}).items():
@@ -183,14 +189,16 @@ class Matcher:
 
     def _map_slot(self, d: str, raw_slot: str) -> tuple[str, str] | None:
         if d not in self.schema:
-            hit = process.extractOne(d, sorted(self.schema), scorer=self.scorer, score_cutoff=self.slot_threshold)
+            hit = process.extractOne(d, sorted(self.schema), scorer=self.scorer,
+                                     score_cutoff=self.slot_threshold)
             if hit is None:
                 return None
             d = hit[0]
         s = N.canonical_slot(d, raw_slot)
         if s in self.schema[d]:
             return d, s
-        hit = process.extractOne(s, sorted(self.schema[d]), scorer=self.scorer, score_cutoff=self.slot_threshold)
+        hit = process.extractOne(s, sorted(self.schema[d]), scorer=self.scorer,
+                                 score_cutoff=self.slot_threshold)
         return (d, hit[0]) if hit else None
 
     def value(self, domain: str, slot: str, raw: str) -> str | None:
@@ -233,13 +241,14 @@ class Matcher:
 def _db_values(mwz: Path) -> dict[str, dict[str, list[str]]]:
     db = {d: json.loads((mwz / "db" / f"{d}_db.json").read_text()) for d in
           ("attraction", "hospital", "hotel", "police", "restaurant", "train")}
-    col = lambda d, k: sorted({str(e[k]).lower() for e in db[d] if k in e})  # noqa: E731
+    col = lambda d, k: sorted({str(e[k]).lower() for e in db[d] if k in e})
     stations = sorted(set(col("train", "departure")) | set(col("train", "destination")))
     places = sorted({*col("attraction", "name"), *col("hotel", "name"), *col("restaurant", "name"),
                      *col("police", "name"), "addenbrookes hospital", *stations})
     out = {"attraction": {"name": col("attraction", "name"), "area": col("attraction", "area"),
                           "type": col("attraction", "type")},
-           "hotel": {k: col("hotel", k) for k in ("name", "area", "pricerange", "type", "stars", "internet", "parking")},
+           "hotel": {k: col("hotel", k)
+                     for k in ("name", "area", "pricerange", "type", "stars", "internet", "parking")},
            "restaurant": {k: col("restaurant", k) for k in ("name", "area", "pricerange", "food")},
            "hospital": {"department": col("hospital", "department")},
            "police": {"name": col("police", "name")},
@@ -258,39 +267,51 @@ def _db_values(mwz: Path) -> dict[str, dict[str, list[str]]]:
 
 def build_resources(data_dir: str | os.PathLike, out: Path = RESOURCES) -> None:
     """Derive text_tables.json, multiwoz_db.json and aliases.json from MIT-licensed files in data_dir."""
-    data = Path(data_dir)
+    try:
+        N.TABLES_DIR = out  # the rules must read the tables being built, not the shipped ones
+        _build(Path(data_dir), out)
+    finally:
+        N.TABLES_DIR = None
+        N._tables.cache_clear()
+        N.normalize_value.cache_clear()
+
+
+def _build(data: Path, out: Path) -> None:
     mwz, trippy = data / "multiwoz", json.loads((data / "spokenwoz" / "trippy_config.json").read_text())
     label_maps = {k.lower(): [v.lower() for v in vs] for k, vs in trippy["label_maps"].items()}
-    meta = lambda src: {"source": src, "license": "MIT", "built_by": "python -m spokentod.dst.ontology"}  # noqa: E731
+    meta = lambda src: {"source": src, "license": "MIT", "built_by": "python -m spokentod.dst.ontology"}
 
     # 1. number words from MultiWOZ's mapping.pair; closed compounds the DB writes as one word ("guesthouse")
     #    that SpokenWOZ's variant map also spells as two ("guest house").
     pairs = [ln.split("\t") for ln in (mwz / "mapping_pair.txt").read_text().splitlines() if "\t" in ln]
     numbers = {a: b for a, b in pairs if b.isdigit()} | {"zero": "0"}
     dbv = _db_values(mwz)
-    closed = {v for slots in dbv.values() for vals in slots.values() for v in vals if " " not in v and len(v) > 6}
+    closed = {v for slots in dbv.values() for vals in slots.values() for v in vals
+              if " " not in v and len(v) > 6}
     spaced = {x for k, vs in label_maps.items() for x in (k, *vs) if " " in x}
     compounds = sorted([x, x.replace(" ", "")] for x in spaced if x.replace(" ", "") in closed)
-    _write(out / "text_tables.json", {"_meta": meta("budzianowski/multiwoz utils/mapping.pair, db/; "
-                                               "AlibabaResearch/DAMO-ConvAI spokenwoz trippy config.json"),
-                                      "number_words": numbers, "compounds": compounds})
+    src = "budzianowski/multiwoz utils/mapping.pair, db/; AlibabaResearch/DAMO-ConvAI spokenwoz config.json"
+    _write(out / "text_tables.json", {"_meta": meta(src), "number_words": numbers, "compounds": compounds})
     N._tables.cache_clear()
     N.normalize_value.cache_clear()
 
     # 2. the MultiWOZ value ontology (DB + 2.2 schema) and SpokenWOZ's extra slot names.
     profile = [s.split("-", 1)[1] for s in trippy["slots"] if s.startswith("profile-")]
-    _write(out / "multiwoz_db.json", {"_meta": meta("budzianowski/multiwoz db/*.json, data/MultiWOZ_2.2/schema.json;"
-                                                    " DAMO-ConvAI spokenwoz config.json (profile slots)"),
-                                      "ontology": dbv, "spokenwoz_profile_slots": sorted(profile)})
+    src = ("budzianowski/multiwoz db/*.json, data/MultiWOZ_2.2/schema.json; "
+           "DAMO-ConvAI spokenwoz config.json (profile slots)")
+    _write(out / "multiwoz_db.json",
+           {"_meta": meta(src), "ontology": dbv, "spokenwoz_profile_slots": sorted(profile)})
 
     # 3. aliases: in each variant group of the label map with exactly ONE member among this slot's DB values,
-    #    every other member becomes an alias of it, unless it is a DB value itself, ambiguous, or a paraphrase.
+    #    every other member becomes an alias of it, unless it is a DB value, ambiguous, or a paraphrase.
     aliases: dict[str, dict[str, str]] = {}
     for d, slots in dbv.items():
         for s, vals in slots.items():
             if not vals or N.slot_kind(s) == "time":
                 continue
-            rule = lambda x: N._rules(d, s, N.basic(x))  # noqa: E731  (no aliases yet: we are building them)
+            def rule(x: str, d: str = d, s: str = s) -> str:  # rules only: the aliases are being built
+                return N._rules(d, s, N.basic(x))
+
             canon = {rule(v) for v in vals}
             cand: dict[str, set[str]] = {}
             for k, vs in label_maps.items():
@@ -306,8 +327,6 @@ def build_resources(data_dir: str | os.PathLike, out: Path = RESOURCES) -> None:
     _write(out / "aliases.json", {"_meta": meta("DAMO-ConvAI spokenwoz config.json label_maps x budzianowski/"
                                                 "multiwoz db (variants of exactly one DB value)"),
                                   "aliases": aliases})
-    N._tables.cache_clear()
-    N.normalize_value.cache_clear()
 
 
 def _surface_variant(a: str, b: str) -> bool:

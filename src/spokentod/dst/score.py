@@ -28,17 +28,19 @@ Definitions (every count is over reference user turns):
                 spokentod.metrics.text.normalize_for_wer; computed when any prediction has a transcript,
                 a turn without one counting as an empty hypothesis.
   entity_wer    the same alignment, errors counted only on reference words inside a span that spells a
-                reference state value (deletions and substitutions of those words, insertions inside a span).
+                reference state value (deletions and substitutions of those words, insertions inside a span);
+                yes/no slots (parking, internet) and dontcare are not entities.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
 from collections.abc import Iterable
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,8 @@ def flatten_state(state: Any, pool: dict | None = None) -> tuple[Item, ...]:
             for part in ("semi", "book"):  # MultiWOZ 2.1 metadata; "booked" holds results, not state
                 for s, v in (slots.get(part) or {}).items():
                     if s != "booked":
-                        out.append((d, f"book {s}" if part == "book" else s, _value(v, f"state.{d}.{part}.{s}")))
+                        name = f"book {s}" if part == "book" else s
+                        out.append((d, name, _value(v, f"state.{d}.{part}.{s}")))
         elif isinstance(slots, dict):
             out.extend((d, s, _value(v, f"state.{d}.{s}")) for s, v in slots.items())
         elif "-" in str(d):  # flat "hotel-area": value
@@ -135,7 +138,8 @@ def _records(path: Path) -> tuple[str, list[tuple[str, Any]]]:
     return "jsonl", out
 
 
-def read_states(path: str | os.PathLike, turn_index: str = "index") -> tuple[list[TurnState], str, list[Problem]]:
+def read_states(path: str | os.PathLike, turn_index: str = "index",
+                ) -> tuple[list[TurnState], str, list[Problem]]:
     """Read a JSONL or MultiWOZ_Evaluation file → (turn states, indexing, problems found)."""
     if turn_index not in ("index", "ordinal"):
         raise ValueError("turn_index must be 'index' or 'ordinal'")
@@ -152,7 +156,8 @@ def read_states(path: str | os.PathLike, turn_index: str = "index") -> tuple[lis
                 try:
                     if not isinstance(e, dict) or "state" not in e:
                         raise ValueError("expected an object with 'state'")
-                    out.append(TurnState(dialogue_key(did), k, None, flatten_state(e["state"], pool), e.get("transcript"),
+                    items = flatten_state(e["state"], pool)
+                    out.append(TurnState(dialogue_key(did), k, None, items, e.get("transcript"),
                                          _domains(e.get("active_domains"))))
                 except ValueError as err:
                     problems.append(Problem(str(p), f"{did} turn {k}", None, str(err)))
@@ -167,10 +172,12 @@ def read_states(path: str | os.PathLike, turn_index: str = "index") -> tuple[lis
                 if key not in r:
                     raise ValueError(f"missing field {key!r}")
             turn = r["turn"]
-            if isinstance(turn, bool) or not (isinstance(turn, int) or (isinstance(turn, str) and turn.isdigit())):
+            whole = isinstance(turn, int) and not isinstance(turn, bool) and turn >= 0
+            if not (whole or (isinstance(turn, str) and turn.isdigit())):
                 raise ValueError(f"field 'turn' must be a non-negative integer, got {turn!r}")
             t, items = int(turn), flatten_state(r["state"], pool)
-            out.append(TurnState(dialogue_key(r["dialogue_id"]), t, t if turn_index == "index" else None, items,
+            index = t if turn_index == "index" else None
+            out.append(TurnState(dialogue_key(r["dialogue_id"]), t, index, items,
                                  r.get("transcript", r.get("text")), _domains(r.get("active_domains"))))
         except ValueError as err:
             problems.append(Problem(str(p), loc, None, str(err)))
@@ -204,11 +211,15 @@ def read_predictions(path: str | os.PathLike, turn_index: str = "index") -> Pred
 
 def read_references(path: str | os.PathLike, turn_index: str = "index") -> list[list[TurnState]]:
     """References from a file (strict: a malformed record is an error), grouped by dialogue in order."""
-    states, indexing, problems = read_states(path, turn_index)
+    states, _, problems = read_states(path, turn_index)
     if problems:
         raise DataError.many(problems)
     dialogues: dict[str, list[TurnState]] = {}
+    seen: set[tuple[str, int]] = set()
     for ts in states:
+        if (ts.dialogue_id, ts.ordinal) in seen:
+            raise DataError(str(path), ts.dialogue_id, "turn", f"turn {ts.ordinal} is given twice")
+        seen.add((ts.dialogue_id, ts.ordinal))
         dialogues.setdefault(ts.dialogue_id, []).append(ts)
     for turns in dialogues.values():
         turns.sort(key=lambda t: t.ordinal)
@@ -326,15 +337,18 @@ class _Side:
         if key is None:  # a predicted slot name that maps to nothing: it stays, and can never be right
             key, norm = (UNKNOWN, f"{d_raw}-{s_raw}"), {N.basic(a) for a in alts} - {""}
         else:
-            norm = {x for x in (self.m.value(key[0], key[1], a) for a in alts) if x is not None}
-        exact = {x for x in (N.exact_value(a, self.policy) for a in alts) if x is not None}
-        for view, k, values in (("n", key, norm), ("x", exact_key, exact)):
-            kid = self.codes.key(k) if values else -1
-            self.key[view].append(kid)
-            self.ptr[view].append(len(self.flat[view]))
-            self.len[view].append(len(values))
-            self.flat[view].extend([self.codes.pair(kid, x) for x in sorted(values)])
+            norm = {self.m.value(key[0], key[1], a) for a in alts} - {None}
+        self._column("n", key, norm)
+        self._column("x", exact_key, {N.exact_value(a, self.policy) for a in alts} - {None})
         return len(self.key["n"]) - 1
+
+    def _column(self, view: str, key: tuple[str, str], values: set[str]) -> None:
+        kid = self.codes.key(key) if values else -1
+        flat = self.flat[view]
+        self.key[view].append(kid)
+        self.ptr[view].append(len(flat))
+        self.len[view].append(len(values))
+        flat.extend([self.codes.pair(kid, x) for x in sorted(values)])
 
     def slots(self, view: str) -> dict[str, np.ndarray]:
         """Slot occurrences of one view: turn, key, and the value pairs (pair_slot → index into the slots)."""
@@ -371,22 +385,23 @@ def _match(g: dict, p: dict, n_turns: int, n_keys: int, n_pairs: int) -> dict[st
     wrong_pairs = np.bincount(p["pair_slot"], weights=~_isin(p_codes, g_codes), minlength=len(p["turn"]))
     slot_right = wrong_pairs == 0
     key_shared = _isin(p["turn"] * n_keys + p["key"], g["turn"] * n_keys + g["key"])
-    count = lambda turns, w=None: np.bincount(turns, weights=w, minlength=n_turns)  # noqa: E731
+    count = lambda turns, w=None: np.bincount(turns, weights=w, minlength=n_turns)
     return {"slot_right": slot_right, "tp": count(p["turn"], slot_right), "n_pred": count(p["turn"]),
             "n_gold": count(g["turn"]), "key_tp": count(p["turn"], key_shared)}
 
 
 def _per_domain(codes: _Codes, g: dict, p: dict, slot_right: np.ndarray, has_pred: np.ndarray,
                 active: list[tuple[str, ...] | None]) -> tuple[dict[str, float], dict[str, int]]:
-    """JGA per domain over the turns where it is active: counts per (turn, domain); a domain is right in a turn
-    when its slots alone are all right. Active = in the reference state, unless the reference lists them."""
+    """JGA per domain over the turns where it is active, from counts per (turn, domain): a domain is right
+    in a turn when its slots alone are all right. Active: in the reference state, unless the reference
+    lists its active domains."""
     for a in active:
         for d in a or ():
             codes.domain(d)
     T, D = len(active), len(codes.domains)
     key_dom = np.asarray([codes.domains[k[0]] for k in codes.key_names] + [0], dtype=np.int64)
     g_td, p_td = g["turn"] * D + key_dom[g["key"]], p["turn"] * D + key_dom[p["key"]]
-    cnt = lambda x, w=None: np.bincount(x, weights=w, minlength=T * D).reshape(T, D)  # noqa: E731
+    cnt = lambda x, w=None: np.bincount(x, weights=w, minlength=T * D).reshape(T, D)
     n_gold, n_pred, tp = cnt(g_td), cnt(p_td), cnt(p_td, slot_right)
     right = has_pred[:, None] & (tp == n_pred) & (n_pred == n_gold)
     is_active = n_gold > 0
@@ -403,18 +418,32 @@ def _per_domain(codes: _Codes, g: dict, p: dict, slot_right: np.ndarray, has_pre
 
 
 def score(references: list[list[TurnState]], predictions: Predictions, matcher: Matcher,
-          policy: N.Policy = N.Policy(), bootstrap: int = 0, seed: int = 0, ci: float = 0.95,
+          policy: N.Policy = N.DEFAULT_POLICY, bootstrap: int = 0, seed: int = 0, ci: float = 0.95,
           max_examples: int = 10) -> dict:
     """Score predictions against references (see the module docstring for every definition)."""
+    # Scoring allocates many small objects and no reference cycles; with a corpus loaded, each automatic
+    # full collection walks every object alive and took more time than the scoring itself.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _score(references, predictions, matcher, policy, bootstrap, seed, ci, max_examples)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _score(references: list[list[TurnState]], predictions: Predictions, matcher: Matcher, policy: N.Policy,
+           bootstrap: int, seed: int, ci: float, max_examples: int) -> dict:
     if predictions.indexing == "index" and any(t.index is None for d in references for t in d):
-        raise DataError("references", message="these references number user turns 0, 1, 2 ... (MultiWOZ_Evaluation"
-                        " format): read the predictions with turn_index='ordinal' (--turn-index ordinal)")
+        raise DataError("references", message="these references number user turns 0, 1, 2 ... "
+                        "(MultiWOZ_Evaluation format): read the predictions with turn_index='ordinal' "
+                        "(--turn-index ordinal)")
     codes = _Codes()
     gold, pred = _Side(True, matcher, policy, codes), _Side(False, matcher, policy, codes)
     turns = [t for dlg in references for t in dlg]
     keys = [(t.dialogue_id, t.index if predictions.indexing == "index" else t.ordinal) for t in turns]
     found = list(map(predictions.turns.get, keys))
-    gold.add_turns(list(range(len(turns))), [t.items for t in turns])  # first: reference slots complete the schema
+    gold.add_turns(list(range(len(turns))), [t.items for t in turns])  # first: its slots complete the schema
     matched = [n for n, p in enumerate(found) if p is not None]
     missing = [f"{keys[n][0]}:{keys[n][1]}" for n, p in enumerate(found) if p is None]
     # every distinct predicted value is resolved at once (batched fuzzy matching), then the predicted turns
@@ -451,12 +480,13 @@ def score(references: list[list[TurnState]], predictions: Predictions, matcher: 
     extra = [f"{k[0]}:{k[1]}" for k in predictions.turns if k not in used]
     out: dict[str, Any] = {
         "turns": T, "dialogues": len(references),
-        "jga": float(turn_right.mean()) if T else 0.0, "jga_exact": float(turn_right_exact.mean()) if T else 0.0,
+        "jga": float(turn_right.mean()) if T else 0.0,
+        "jga_exact": float(turn_right_exact.mean()) if T else 0.0,
         "slot_precision": sp, "slot_recall": sr, "slot_f1": sf,
         "slot_key_precision": kp, "slot_key_recall": kr, "slot_key_f1": kf,
         "missing_turns": len(missing), "extra_turns": len(extra),
         "malformed_records": len(predictions.problems), "duplicate_records": predictions.duplicates,
-        "unknown_slot_predictions": int(len(unknown_slots)),
+        "unknown_slot_predictions": len(unknown_slots),
         "per_domain": per_domain, "per_domain_turns": per_domain_turns,
         "fuzzy_threshold": matcher.threshold, "slot_threshold": matcher.slot_threshold,
         "policy": {"dontcare": policy.dontcare, "none": policy.none},
@@ -472,8 +502,9 @@ def score(references: list[list[TurnState]], predictions: Predictions, matcher: 
     return out
 
 
-def bootstrap_ci(right: np.ndarray, n: np.ndarray, samples: int, seed: int = 0, ci: float = 0.95) -> list[float]:
-    """Percentile CI of sum(right)/sum(n) when dialogues are resampled with replacement (vectorized, chunked)."""
+def bootstrap_ci(right: np.ndarray, n: np.ndarray, samples: int, seed: int = 0,
+                 ci: float = 0.95) -> list[float]:
+    """Percentile CI of sum(right)/sum(n), dialogues resampled with replacement (vectorized, in chunks)."""
     rng = np.random.default_rng(seed)
     stats = np.empty(samples)
     chunk = max(1, 2_000_000 // max(1, len(n)))
@@ -498,6 +529,8 @@ def _wer_norm(text: str) -> list[str]:
 def _entity_mask(words: list[str], items: tuple[Item, ...], cache: dict) -> list[bool]:
     mask = [False] * len(words)
     for it in items:
+        if N.slot_kind(N.canonical_slot(N.canonical_domain(it[0]), it[1])) == "bool":
+            continue
         for alt in N.alternatives(it[2]):
             if alt not in cache:
                 cache[alt] = _wer_norm(alt) if N.exact_value(alt) not in (None, N.DONTCARE) else []
@@ -539,10 +572,11 @@ def wer_scores(pairs: list[tuple[str, str, tuple[Item, ...]]]) -> dict:
 
 # --- one call from files ---------------------------------------------------------------------------
 
-def score_files(predictions: str | os.PathLike, references: str | os.PathLike, references_corpus: str | None = None,
+def score_files(predictions: str | os.PathLike, references: str | os.PathLike,
+                references_corpus: str | None = None,
                 ontology: str | Ontology | None = "auto", data_dir: str | os.PathLike | None = None,
                 fuzzy_threshold: float = 90.0, slot_threshold: float = 80.0, exclude_test_values: bool = True,
-                policy: N.Policy = N.Policy(), turn_index: str = "index", bootstrap: int = 0,
+                policy: N.Policy = N.DEFAULT_POLICY, turn_index: str = "index", bootstrap: int = 0,
                 seed: int = 0) -> dict:
     """Read, build the ontology ("auto": guessed from the reference domains) and score."""
     from spokentod.dst import ontology as O
@@ -558,6 +592,7 @@ def score_files(predictions: str | os.PathLike, references: str | os.PathLike, r
         ontology = O.guess({N.canonical_domain(it[0]) for d in refs for t in d for it in t.items})
     onto = ontology if isinstance(ontology, Ontology) or ontology is None else \
         O.load(ontology, data_dir, exclude_test_values)
-    result = score(refs, preds, Matcher(onto, fuzzy_threshold, slot_threshold, policy), policy, bootstrap, seed)
+    matcher = Matcher(onto, fuzzy_threshold, slot_threshold, policy)
+    result = score(refs, preds, matcher, policy, bootstrap, seed)
     result["ontology"] = onto.describe() if onto else None
     return result

@@ -20,60 +20,38 @@ OpenAI's shape: bad requests 400 naming the field or cause, a failing remote bac
 from __future__ import annotations
 
 import asyncio
-import base64
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from spokentod.audio import Waveform, as_waveform, wav_bytes
+from spokentod.audio import Waveform, as_waveform
 from spokentod.backends.base import GenParams, create
-from spokentod.errors import AudioError, BackendError, SpokenTODError
+from spokentod.errors import AudioError
 from spokentod.serve.middleware import Faults, Guard
+from spokentod.serve.schema import (
+    APIError,
+    ChatRequest,
+    Limits,
+    SpeechRequest,
+    audio_response,
+    classify,
+    completion_body,
+    decode_audio_parts,
+    error_response,
+    json_dumps,
+)
 
 DEFAULT_CONFIG: dict[str, Any] = {"asr": {"name": "whisper-ct2"}, "llm": {"name": "smollm2"},
                                   "tts": {"name": "kokoro"}}
 # Generic OpenAI clients send these voice names; they mean "the server's default voice" here.
 OPENAI_VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
-
-
-@dataclass
-class Limits:
-    max_body_bytes: int = 25 << 20  # OpenAI's upload limit
-    max_audio_seconds: float = 600.0
-    max_input_chars: int = 4096  # speech input, as OpenAI
-    max_tokens: int = 4096
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param = status, message, type_, param
-
-
-def error_response(status: int, message: str, type_: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": None}}, status)
-
-
-def classify(e: BaseException) -> APIError:
-    """Map an exception from a backend call to an HTTP error: bad input 400, upstream 502, else 500."""
-    if isinstance(e, APIError):
-        return e
-    if isinstance(e, AudioError):
-        return APIError(400, f"unsupported audio: {e}")
-    if isinstance(e, BackendError):
-        return APIError(502, str(e), "upstream_error")
-    if isinstance(e, SpokenTODError) and isinstance(e, ValueError):  # TTSError, ASRError: the input's fault
-        return APIError(400, str(e))
-    return APIError(500, f"{type(e).__name__}: {e}", "server_error")
 
 
 class Slot:
@@ -82,7 +60,8 @@ class Slot:
     def __init__(self, kind: str, config: dict[str, Any] | None = None, instance: Any = None,
                  cache: Any = None):
         cfg = dict(config or {})
-        self.kind, self.instance, self.cache = kind, instance, cache
+        self.kind, self.cache = kind, cache
+        self.instance = self._wrap(instance) if instance is not None else None
         self.id = str(cfg.pop("id", None) or cfg.get("name") or getattr(instance, "name", kind))
         self.config = cfg
         self._load_lock, self.lock = threading.Lock(), threading.Lock()
@@ -96,53 +75,21 @@ class Slot:
                 except Exception as e:
                     raise APIError(500, f"cannot load {self.kind} backend {self.id!r}: {type(e).__name__}: {e}",
                                    "server_error") from e
-                if self.cache is not None:
-                    from spokentod.backends.cache import cached
-
-                    backend = cached(backend, self.cache)
-                self.instance = backend
+                self.instance = self._wrap(backend)
             return self.instance
+
+    def _wrap(self, backend: Any) -> Any:
+        if self.cache is None:
+            return backend
+        from spokentod.backends.cache import cached
+
+        return cached(backend, self.cache)
 
     def call(self, method: str, *args: Any, **kw: Any) -> Any:
         backend = self.get()
         with self.lock:
             self.calls += 1
             return getattr(backend, method)(*args, **kw)
-
-
-# ---------------------------------------------------------------- request bodies
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, logprobs...)
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    n: int = 1
-    modalities: list[str] | None = None
-    audio: dict[str, Any] | None = None
-
-
-class SpeechRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
-    input: str
-    voice: str | None = None
-    response_format: str = "wav"  # OpenAI's default is mp3; this server has no mp3 encoder
-    speed: float | None = None
 
 
 # ---------------------------------------------------------------- the app
@@ -165,7 +112,7 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
     slots: dict[str, Slot] = {}
     for kind in ("asr", "llm", "tts", "audiolm"):
         if backends and kind in backends:
-            slots[kind] = Slot(kind, {"id": (config.get(kind) or {}).get("id")}, instance=backends[kind])
+            slots[kind] = Slot(kind, {"id": (config.get(kind) or {}).get("id")}, instance=backends[kind], cache=cache)
         elif config.get(kind):
             section = {"name": config[kind]} if isinstance(config[kind], str) else config[kind]
             slots[kind] = Slot(kind, section, cache=cache)
@@ -234,15 +181,16 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
                                             "owned_by": "spokentod", "kind": k} for k, s in slots.items()]}
 
     @app.post("/v1/audio/transcriptions")
-    async def transcriptions(file: UploadFile = File(...), model: str = Form(...),
-                             response_format: str = Form("json"), language: str | None = Form(None)):
+    async def transcriptions(file: Annotated[UploadFile, File()], model: Annotated[str, Form()],
+                             response_format: Annotated[str, Form()] = "json",
+                             language: Annotated[str | None, Form()] = None):
         slot = slot_for("asr", model)
         if response_format not in ("json", "text", "verbose_json"):
             raise APIError(400, f"response_format {response_format!r} is not supported; use json, text or "
                            "verbose_json", param="response_format")
         data = await file.read()
-        try:
-            wav = as_waveform(data, target_rate=16000, max_seconds=limits.max_audio_seconds)
+        try:  # decoding and resampling a long file is CPU work: keep it off the event loop
+            wav = await run_in_threadpool(as_waveform, data, target_rate=16000, max_seconds=limits.max_audio_seconds)
         except AudioError as e:
             raise APIError(400, f"unsupported audio in field 'file': {e}", param="file") from None
         out = await run(slot, "transcribe", wav, language=language or None)
@@ -286,10 +234,11 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
                            param="max_tokens")
         d = GenParams()
         params = GenParams(max_tokens=max_tokens, temperature=d.temperature if req.temperature is None else req.temperature,
-                           top_p=d.top_p if req.top_p is None else req.top_p, seed=req.seed,
+                           top_p=d.top_p if req.top_p is None else req.top_p,
+                           seed=d.seed if req.seed is None else req.seed,
                            stop=[req.stop] if isinstance(req.stop, str) else req.stop)
-        messages = [decode_audio_parts(m.model_dump(exclude_none=True), i, limits)
-                    for i, m in enumerate(req.messages)]
+        messages = await run_in_threadpool(lambda: [decode_audio_parts(m.model_dump(exclude_none=True), i, limits)
+                                                    for i, m in enumerate(req.messages)])
         voice = (req.audio or {}).get("voice")
         voice = None if voice in OPENAI_VOICES else voice
         audiolm = slots.get("audiolm")
@@ -397,71 +346,3 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def json_dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False)
-
-
-def decode_audio_parts(message: dict[str, Any], index: int, limits: Limits) -> dict[str, Any]:
-    """`input_audio` parts (base64) → in-process audio parts, checked here so bad audio is a 400."""
-    content = message.get("content")
-    if not isinstance(content, list):
-        return message
-    parts = []
-    for j, p in enumerate(content):
-        where = f"messages[{index}].content[{j}]"
-        kind = p.get("type")
-        if kind == "input_audio":
-            raw = (p.get("input_audio") or {}).get("data")
-            if not isinstance(raw, str):
-                raise APIError(400, f"field '{where}.input_audio.data' is missing", param=where)
-            try:
-                w = as_waveform(base64.b64decode(raw, validate=True), target_rate=16000,
-                                max_seconds=limits.max_audio_seconds)
-            except (ValueError, AudioError) as e:  # binascii.Error is a ValueError
-                raise APIError(400, f"unsupported audio in field '{where}': {e}", param=where) from None
-            parts.append({"type": "audio", "samples": w.samples, "rate": w.rate})
-        elif kind == "text":
-            if not isinstance(p.get("text"), str):
-                raise APIError(400, f"field '{where}.text' must be a string", param=where)
-            parts.append({"type": "text", "text": p["text"]})
-        else:
-            raise APIError(400, f"field '{where}.type': unsupported content part {kind!r} (text, input_audio)",
-                           param=where)
-    return {**message, "content": parts}
-
-
-def audio_response(samples, rate: int, fmt: str) -> Response:
-    import io
-
-    import numpy as np
-    import soundfile as sf
-
-    if fmt == "wav":
-        return Response(wav_bytes(samples, rate), media_type="audio/wav")
-    if fmt == "flac":
-        buf = io.BytesIO()
-        sf.write(buf, np.clip(samples, -1, 1), rate, format="FLAC")
-        return Response(buf.getvalue(), media_type="audio/flac")
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()  # raw 16-bit little-endian mono
-    return Response(pcm, media_type="audio/pcm", headers={"X-Sample-Rate": str(rate)})
-
-
-def completion_body(model: str, text: str, out: Any, audio: Any = None) -> dict[str, Any]:
-    tokens = getattr(out, "tokens", 0) or 0
-    prompt = int((getattr(out, "timings", None) and out.timings.extra.get("prompt_tokens")) or 0)
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if audio is not None:
-        message["audio"] = {"id": f"audio_{uuid.uuid4().hex}", "expires_at": int(time.time()) + 3600,
-                            "data": base64.b64encode(wav_bytes(audio.samples, audio.rate)).decode("ascii"),
-                            "transcript": text}
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "message": message,
-                                         "finish_reason": getattr(out, "finish_reason", None) or "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}}

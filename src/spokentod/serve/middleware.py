@@ -40,8 +40,9 @@ class Faults:
 
     The first `fail_first` requests under /v1/ get `fail_status` (with Retry-After when `retry_after` is
     set); the next `malformed_first` get a 200 with truncated JSON; the next `bad_utf8_first` a 200 whose
-    body is not UTF-8; every request waits `delay` seconds first (a "hung" server when larger than the
-    client's timeout). Spec string form: "fail=3,status=429,retry_after=0.1,delay=0,malformed=0,bad_utf8=0".
+    body is not UTF-8; the next `cut_first` an event stream that stops after one piece without [DONE];
+    every request waits `delay` seconds first (a "hung" server when larger than the client's timeout).
+    Spec string form: "fail=3,status=429,retry_after=0.1,delay=0,malformed=0,bad_utf8=0,cut=0".
     """
 
     fail_first: int = 0
@@ -50,12 +51,13 @@ class Faults:
     delay: float = 0.0
     malformed_first: int = 0
     bad_utf8_first: int = 0
+    cut_first: int = 0
     seen: int = 0  # /v1/ requests seen so far (tests read it to count the client's attempts)
 
     @classmethod
-    def parse(cls, spec: str) -> "Faults":
+    def parse(cls, spec: str) -> Faults:
         names = {"fail": "fail_first", "status": "fail_status", "retry_after": "retry_after", "delay": "delay",
-                 "malformed": "malformed_first", "bad_utf8": "bad_utf8_first"}
+                 "malformed": "malformed_first", "bad_utf8": "bad_utf8_first", "cut": "cut_first"}
         kw: dict[str, Any] = {}
         for item in filter(None, (s.strip() for s in spec.split(","))):
             key, _, value = item.partition("=")
@@ -66,7 +68,7 @@ class Faults:
         return cls(**kw)
 
     def active(self) -> bool:
-        return bool(self.fail_first or self.malformed_first or self.bad_utf8_first or self.delay)
+        return bool(self.fail_first or self.malformed_first or self.bad_utf8_first or self.cut_first or self.delay)
 
 
 class Guard:
@@ -129,14 +131,16 @@ class Guard:
             await send_json(send, f.fail_status, f"injected fault {n + 1}/{f.fail_first}", "server_error", hdrs)
             return True
         n -= f.fail_first
-        body = None
+        body, ctype = None, b"application/json"
         if n < f.malformed_first:
             body = b'{"choices": [{"message": {"content": "trunc'
-        elif n - f.malformed_first < f.bad_utf8_first:
+        elif (n := n - f.malformed_first) < f.bad_utf8_first:
             body = b'{"text": "caf\xe9 \xff\xfe"}'
+        elif n - f.bad_utf8_first < f.cut_first:
+            body, ctype = b'data: {"choices": [{"index": 0, "delta": {"content": "par"}}]}\n\n', b"text/event-stream"
         if body is None:
             return False
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
         return True

@@ -43,7 +43,7 @@ def build_system(name: str, cfg: dict[str, Any], audio_root: Path | None = None,
                              streaming=cfg.get("streaming", True), audio_root=audio_root, name=name)
     if kind == "e2e":
         return E2ESystem(backend("audiolm"), settings, history=cfg.get("e2e_history", "text"),
-                         audio_root=audio_root, name=name)
+                         audio_root=audio_root, name=name, user_input=cfg.get("user_input", "audio"))
     if isinstance(kind, str) and ":" in kind:  # a plug-in system class "module:Class"
         import importlib
 

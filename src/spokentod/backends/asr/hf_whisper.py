@@ -22,11 +22,21 @@ from spokentod.backends._hf import split_windows
 from spokentod.backends.base import Backend, Timings, Transcript, register
 from spokentod.errors import AudioError
 
+
 @register("asr", "hf-whisper")
 class HFWhisper(Backend):
-    def __init__(self, model: str | os.PathLike = "openai/whisper-large-v3", revision: str | None = None,
-                 dtype: str = "float32", device: str = "cpu", language: str | None = None,
-                 task: str = "transcribe", batch_size: int = 8, num_beams: int = 1, threads: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike = "openai/whisper-large-v3",
+        revision: str | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        language: str | None = None,
+        task: str = "transcribe",
+        batch_size: int = 8,
+        num_beams: int = 1,
+        threads: int | None = None,
+    ):
         from transformers import AutoProcessor, WhisperForConditionalGeneration
 
         _hf.set_threads(threads)
@@ -36,23 +46,32 @@ class HFWhisper(Backend):
         self.batch_size, self.num_beams = max(1, int(batch_size)), int(num_beams)
         self.processor = AutoProcessor.from_pretrained(self.model_ref, revision=revision)
         self.model = WhisperForConditionalGeneration.from_pretrained(
-            self.model_ref, revision=revision, dtype=_hf.resolve_dtype(dtype))
+            self.model_ref, revision=revision, dtype=_hf.resolve_dtype(dtype)
+        )
         self.model.to(self.device).eval()
         self.rate = int(self.processor.feature_extractor.sampling_rate)
         gc = self.model.generation_config
         self.multilingual = bool(getattr(gc, "is_multilingual", False) and getattr(gc, "lang_to_id", None))
-        # Leave room for the forced prefix (<|sot|><|lang|><|task|><|notimestamps|>) within the decoder's limit.
+        # Leave room for the forced prefix (<|sot|><|lang|><|task|><|notimestamps|>) in the decoder's limit.
         self.max_new_tokens = int(self.model.config.max_target_positions) - 8
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity() | _hf.model_identity(self.model_ref, self.revision, self.model)
-        ident.update(dtype=_hf.dtype_name(self.model), device=self.device, task=self.task,
-                     language=self.language, num_beams=self.num_beams)
+        ident.update(
+            dtype=_hf.dtype_name(self.model),
+            device=self.device,
+            task=self.task,
+            language=self.language,
+            num_beams=self.num_beams,
+        )
         return ident
 
     def _generate_kwargs(self, language: str | None) -> dict[str, Any]:
-        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
-                              "do_sample": False}
+        kw: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": False,
+        }
         if self.multilingual:
             kw["task"] = self.task
             if language:
@@ -72,7 +91,7 @@ class HFWhisper(Backend):
         windows = split_windows(wav.samples, self.rate)
         texts: list[str] = []
         for i in range(0, len(windows), self.batch_size):
-            batch = windows[i: i + self.batch_size]
+            batch = windows[i : i + self.batch_size]
             feats = self.processor.feature_extractor(batch, sampling_rate=self.rate, return_tensors="pt")
             inputs = feats.input_features.to(self.device, self.model.dtype)
             with torch.inference_mode():
@@ -81,9 +100,17 @@ class HFWhisper(Backend):
         wall = time.perf_counter() - t0
         text = " ".join(t.strip() for t in texts if t.strip())
         bounds = np.cumsum([0] + [len(w) for w in windows]) / self.rate
-        segments = [{"start": float(bounds[k]), "end": float(bounds[k + 1]), "text": t.strip()}
-                    for k, t in enumerate(texts)]
-        return Transcript(text=text, language=language or (None if self.multilingual else "en"),
-                          segments=segments,
-                          timings=Timings(wall=wall, rtf=wall / wav.duration,
-                                          extra={"audio_s": wav.duration, "windows": float(len(windows))}))
+        segments = [
+            {"start": float(bounds[k]), "end": float(bounds[k + 1]), "text": t.strip()}
+            for k, t in enumerate(texts)
+        ]
+        return Transcript(
+            text=text,
+            language=language or (None if self.multilingual else "en"),
+            segments=segments,
+            timings=Timings(
+                wall=wall,
+                rtf=wall / wav.duration,
+                extra={"audio_s": wav.duration, "windows": float(len(windows))},
+            ),
+        )

@@ -6,7 +6,6 @@ never sees stereo or odd rates, and a 2-hour file is refused locally before it c
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from spokentod.audio import MAX_SECONDS, as_waveform, wav_bytes

@@ -47,7 +47,8 @@ def import_mimo(repo: str | os.PathLike | None = None) -> Any:
     raise SpokenTODError(
         "the mimo-audio backend needs MiMo-Audio's inference code (package 'mimo_audio', no PyPI release): "
         "git clone https://github.com/XiaomiMiMo/MiMo-Audio, install its requirements, and pass "
-        "repo=<checkout> (" + "; ".join(errors) + ")")
+        "repo=<checkout> (" + "; ".join(errors) + ")"
+    )
 
 
 def to_message_list(messages: list[Message], rate: int) -> tuple[list[dict[str, Any]], str | None]:
@@ -72,8 +73,9 @@ def to_message_list(messages: list[Message], rate: int) -> tuple[list[dict[str, 
             system += texts
             continue
         if len(audios) != 1:
-            raise ValueError(f"message {i} ({role}): MiMo-Audio needs exactly one audio part per turn, got "
-                             f"{len(audios)}")
+            raise ValueError(
+                f"message {i} ({role}): MiMo-Audio needs exactly one audio part per turn, got {len(audios)}"
+            )
         wav = torch.from_numpy(audios[0])
         if role == "user":
             out.append({"role": "user", "content": wav})
@@ -86,9 +88,15 @@ def to_message_list(messages: list[Message], rate: int) -> tuple[list[dict[str, 
 
 @register("audiolm", "mimo-audio")
 class MimoAudioLM(Backend):
-    def __init__(self, model: str | os.PathLike, tokenizer: str | os.PathLike, repo: str | os.PathLike | None = None,
-                 device: str | None = None, system_prompt: str | None = None,
-                 prompt_speech: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        tokenizer: str | os.PathLike,
+        repo: str | os.PathLike | None = None,
+        device: str | None = None,
+        system_prompt: str | None = None,
+        prompt_speech: str | os.PathLike | None = None,
+    ):
         mod = import_mimo(repo)
         self.model_ref, self.tokenizer_ref = str(model), str(tokenizer)
         self.system_prompt, self.prompt_speech = system_prompt, prompt_speech
@@ -96,9 +104,12 @@ class MimoAudioLM(Backend):
         self.rate = int(self.mimo.mimo_audio_tokenizer.config.sampling_rate)
 
     def identity(self) -> dict[str, Any]:
-        return super().identity() | {"model": self.model_ref, "tokenizer": self.tokenizer_ref,
-                                     "system_prompt": self.system_prompt,
-                                     "prompt_speech": str(self.prompt_speech) if self.prompt_speech else None}
+        return super().identity() | {
+            "model": self.model_ref,
+            "tokenizer": self.tokenizer_ref,
+            "system_prompt": self.system_prompt,
+            "prompt_speech": str(self.prompt_speech) if self.prompt_speech else None,
+        }
 
     def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply:
         import torch
@@ -112,10 +123,16 @@ class MimoAudioLM(Backend):
         with tempfile.TemporaryDirectory() as tmp:  # upstream writes the reply waveform to a file
             wav_path = os.path.join(tmp, "reply.wav")
             text = self.mimo.spoken_dialogue_sft_multiturn(
-                message_list, output_audio_path=wav_path, system_prompt=system,
-                prompt_speech=str(self.prompt_speech) if self.prompt_speech else None)
+                message_list,
+                output_audio_path=wav_path,
+                system_prompt=system,
+                prompt_speech=str(self.prompt_speech) if self.prompt_speech else None,
+            )
             wav = load_audio(wav_path, target_rate=None, allow_empty=True)
         wall = time.perf_counter() - t0
         audio = AudioOut(wav.samples, wav.rate, Timings(wall=wall))
-        return Reply(text=str(text).strip(), audio=audio,
-                     timings=Timings(wall=wall, rtf=wall / audio.duration if audio.duration else None))
+        return Reply(
+            text=str(text).strip(),
+            audio=audio,
+            timings=Timings(wall=wall, rtf=wall / audio.duration if audio.duration else None),
+        )

@@ -42,7 +42,9 @@ def text_messages(messages: list[Message]) -> list[dict[str, str]]:
                 if kind == "text":
                     texts.append(part.get("text", ""))
                 else:
-                    raise ValueError(f"message {i}: a text LLM cannot take a {kind!r} part; transcribe audio first")
+                    raise ValueError(
+                        f"message {i}: a text LLM cannot take a {kind!r} part; transcribe audio first"
+                    )
             content = "\n".join(texts)
         out.append({"role": m.get("role", "user"), "content": content})
     return out
@@ -80,16 +82,19 @@ class _Run:
 class ChatGenerator:
     """Wraps a loaded (model, tokenizer) pair with chat-template prompting and threaded streaming."""
 
-    def __init__(self, model: Any, tokenizer: Any, chat_template: str | None = None,
-                 template_fallback: bool = False):
+    def __init__(
+        self, model: Any, tokenizer: Any, chat_template: str | None = None, template_fallback: bool = False
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.chat_template = chat_template
         if not chat_template and not getattr(tokenizer, "chat_template", None):
             if not template_fallback:
                 raise SpokenTODError(
                     "this model's tokenizer has no chat template; pass chat_template=... (Jinja) "
-                    "or template_fallback=True to use a plain 'Role: text' prompt")
+                    "or template_fallback=True to use a plain 'Role: text' prompt"
+                )
             self.chat_template = FALLBACK_TEMPLATE
+        self._lock = threading.Lock()
         # Generation-time default of Llama-family tokenizers is no pad token; reuse EOS so batching warnings
         # and the attention-mask inference do not fire.
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
@@ -97,13 +102,19 @@ class ChatGenerator:
 
     def prompt(self, messages: list[Message]) -> dict[str, Any]:
         enc = self.tokenizer.apply_chat_template(
-            text_messages(messages), chat_template=self.chat_template, add_generation_prompt=True,
-            return_tensors="pt", return_dict=True)
+            text_messages(messages),
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         return {k: v.to(self.model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def _gen_kwargs(self, params: GenParams) -> dict[str, Any]:
-        kw: dict[str, Any] = {"max_new_tokens": params.max_tokens,
-                              "pad_token_id": self.tokenizer.pad_token_id}
+        kw: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
         if params.temperature and params.temperature > 0:
             kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:  # greedy: reproducible, and the default for evaluation runs
@@ -125,20 +136,25 @@ class ChatGenerator:
             def __call__(self, input_ids, scores, **kw):
                 if run.first is None:
                     run.first = time.perf_counter() - run.start  # first new token exists once scores do
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool,
-                                  device=input_ids.device)
+                return torch.full(
+                    (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
+                )
 
         kw = self._gen_kwargs(params)
-        if kw.get("do_sample") and params.seed is not None:
-            torch.manual_seed(params.seed)  # process-global: sampled runs in parallel threads are not reproducible
 
         def work() -> None:
             try:
-                with torch.inference_mode():
-                    out = self.model.generate(**inputs, **kw, streamer=streamer,
-                                              stopping_criteria=StoppingCriteriaList([_Cancel()]))
+                # One generation at a time per model: parallel generate() calls on a CPU only oversubscribe
+                # the cores, and the seed below is process-global. Waiting here counts in the ttft, as it
+                # would for a queued request to a server.
+                with self._lock, torch.inference_mode():
+                    if kw.get("do_sample") and params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    out = self.model.generate(
+                        **inputs, **kw, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()])
+                    )
                 run.new_tokens = int(out.shape[1]) - run.prompt_tokens
-            except BaseException as e:  # surfaced in the caller's thread, never lost in the worker
+            except Exception as e:  # noqa: BLE001 -- re-raised in the caller's thread, not lost here
                 run.error = e
                 streamer.end()
 
@@ -183,5 +199,10 @@ class ChatGenerator:
         extra = {"prompt_tokens": float(run.prompt_tokens)}
         if run.new_tokens > 1 and decode_s > 0:
             extra["tokens_per_s"] = (run.new_tokens - 1) / decode_s  # decode rate, prefill excluded
-        return Completion(text=text, ttft=run.first, tokens=run.new_tokens,
-                          timings=Timings(wall=wall, first=run.first, extra=extra), finish_reason=finish)
+        return Completion(
+            text=text,
+            ttft=run.first,
+            tokens=run.new_tokens,
+            timings=Timings(wall=wall, first=run.first, extra=extra),
+            finish_reason=finish,
+        )

@@ -40,13 +40,14 @@ def _package() -> Any:
     except ImportError:
         raise SpokenTODError(
             f"the gemma3-270m backend needs the optional package {PIP_NAME!r} (Gemma terms of use apply): "
-            f"pip install {PIP_NAME}") from None
+            f"pip install {PIP_NAME}"
+        ) from None
 
 
 def converted_model_dir() -> Path:
     """The converted directory (converting on first use); also used by dst as a small LoRA base model."""
     pkg = _package()
-    # The package's EXPECTED_SHA256 names the assembled file, so a warm start needs neither assembly nor hashing.
+    # The package's EXPECTED_SHA256 names the assembled file: a warm start needs no assembly or hashing.
     assembled = _gguf.cache_dir("gguf") / pkg.MODEL_NAME
     out = _gguf.ensure_converted(SLUG, pkg.EXPECTED_SHA256, lambda: pkg.assemble(assembled))
     assembled.unlink(missing_ok=True)  # 250 MB no longer needed once converted
@@ -61,15 +62,24 @@ class Gemma3(Backend):
         pkg = _package()
         self.gguf_name, self.sha256 = pkg.MODEL_NAME, pkg.EXPECTED_SHA256
         self.model_dir = converted_model_dir()
-        self.hf = HFCausalLM(self.model_dir, dtype="float32", device=device, threads=threads,
-                             chat_template=chat_template)
+        self.hf = HFCausalLM(
+            self.model_dir, dtype="float32", device=device, threads=threads, chat_template=chat_template
+        )
         # A turn ends at <end_of_turn>, not only at <eos>.
         tok = self.hf.tokenizer
-        self.hf.model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")]
+        self.hf.model.generation_config.eos_token_id = [
+            tok.eos_token_id,
+            tok.convert_tokens_to_ids("<end_of_turn>"),
+        ]
 
     def identity(self) -> dict[str, Any]:
-        return super().identity() | {"gguf": self.gguf_name, "gguf_sha256": self.sha256, "dtype": "float32",
-                                     "device": self.hf.device, "chat_template": self.hf.gen.chat_template}
+        return super().identity() | {
+            "gguf": self.gguf_name,
+            "gguf_sha256": self.sha256,
+            "dtype": "float32",
+            "device": self.hf.device,
+            "chat_template": self.hf.gen.chat_template,
+        }
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         return self.hf.chat(messages, params)

@@ -20,9 +20,17 @@ from spokentod.backends.llm._generate import ChatGenerator
 
 @register("llm", "hf")
 class HFCausalLM(Backend):
-    def __init__(self, model: str | os.PathLike, revision: str | None = None, dtype: str = "float32",
-                 device: str = "cpu", chat_template: str | None = None, template_fallback: bool = False,
-                 threads: int | None = None, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        revision: str | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        chat_template: str | None = None,
+        template_fallback: bool = False,
+        threads: int | None = None,
+        trust_remote_code: bool = False,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _hf.set_threads(threads)
@@ -31,7 +39,9 @@ class HFCausalLM(Backend):
         # float32 by default: on CPU it is the fast path, and bf16/fp16 change the generated text.
         kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_ref, **kw)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_ref, dtype=_hf.resolve_dtype(dtype), **kw)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.model_ref, dtype=_hf.resolve_dtype(dtype), **kw
+        )
         self.model.to(self.device).eval()
         self.gen = ChatGenerator(self.model, self.tokenizer, chat_template, template_fallback)
 

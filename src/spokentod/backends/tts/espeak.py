@@ -13,8 +13,8 @@ Whisper tiny.en WER on it ~5 % (see tests/test_tts_asr.py, benchmarks/synth_spee
 
 from __future__ import annotations
 
-import ctypes
 import _ctypes
+import ctypes
 import shutil
 import tempfile
 import threading
@@ -115,9 +115,8 @@ class EspeakTTS(Backend):
     """Options: voice (default en-us), wpm (speaking rate, words per minute, 175 is espeak's default),
     pitch (0-100, 50 default)."""
 
-    voices = list(VOICES)
-
     def __init__(self, voice: str = "en-us", wpm: int = 175, pitch: int = 50):
+        self.voices = list(VOICES)  # the default set for corpus building; any espeak-ng voice works
         if not 80 <= int(wpm) <= 450:
             raise TTSError(f"wpm must be within 80..450, got {wpm}")
         self.voice, self.wpm, self.pitch = voice, int(wpm), int(pitch)

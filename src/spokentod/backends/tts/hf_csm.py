@@ -27,8 +27,15 @@ from spokentod.backends.base import AudioOut, Backend, Timings, register
 RATE = 24000  # Mimi codec
 
 
-def csm_prompt(text: str, speaker: str | int, bos: str, eos: str, audio_token: str, audio_eos: str,
-               context: list[tuple[str | int, str]] = ()) -> str:
+def csm_prompt(
+    text: str,
+    speaker: str | int,
+    bos: str,
+    eos: str,
+    audio_token: str,
+    audio_eos: str,
+    context: list[tuple[str | int, str]] = (),
+) -> str:
     """Context turns (speaker, text) each followed by their audio placeholder, then the turn to speak."""
     ctx = "".join(f"{bos}[{s}]{t}{eos}{audio_token}{audio_eos}" for s, t in context)
     return f"{ctx}{bos}[{speaker}]{text}{eos}"
@@ -36,11 +43,20 @@ def csm_prompt(text: str, speaker: str | int, bos: str, eos: str, audio_token: s
 
 @register("tts", "hf-csm")
 class HFCsm(Backend):
-    def __init__(self, model: str | os.PathLike = "sesame/csm-1b", revision: str | None = None,
-                 speaker: str | int = 0, reference_text: str | None = None,
-                 reference_audio: str | os.PathLike | None = None, dtype: str = "float32", device: str = "auto",
-                 max_audio_s: float = 30.0, do_sample: bool | None = None, seed: int | None = 0,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike = "sesame/csm-1b",
+        revision: str | None = None,
+        speaker: str | int = 0,
+        reference_text: str | None = None,
+        reference_audio: str | os.PathLike | None = None,
+        dtype: str = "float32",
+        device: str = "auto",
+        max_audio_s: float = 30.0,
+        do_sample: bool | None = None,
+        seed: int | None = 0,
+        threads: int | None = None,
+    ):
         from transformers import AutoProcessor, CsmForConditionalGeneration
 
         if (reference_text is None) != (reference_audio is None):
@@ -51,13 +67,15 @@ class HFCsm(Backend):
         self.speaker, self.do_sample, self.seed = speaker, do_sample, seed
         self.processor = AutoProcessor.from_pretrained(self.model_ref, revision=revision)
         self.model = CsmForConditionalGeneration.from_pretrained(
-            self.model_ref, revision=revision, dtype=_hf.resolve_dtype(dtype))
+            self.model_ref, revision=revision, dtype=_hf.resolve_dtype(dtype)
+        )
         self.model.to(self.device).eval()
         frame_rate = float(getattr(self.model.config.codec_config, "frame_rate", 12.5))
         self.max_new_tokens = max(1, int(max_audio_s * frame_rate))
         self.reference_text, self.reference_path = reference_text, reference_audio
-        self.reference = (as_waveform(reference_audio, target_rate=RATE).samples
-                          if reference_audio is not None else None)
+        self.reference = (
+            as_waveform(reference_audio, target_rate=RATE).samples if reference_audio is not None else None
+        )
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity() | _hf.model_identity(self.model_ref, self.revision, self.model)
@@ -65,10 +83,19 @@ class HFCsm(Backend):
         if self.reference is not None:  # the reference voice changes every output: key it by content
             import hashlib
 
-            ref = {"text": self.reference_text,
-                   "audio_sha256": hashlib.sha256(self.reference.tobytes()).hexdigest()[:16]}
-        ident.update(dtype=_hf.dtype_name(self.model), device=self.device, speaker=str(self.speaker),
-                     reference=ref, do_sample=self.do_sample, seed=self.seed, max_new_tokens=self.max_new_tokens)
+            ref = {
+                "text": self.reference_text,
+                "audio_sha256": hashlib.sha256(self.reference.tobytes()).hexdigest()[:16],
+            }
+        ident.update(
+            dtype=_hf.dtype_name(self.model),
+            device=self.device,
+            speaker=str(self.speaker),
+            reference=ref,
+            do_sample=self.do_sample,
+            seed=self.seed,
+            max_new_tokens=self.max_new_tokens,
+        )
         return ident
 
     def _inputs(self, text: str, speaker: str | int) -> dict[str, Any]:
@@ -81,8 +108,10 @@ class HFCsm(Backend):
         if self.reference is not None:
             kw["audio"] = [self.reference]
         inputs = self.processor(**kw)
-        return {k: (v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device))
-                for k, v in inputs.items()}
+        return {
+            k: (v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in inputs.items()
+        }
 
     def synthesize(self, text: str, voice: str | int | None = None) -> AudioOut:
         import torch
@@ -101,5 +130,8 @@ class HFCsm(Backend):
         samples = audio[0].reshape(-1).float().cpu().numpy().astype(np.float32)
         wall = time.perf_counter() - t0
         duration = len(samples) / RATE
-        return AudioOut(samples, RATE, Timings(wall=wall, rtf=wall / duration if duration else None,
-                                               extra={"audio_s": duration}))
+        return AudioOut(
+            samples,
+            RATE,
+            Timings(wall=wall, rtf=wall / duration if duration else None, extra={"audio_s": duration}),
+        )

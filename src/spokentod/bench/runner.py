@@ -475,7 +475,7 @@ class Runner:
                "runner": {"wait_s": round(t1 - t0, 6), "respond_s": round(t2 - t1, 6)},
                "error": reply.error, "error_reason": error_reason(reply.error) if reply.error else None,
                "truncated": bool(reply.truncated or ctx.truncated), "extra": {**reply.extra, **(extra or {})},
-               "shard": list(self.shard), "started": started, "finished": now_iso()}
+               "cache": self.cfg.cache.enabled, "shard": list(self.shard), "started": started, "finished": now_iso()}
         store.append(rec)  # StoreWriteError stops the run (see execute)
         with self._count_lock:
             self.finals[(name, d.id, turn.index, seed)] = rec
@@ -658,7 +658,7 @@ def _run(runner: Runner, cfg: BenchConfig, out: Path, limit: int | None) -> RunS
             spec["params"] = {**spec.get("params", {}), "seed": seed}
             try:
                 systems[(name, seed)] = build_system(name, spec, audio_root=runner.audio_root, wrap=wrapper)
-            except Exception as e:  # noqa: BLE001 - a system that cannot be built is a setup error: stop here
+            except Exception as e:  # a system that cannot be built is a setup error: stop here
                 raise BenchError(f"cannot build system {name!r}: {type(e).__name__}: {e}") from e
     identities = scrub({name: systems[(name, cfg.seeds[0])].identity() for name in cfg.systems})
 

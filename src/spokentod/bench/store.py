@@ -314,6 +314,7 @@ class MergeReport:
     duplicates: list[str] = field(default_factory=list)  # same key twice with the same content: one kept
     conflicts: list[str] = field(default_factory=list)  # cannot be merged: nothing written
     missing_shards: list[str] = field(default_factory=list)  # "i/n" of shards no input holds
+    notes: list[str] = field(default_factory=list)  # e.g. a half-written last line that was left out
 
     @property
     def ok(self) -> bool:
@@ -365,7 +366,7 @@ def merge_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> MergeRe
         for file, (system, _) in r.files.items():
             recs, dropped = read_records(file)
             if dropped:
-                report.duplicates.append(f"{file}: ignored a half-written last line ({dropped} bytes)")
+                report.notes.append(f"{file}: left out a half-written last line ({dropped} bytes)")
             seen: dict[Key, dict[str, Any]] = {}
             for rec in recs:
                 k = key_of(rec)

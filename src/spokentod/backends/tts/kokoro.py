@@ -94,11 +94,11 @@ def _package_data():
 
 @register("tts", "kokoro")
 class KokoroTTS(Backend):
-    """Options: voice (default jf_alpha), speed (1.0 = normal), language (espeak: en-us or en-gb),
+    """Options: voice (default jf_gongitsune, the clearest in English here), speed (1.0 = normal), language (espeak: en-us or en-gb),
     threads (onnxruntime intra-op threads; default all cores), phoneme_map ("espeak" or "misaki"),
     pause (seconds of silence between chunks)."""
 
-    def __init__(self, voice: str = "jf_alpha", speed: float = 1.0, language: str = "en-us",
+    def __init__(self, voice: str = "jf_gongitsune", speed: float = 1.0, language: str = "en-us",
                  threads: int | None = None, phoneme_map: str = "espeak", pause: float = 0.2,
                  max_tokens: int = MAX_TOKENS):
         if phoneme_map not in ("espeak", "misaki"):

@@ -1,0 +1,163 @@
+"""Small, dependency-light statistics for the bench report: every function takes plain sequences, drops
+None/NaN (missing is never zero), and returns the n it actually used.
+
+- `mean_ci`: mean with a Student-t 95 % interval. It treats replies as independent; turns of one dialogue
+  are correlated, so this interval is somewhat narrow. System *differences* use `cluster_bootstrap_diff`,
+  which resamples whole dialogues and so accounts for that.
+- `rate_ci`: a proportion (failure presence) with the Wilson interval, which stays inside [0, 1] and is
+  sensible at 0 % or 100 %, unlike a t interval on 0/1 values.
+- `pearson_ci`: Pearson r with a Fisher-z interval (r ± z / sqrt(n - 3) on atanh scale).
+- `cluster_bootstrap_diff`: mean(A) - mean(B) with a percentile bootstrap over dialogues, paired when the
+  two systems ran the same dialogues.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+NAN = float("nan")
+
+
+def clean(values: Iterable[float | None]) -> np.ndarray:
+    """Floats without None/NaN/inf (bools become 0/1)."""
+    arr = np.array([float(v) for v in values if v is not None], dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+
+def mean_ci(values: Iterable[float | None], level: float = LEVEL) -> Estimate:
+    from scipy import stats
+
+    x = clean(values)
+    n = len(x)
+    if n == 0:
+        return Estimate(NAN, NAN, NAN, 0)
+    m = float(x.mean())
+    if n == 1:
+        return Estimate(m, NAN, NAN, 1)  # no spread from one value: say so instead of a zero-width interval
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return Estimate(m, m - half, m + half, n)
+
+
+def rate_ci(values: Iterable[float | bool | None], level: float = LEVEL) -> Estimate:
+    """Share of true values (anything > 0.5) with the Wilson score interval."""
+    from scipy import stats
+
+    x = clean(values)
+    n = len(x)
+    if n == 0:
+        return Estimate(NAN, NAN, NAN, 0)
+    p = float((x > 0.5).mean())
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n)
+
+
+def percentile(values: Iterable[float | None], q: float) -> float:
+    x = clean(values)
+    return float(np.percentile(x, q)) if len(x) else NAN
+
+
+@dataclass(frozen=True)
+class Correlation:
+    r: float
+    lo: float
+    hi: float
+    n: int
+    p: float
+
+
+def pearson_ci(x: Sequence[float | None], y: Sequence[float | None], level: float = LEVEL) -> Correlation:
+    """Pearson r over the pairs where both values exist; NaN r when either side is constant or n < 3."""
+    from scipy import stats
+
+    pairs = np.array([(float(a), float(b)) for a, b in zip(x, y, strict=True) if a is not None and b is not None],
+                     dtype=float).reshape(-1, 2)
+    pairs = pairs[np.isfinite(pairs).all(axis=1)]
+    n = len(pairs)
+    if n < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
+        return Correlation(NAN, NAN, NAN, n, NAN)
+    r = float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
+    r = max(-1.0, min(1.0, r))
+    t = r * math.sqrt((n - 2) / max(1e-300, 1 - r * r))
+    p = float(2 * stats.t.sf(abs(t), n - 2))
+    if n <= 3:  # Fisher z needs n > 3 (its standard error is 1/sqrt(n - 3))
+        return Correlation(r, NAN, NAN, n, p)
+    z = math.atanh(min(max(r, -0.999999999999), 0.999999999999))
+    half = float(stats.norm.ppf(0.5 + level / 2)) / math.sqrt(n - 3)
+    return Correlation(r, math.tanh(z - half), math.tanh(z + half), n, p)
+
+
+@dataclass(frozen=True)
+class Difference:
+    mean_a: float
+    mean_b: float
+    diff: float  # mean_a - mean_b
+    lo: float
+    hi: float
+    p: float  # two-sided bootstrap p: twice the smaller tail beyond 0
+    clusters: int  # dialogues resampled (shared ones when paired)
+    paired: bool
+
+
+def _sums(groups: Mapping[str, Iterable[float | None]], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    vals = [clean(groups.get(i, ())) for i in ids]
+    return np.array([v.sum() for v in vals]), np.array([len(v) for v in vals], dtype=float)
+
+
+def cluster_bootstrap_diff(a: Mapping[str, Iterable[float | None]], b: Mapping[str, Iterable[float | None]],
+                           n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> Difference:
+    """mean(A) - mean(B) over replies, resampling dialogues (clusters) with replacement.
+
+    `a` and `b` map a dialogue id to that system's values in it. When the systems share dialogues, only
+    the shared ones are used and both are resampled with the same draw (paired: the dialogue's difficulty
+    cancels out); otherwise each side is resampled on its own. Each bootstrap mean is a ratio
+    (sum of values / count of values in the drawn dialogues), the usual cluster estimator.
+    """
+    ids_a = [k for k in a if len(clean(a[k]))]
+    ids_b = [k for k in b if len(clean(b[k]))]
+    shared = sorted(set(ids_a) & set(ids_b))
+    paired = len(shared) >= 2
+    rng = np.random.default_rng(seed)
+    if paired:
+        ids_a = ids_b = shared
+    if len(ids_a) < 2 or len(ids_b) < 2:
+        ma = _ratio(*_sums(a, ids_a))
+        mb = _ratio(*_sums(b, ids_b))
+        return Difference(ma, mb, ma - mb, NAN, NAN, NAN, min(len(ids_a), len(ids_b)), paired)
+    sa, ca = _sums(a, ids_a)
+    sb, cb = _sums(b, ids_b)
+    wa = _weights(rng, len(ids_a), n_boot)
+    wb = wa if paired else _weights(rng, len(ids_b), n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (wa @ sa) / (wa @ ca) - (wb @ sb) / (wb @ cb)
+    boot = boot[np.isfinite(boot)]
+    ma, mb = _ratio(sa, ca), _ratio(sb, cb)
+    lo, hi = np.percentile(boot, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    p = min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean()))
+    return Difference(ma, mb, ma - mb, float(lo), float(hi), float(p), len(ids_a) if paired else
+                      min(len(ids_a), len(ids_b)), paired)
+
+
+def _ratio(s: np.ndarray, c: np.ndarray) -> float:
+    return float(s.sum() / c.sum()) if c.sum() else NAN
+
+
+def _weights(rng: np.random.Generator, k: int, n_boot: int) -> np.ndarray:
+    """How often each of k clusters is drawn in each of n_boot resamples (rows sum to k)."""
+    draws = rng.integers(0, k, size=(n_boot, k)) + np.arange(n_boot)[:, None] * k  # one bincount for all rows
+    return np.bincount(draws.ravel(), minlength=n_boot * k).reshape(n_boot, k).astype(float)

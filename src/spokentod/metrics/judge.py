@@ -1,0 +1,601 @@
+"""LLM judge: naturalness and consistency (0-100), the failure taxonomy, and an audio judge of voice
+consistency, each from a versioned prompt file in metrics/prompts (its sha256 goes into the cache key
+and summary.json).
+
+The judge reads the gold history up to the user turn and the agent reply as the *standardized
+transcript* (every spoken system heard through the same ASR), so ASR errors are identical across systems.
+
+Protocol: any LLM backend (`create("llm", cfg)`), temperature 0, calls cached through backends/cache.py,
+optional repeats (mean, spread and n per score). Output parsing repairs what is safe to repair and
+rejects the rest with a precise reason: the first JSON object is extracted from prose or code fences;
+trailing commas and Python-style quoting/booleans are fixed; a truncated object keeps only its members
+that were complete; a score outside 0-100 is rejected (not clamped: a judge that says 150 did not follow
+the scale); a missing key is missing. A failed call or unparseable reply is *missing with a reason* and
+never 0 (the seed code scored failures 0 and averaged them in).
+
+Probability-weighted scores: OpenAI-compatible servers that return token log-probabilities (vLLM, OpenAI,
+llama.cpp server) are asked for them; when a score was generated as a single token, the score becomes the
+expectation over the top alternatives that are numbers in range (G-Eval), renormalized, if they carry at
+least half the probability mass. Tokenizers that split numbers into digits get the sampled score (noted
+in the judge block). In-process HF backends (smollm2, hf) expose no log-probabilities through the LLM
+protocol, so they get the sampled score.
+
+Weak judges (sub-1B models such as the embedded SmolLM2) are flagged in every record and in summary.json
+so the report can say that their numbers are for smoke tests only.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import json
+import math
+import re
+import statistics
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spokentod.metrics.registry import Metric, MetricResult, Missing, Reply, register
+
+PROMPTS = Path(__file__).parent / "prompts"
+QUALITY = ("naturalness", "consistency")
+FAILURES = ("generic", "topic_drift", "repetition", "misunderstanding", "memory")
+SEVERITY_BANDS = {"none": (0, 0), "mild": (1, 33), "moderate": (34, 66), "severe": (67, 100)}
+WEAK_BACKENDS = {"smollm2": "SmolLM2-135M", "gemma3-270m": "Gemma-3-270M"}
+_SMALL_MODEL = re.compile(r"(?<![\d.])(\d{2,3}m|0\.\d+b)\b", re.IGNORECASE)  # 135m, 360m, 0.5b...
+
+
+# ---------------------------------------------------------------- prompts
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    name: str
+    template: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.template.encode("utf-8")).hexdigest()
+
+    def render(self, **fields: Any) -> str:
+        # string.Template ($name) because the prompts contain JSON braces; substitution is one pass, so a
+        # '$' inside the dialogue text is left alone.
+        return string.Template(self.template).substitute({k: str(v) for k, v in fields.items()}).strip()
+
+
+def load_judge_prompt(name_or_path: str) -> JudgePrompt:
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = PROMPTS / f"{name_or_path}.txt"
+    if not p.is_file():
+        raise FileNotFoundError(f"judge prompt {name_or_path!r} not found (looked for {p})")
+    return JudgePrompt(p.stem, p.read_text(encoding="utf-8"))
+
+
+DEFAULT_PROMPTS = {"quality": "judge_quality_v1", "failures": "judge_failures_v1", "voice": "judge_voice_v1"}
+
+
+def format_history(turns: list[Any]) -> str:
+    from spokentod.data.schema import Speaker
+
+    return "\n".join(f"{'User' if t.speaker == Speaker.user else 'Agent'}: {t.text.strip()}" for t in turns)
+
+
+def topic_of(dialogue: Any) -> str:
+    intent = getattr(dialogue, "intent", None)
+    if intent is None:
+        return "a service the user may need"
+    return (intent.description or intent.type).rstrip(".")
+
+
+# ---------------------------------------------------------------- parsing with repair
+
+
+class ParseError(ValueError):
+    """The judge's reply holds no usable JSON object; str(e) is the reason recorded as missing."""
+
+
+def _snippet(text: str, n: int = 60) -> str:
+    t = " ".join(text.split())
+    return repr(t[:n] + ("..." if len(t) > n else ""))
+
+
+def _scan(text: str, start: int) -> tuple[int | None, int | None]:
+    """From the '{' at `start`: (end of the balanced object or None if truncated, position of the last
+    ',' at depth 1 — where the last complete top-level member ends)."""
+    depth, quote, esc, last_comma = 0, None, False, None
+    for i in range(start, len(text)):
+        c = text[i]
+        if quote:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == quote:
+                quote = None
+        elif c in "\"'":
+            # an apostrophe inside a bare word (don't) is not a quote; only one right after a delimiter
+            prev = text[i - 1] if i else " "
+            if c == '"' or prev in "{[,: \n\t":
+                quote = c
+        elif c in "{[":
+            depth += 1
+        elif c in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1, last_comma
+        elif c == "," and depth == 1:
+            last_comma = i
+    return None, last_comma
+
+
+def _loads(candidate: str, notes: list[str]) -> Any:
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        pass
+    fixed = re.sub(r",\s*([}\]])", r"\1", candidate)
+    if fixed != candidate:
+        try:
+            obj = json.loads(fixed)
+            notes.append("removed trailing commas")
+            return obj
+        except ValueError:
+            pass
+    # Python-style: single quotes, True/False/None (a common weak-model habit)
+    py = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", fixed)))
+    try:
+        obj = ast.literal_eval(py)
+        notes.append("parsed as a Python literal (single quotes)")
+        return obj
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise ParseError(f"malformed JSON: {_snippet(candidate)}") from None
+
+
+def extract_json(text: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The first JSON object in a judge reply, repaired where safe; (object, repair notes)."""
+    notes: list[str] = []
+    if text is None or not text.strip():
+        raise ParseError("empty judge reply")
+    start = text.find("{")
+    if start < 0:
+        raise ParseError(f"no JSON object in judge reply (prose): {_snippet(text)}")
+    end, last_comma = _scan(text, start)
+    if end is None:  # truncated (max_tokens): keep the members that were complete before the cut
+        if last_comma is None:
+            raise ParseError(f"truncated JSON with no complete field: {_snippet(text[start:])}")
+        candidate = text[start:last_comma] + "}"
+        notes.append("truncated JSON: kept the complete fields")
+    else:
+        candidate = text[start:end]
+        if text[:start].strip() or text[end:].strip():
+            notes.append("extracted the JSON object from surrounding text")
+    obj = _loads(candidate, notes)
+    if not isinstance(obj, dict):
+        raise ParseError(f"judge reply is not a JSON object: {_snippet(candidate)}")
+    return obj, notes
+
+
+def _key(k: Any) -> str:
+    return re.sub(r"[^a-z]+", "_", str(k).strip().lower()).strip("_")
+
+
+def _norm_keys(obj: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in obj.items():
+        nk = _key(k)
+        nk = {"topicdrift": "topic_drift", "drift": "topic_drift", "primary": "primary_failure"}.get(nk, nk)
+        out.setdefault(nk, v)
+    return out
+
+
+_NUM = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*100)?\s*%?\s*$")
+
+
+def _number(value: Any, what: str) -> float:
+    """A 0-100 number, or ParseError with the reason (out of range is rejected, never clamped)."""
+    if isinstance(value, bool) or value is None:
+        raise ParseError(f"{what} is {json.dumps(value)}, not a number")
+    if isinstance(value, (int, float)):
+        x = float(value)
+    elif isinstance(value, str) and (m := _NUM.match(value)):
+        x = float(m[1])
+    else:
+        raise ParseError(f"{what} is not a number: {_snippet(str(value), 30)}")
+    if math.isnan(x) or not 0 <= x <= 100:
+        raise ParseError(f"{what} {value} is outside 0-100")
+    return x
+
+
+def _bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "false", "no"):
+        return value.strip().lower() in ("true", "yes")
+    raise ParseError(f"{what} is not true/false: {_snippet(str(value), 30)}")
+
+
+@dataclass
+class Parsed:
+    values: dict[str, float | None]
+    missing: dict[str, str]
+    raw: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    primary: str | None = None
+
+
+def parse_quality(text: str | None, keys: tuple[str, ...] = QUALITY) -> Parsed:
+    """`{metric: {reason, score}}` → values per metric (a bare number is accepted as the score)."""
+    obj, notes = extract_json(text)
+    obj = _norm_keys(obj)
+    values, missing, raw = {}, {}, {}
+    for k in keys:
+        values[k] = None
+        if k not in obj:
+            missing[k] = f"judge reply has no '{k}'"
+            continue
+        item = obj[k]
+        reason = None
+        if isinstance(item, dict):
+            item = _norm_keys(item)
+            reason = item.get("reason")
+            if "score" not in item:
+                missing[k] = f"'{k}' has no score"
+                raw[k] = {"reason": reason, "score": None}
+                continue
+            score = item["score"]
+        else:
+            score = item
+            notes.append(f"'{k}' is a bare score without a reason")
+        raw[k] = {"reason": reason, "score": score}
+        try:
+            values[k] = _number(score, f"{k} score")
+        except ParseError as e:
+            missing[k] = str(e)
+    return Parsed(values, missing, raw, notes)
+
+
+def parse_failures(text: str | None) -> Parsed:
+    """The failure taxonomy → fail_<name>_severity and fail_<name>_present (1/0) plus the primary failure."""
+    obj, notes = extract_json(text)
+    obj = _norm_keys(obj)
+    values, missing, raw = {}, {}, {}
+    for f in FAILURES:
+        sev, pres = f"fail_{f}_severity", f"fail_{f}_present"
+        values[sev] = values[pres] = None
+        item = obj.get(f)
+        if not isinstance(item, dict):
+            why = f"judge reply has no '{f}'" if item is None else f"'{f}' is not an object"
+            missing[sev] = missing[pres] = why
+            continue
+        item = _norm_keys(item)
+        raw[f] = {"present": item.get("present"), "severity": item.get("severity"), "reason": item.get("reason")}
+        for name, key, conv in ((sev, "severity", _number), (pres, "present", _bool)):
+            if key not in item:
+                missing[name] = f"'{f}' has no {key}"
+                continue
+            try:
+                values[name] = float(conv(item[key], f"{f} {key}"))
+            except ParseError as e:
+                missing[name] = str(e)
+        if values[pres] is not None and values[sev] is not None and bool(values[pres]) != (values[sev] > 0):
+            notes.append(f"{f}: present={bool(values[pres])} but severity={values[sev]:g} (kept as given)")
+    primary = obj.get("primary_failure")
+    prim = _key(primary) if isinstance(primary, str) else None
+    prim = {"topicdrift": "topic_drift", "": "none", "no_failure": "none", "null": "none"}.get(prim, prim)
+    if prim in (*FAILURES, "none"):
+        raw["primary_failure"] = prim
+    else:
+        raw["primary_failure"] = None
+        missing["primary_failure"] = ("judge reply has no 'primary_failure'" if primary is None else
+                                      f"primary_failure {_snippet(str(primary), 30)} is not a known failure")
+        prim = None
+    return Parsed(values, missing, raw, notes, prim)
+
+
+# ---------------------------------------------------------------- log-probability weighting
+
+_SCORE_AT = re.compile(r'"(?P<key>[A-Za-z_ -]+)"\s*:\s*\{[^{}]*?"(?P<field>score|severity)"\s*:\s*(?P<num>\d+)')
+
+
+def weighted_scores(text: str, content: list[dict[str, Any]] | None) -> tuple[dict[str, float], list[str]]:
+    """Expected value of each score/severity from OpenAI-style `logprobs.content`
+    ([{token, logprob, top_logprobs: [{token, logprob}]}]); {metric key: value} and notes."""
+    notes: list[str] = []
+    if not content:
+        return {}, ["no log-probabilities returned"]
+    tokens = [c.get("token", "") for c in content]
+    if "".join(tokens) != text:
+        return {}, ["log-probability tokens do not line up with the text"]
+    starts, pos = [], 0
+    for t in tokens:
+        starts.append(pos)
+        pos += len(t)
+    out: dict[str, float] = {}
+    for m in _SCORE_AT.finditer(text):
+        key, num_at, num = _key(m["key"]), m.start("num"), m["num"]
+        k = max(i for i, s in enumerate(starts) if s <= num_at)
+        if tokens[k].strip() != num:
+            notes.append(f"{key}: the number is split over tokens; sampled score kept")
+            continue
+        alts = content[k].get("top_logprobs") or [{"token": tokens[k], "logprob": content[k].get("logprob", 0.0)}]
+        mass = total = 0.0
+        for a in alts:
+            tok = str(a.get("token", "")).strip()
+            if tok.isdigit() and 0 <= int(tok) <= 100:
+                p = math.exp(float(a.get("logprob", -1e9)))
+                mass, total = mass + p, total + p * int(tok)
+        if mass < 0.5:
+            notes.append(f"{key}: numbers hold only {mass:.2f} of the probability; sampled score kept")
+            continue
+        out[key] = total / mass
+    return out, notes
+
+
+def _unwrap(backend: Any) -> Any:
+    while getattr(type(backend), "__getattr__", None) and "backend" in getattr(backend, "__dict__", {}):
+        backend = backend.__dict__["backend"]
+    return backend
+
+
+def offers_logprobs(backend: Any) -> bool:
+    b = _unwrap(backend)
+    return hasattr(b, "http") and hasattr(b, "_payload")  # the OpenAI-compatible chat backend
+
+
+# ---------------------------------------------------------------- the judge
+
+
+def weakness(backend: Any) -> str | None:
+    ident = backend.identity() if hasattr(backend, "identity") else {}
+    name = ident.get("name") or getattr(backend, "name", "")
+    if name in WEAK_BACKENDS:
+        return f"{WEAK_BACKENDS[name]} is far too small to judge dialogue: use it for smoke tests only"
+    model = " ".join(str(ident.get(k) or "") for k in ("model", "model_ref", "repo_id"))
+    if _SMALL_MODEL.search(model):
+        return f"{model.strip()} looks like a sub-1B model: too weak to trust as a judge"
+    return None
+
+
+class Judge:
+    def __init__(self, backend: Any, cache: Any = None, max_tokens: int = 400, repeats: int = 1,
+                 temperature: float = 0.0, logprobs: bool | str = "auto", prompts: dict[str, str] | None = None,
+                 weak: bool | None = None):
+        from spokentod.backends.cache import cached
+
+        self.raw_backend = backend
+        self.backend = cached(backend, cache) if cache is not None and getattr(cache, "enabled", False) else backend
+        self.cache = cache
+        self.max_tokens, self.repeats, self.temperature = int(max_tokens), max(1, int(repeats)), float(temperature)
+        self.logprobs = offers_logprobs(backend) if logprobs == "auto" else bool(logprobs)
+        self.prompts = {k: load_judge_prompt(v) for k, v in {**DEFAULT_PROMPTS, **(prompts or {})}.items()}
+        why = weakness(backend)
+        self.weak_reason = why if weak is None else (why or "marked weak by configuration") if weak else None
+        self.calls = 0
+
+    def identity(self) -> dict[str, Any]:
+        ident = self.raw_backend.identity() if hasattr(self.raw_backend, "identity") else {"class": repr(self.raw_backend)}
+        return {"backend": ident, "max_tokens": self.max_tokens, "repeats": self.repeats,
+                "temperature": self.temperature, "logprobs": self.logprobs}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.identity(), "weak": self.weak_reason is not None, "weak_reason": self.weak_reason,
+                "prompts": {k: {"name": p.name, "sha256": p.sha256} for k, p in self.prompts.items()},
+                "logprobs_note": None if self.logprobs else "backend offers no token log-probabilities: sampled scores"}
+
+    def prompt_hash(self, kind: str) -> str:
+        return self.prompts[kind].sha256
+
+    # ------------------------------------------------------------ calls
+
+    def _params(self, i: int) -> Any:
+        from spokentod.backends.base import GenParams
+
+        return GenParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=i)
+
+    def _call(self, messages: list[dict[str, Any]], i: int) -> tuple[str, list | None]:
+        self.calls += 1
+        if not self.logprobs:
+            return self.backend.chat(messages, self._params(i)).text, None
+        return self._chat_logprobs(messages, self._params(i))
+
+    def _chat_logprobs(self, messages: list[dict[str, Any]], params: Any) -> tuple[str, list | None]:
+        """One OpenAI-compatible request with logprobs=true (the chat backend does not surface them)."""
+        from spokentod.backends.cache import make_key
+
+        b = _unwrap(self.raw_backend)
+        key = None
+        if self.cache is not None and getattr(self.cache, "enabled", False):
+            key = make_key(b.identity(), "llm.chat_logprobs", messages, params.as_dict())
+            if (hit := self.cache.get(key, "llm.chat_logprobs")) is not None:
+                return hit[0]["text"], hit[0]["logprobs"]
+        payload = b._payload(messages, params, stream=False)
+        payload.update(logprobs=True, top_logprobs=20)
+        data, _ = b.http.post_json("/chat/completions", payload)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise b.http.error(f"response has no choices[0].message: {str(data)[:120]}") from None
+        content = (choice.get("logprobs") or {}).get("content")
+        if key is not None:
+            self.cache.put(key, "llm.chat_logprobs", getattr(b, "name", "llm"), {"text": text, "logprobs": content})
+        return text, content
+
+    def ask(self, kind: str, parse: Any, **fields: Any) -> list[tuple[str, Any, dict | None]]:
+        """Run the prompt `repeats` times: [(raw text, Parsed or the failure reason, weighted scores)].
+        Raises Missing (not cacheable) when every call failed."""
+        from spokentod.backends.retry import safe_call
+
+        messages = [{"role": "user", "content": self.prompts[kind].render(**fields)}]
+        out, errors = [], []
+        for i in range(self.repeats):
+            got = safe_call(self._call, messages, i)
+            if not got.ok:
+                errors.append(f"judge call failed: {got.reason()}")
+                continue
+            text, lp = got.value
+            try:
+                parsed = parse(text)
+            except ParseError as e:
+                out.append((text, str(e), None))
+                continue
+            weighted = None
+            if self.logprobs:
+                w, notes = weighted_scores(text, lp)
+                parsed.notes += notes
+                weighted = w
+            out.append((text, parsed, weighted))
+        if not out:
+            raise Missing(errors[0], cacheable=False)
+        for _, parsed, _ in out[:1]:
+            if errors and isinstance(parsed, Parsed):  # the other repeats count; the shortfall is recorded
+                parsed.notes.append(f"{len(errors)} of {self.repeats} judge calls failed: {errors[0]}")
+        return out
+
+
+def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], weak: str | None,
+            weight_key: Any = None) -> MetricResult:
+    """Merge repeats: mean per output over the repeats that gave it; spread (sd) and n in the judge block."""
+    parsed = [p for _, p, _ in runs if isinstance(p, Parsed)]
+    failures = [p for _, p, _ in runs if isinstance(p, str)]
+    per: dict[str, list[float]] = {o: [] for o in outputs}
+    sampled: dict[str, list[float]] = {o: [] for o in outputs}
+    for (_, p, w) in runs:
+        if not isinstance(p, Parsed):
+            continue
+        for o in outputs:
+            v = p.values.get(o)
+            if v is None:
+                continue
+            sampled[o].append(v)
+            wk = weight_key(o) if weight_key else None
+            per[o].append(w[wk] if w and wk in w else v)
+    values, missing = {}, {}
+    for o in outputs:
+        values[o] = statistics.fmean(per[o]) if per[o] else None
+        if not per[o]:
+            reasons = [p.missing[o] for p in parsed if o in p.missing] + failures
+            missing[o] = reasons[0] if reasons else "judge gave no value"
+    block: dict[str, Any] = {"raw": parsed[0].raw if parsed else None, "texts": [t for t, _, _ in runs],
+                             "notes": sorted({n for p in parsed for n in p.notes}), "weak": weak is not None,
+                             "weak_reason": weak}
+    if failures:
+        block["unparsed"] = failures
+    if len(runs) > 1:
+        block["repeats"] = {o: {"n": len(per[o]), "sd": statistics.pstdev(per[o]) if per[o] else None,
+                                "values": per[o]} for o in outputs}
+    if any(w for _, _, w in runs):
+        block["score_source"] = "logprob-weighted"
+        block["sampled"] = {o: statistics.fmean(v) for o, v in sampled.items() if v}
+    else:
+        block["score_source"] = "sampled"
+    prim = [p.primary for p in parsed if p.primary]
+    if prim:
+        block["primary_failure"] = Counter(prim).most_common(1)[0][0]  # majority over repeats
+    return MetricResult(values, missing, block)
+
+
+# ---------------------------------------------------------------- metric groups
+
+
+def _fields(reply: Reply) -> dict[str, str]:
+    return {"history": format_history(reply.history()), "reply": reply.scored_text(), "topic": topic_of(reply.dialogue)}
+
+
+def _require(res: Any, attr: str = "judge") -> Any:
+    j = getattr(res, attr, None)
+    if j is None:
+        raise Missing(f"no {attr.replace('_', ' ')} configured", cacheable=False)
+    return j
+
+
+def _quality(reply: Reply, res: Any) -> MetricResult:
+    judge = _require(res)
+    fields = _fields(reply)
+    runs = judge.ask("quality", parse_quality, **fields)
+    out = combine(runs, QUALITY, judge.weak_reason, weight_key=lambda o: o)
+    block = out.judge
+    raw = block.pop("raw") or {}
+    out.judge = {**{k: raw.get(k) for k in QUALITY}, "quality_judge": block, "weak": block["weak"]}
+    return out
+
+
+def _failures(reply: Reply, res: Any) -> MetricResult:
+    judge = _require(res)
+    runs = judge.ask("failures", parse_failures, **_fields(reply))
+    outputs = tuple(f"fail_{f}_{k}" for f in FAILURES for k in ("severity", "present"))
+    out = combine(runs, outputs, judge.weak_reason,
+                  weight_key=lambda o: o[5:-9] if o.endswith("_severity") else None)
+    block = out.judge
+    raw = block.get("raw") or {}
+    out.judge = {"failures": {f: raw.get(f) for f in FAILURES}, "primary_failure": block.pop("primary_failure", None),
+                 "failures_judge": {k: v for k, v in block.items() if k != "raw"}, "weak": block["weak"]}
+    if out.judge["primary_failure"] is None:
+        out.missing.setdefault("primary_failure", "judge gave no primary failure")
+    return out
+
+
+def _voice(reply: Reply, res: Any) -> MetricResult:
+    """Audio judge (an audiolm backend): does the current reply sound like the same voice as the earlier ones?"""
+    judge = _require(res, "audio_judge")
+    cur = reply.audio_path
+    if cur is None or not cur.is_file():
+        raise Missing("no reply audio")
+    clips = [p for p in reply.prior_audio if p.is_file()][-3:] + [cur]  # the last 3 earlier replies + this one
+    if len(clips) < 2:
+        raise Missing("no earlier spoken reply in this dialogue to compare with")
+    text = judge.prompts["voice"].render(n_clips=len(clips))
+    parts = [{"type": "text", "text": text}] + [
+        {"type": "input_audio", "input_audio": {"data": base64.b64encode(p.read_bytes()).decode(), "format": "wav"}}
+        for p in clips]
+    from spokentod.backends.retry import safe_call
+
+    got = safe_call(judge.backend.respond, [{"role": "user", "content": parts}], judge._params(0))
+    if not got.ok:
+        raise Missing(f"audio judge call failed: {got.reason()}", cacheable=False)
+    try:
+        parsed = parse_quality(got.value.text, ("voice_consistency",))
+    except ParseError as e:
+        return MetricResult({"voice_judge": None}, {"voice_judge": str(e)}, {"voice": {"text": got.value.text}})
+    v = parsed.values["voice_consistency"]
+    miss = {"voice_judge": parsed.missing["voice_consistency"]} if v is None else {}
+    return MetricResult({"voice_judge": v}, miss, {"voice": {"raw": parsed.raw, "text": got.value.text}})
+
+
+class AudioJudge:
+    """An audio-capable model (audiolm backend) with the voice prompt; cached like the text judge."""
+
+    def __init__(self, backend: Any, cache: Any = None, max_tokens: int = 200, prompt: str | None = None):
+        from spokentod.backends.cache import cached
+
+        self.raw_backend = backend
+        self.backend = cached(backend, cache) if cache is not None and getattr(cache, "enabled", False) else backend
+        self.max_tokens = max_tokens
+        self.prompts = {"voice": load_judge_prompt(prompt or DEFAULT_PROMPTS["voice"])}
+
+    def _params(self, i: int) -> Any:
+        from spokentod.backends.base import GenParams
+
+        return GenParams(max_tokens=self.max_tokens, temperature=0.0, seed=i)
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.raw_backend.identity(), "max_tokens": self.max_tokens}
+
+    def prompt_hash(self, kind: str = "voice") -> str:
+        return self.prompts["voice"].sha256
+
+
+register(Metric("judge_quality", "1", QUALITY, _quality, needs=("transcript", "dialogue", "judge"),
+                doc="LLM judge: naturalness and consistency 0-100"))
+register(Metric("judge_failures", "1", tuple(f"fail_{f}_{k}" for f in FAILURES for k in ("severity", "present")),
+                _failures, needs=("transcript", "dialogue", "judge"),
+                doc="LLM judge: failure taxonomy (severity 0-100, presence)"))
+register(Metric("voice_judge", "1", ("voice_judge",), _voice, needs=("audio", "prior_audio", "audio_judge"),
+                spoken_only=True, doc="audio judge: voice consistency 0-100"))

@@ -1,10 +1,11 @@
-"""Embedded speech speed: TTS real-time factor (audio seconds per wall second, higher is faster) of
-Kokoro-82M and espeak-ng on the same 10 sentences, then Whisper tiny.en on that audio (with its WER,
-Whisper-normalized) for int8/float32 and beam 1/5.
+"""Embedded speech speed: how many audio seconds Kokoro-82M and espeak-ng make per wall second on the same
+10 sentences, then Whisper tiny.en on that audio (WER Whisper-normalized) for int8/float32, beam 1/5.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_speed.py [--threads N]
 
-Model loading is excluded (one warm-up call each); every number is the sum over the 10 sentences.
+Model loading is excluded (one warm-up call each). `rtf` = wall / audio seconds; `cpu/audio` = process
+CPU seconds (all threads) per audio second, which moves less than wall time when other jobs share the
+cores: with 2 cores and nothing else running, wall rtf ≈ cpu/audio / 2 at best.
 """
 
 from __future__ import annotations
@@ -32,45 +33,40 @@ SENTENCES = [
 ]
 
 
-def tts_speed(tts, voices):
-    tts.synthesize("Warm up.", voice=voices[0])
-    outs, wall = [], 0.0
-    for i, s in enumerate(SENTENCES):
-        out = tts.synthesize(s, voice=voices[i % len(voices)])
-        wall += out.timings.wall
-        outs.append(out)
-    return outs, sum(o.duration for o in outs), wall
+def timed(fn, items):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = [fn(i, x) for i, x in enumerate(items)]
+    return out, time.perf_counter() - w0, time.process_time() - c0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for Kokoro/Whisper (0 = all cores)")
     args = ap.parse_args()
-    print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}, {len(SENTENCES)} sentences")
-    kokoro = create("tts", {"name": "kokoro", **({"threads": args.threads} if args.threads else {})})
-    espeak = create("tts", "espeak")
+    threads = {"threads": args.threads} if args.threads else {}
+    print(f"cpu cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}, "
+          f"{len(SENTENCES)} sentences")
     results = {}
-    for name, tts in (("kokoro", kokoro), ("espeak-ng", espeak)):
-        results[name] = tts_speed(tts, tts.voices)
-    print(f"\n{'TTS':10s} {'audio s':>8s} {'wall s':>8s} {'x real time':>12s} {'wall/audio (rtf)':>17s}")
-    for name, (_, audio, wall) in results.items():
-        print(f"{name:10s} {audio:8.1f} {wall:8.2f} {audio / wall:12.1f} {wall / audio:17.3f}")
+    for name, tts in (("kokoro", create("tts", {"name": "kokoro", **threads})), ("espeak-ng", create("tts", "espeak"))):
+        tts.synthesize("Warm up.")
+        outs, wall, cpu = timed(lambda i, s, t=tts: t.synthesize(s, voice=t.voices[i % len(t.voices)]), SENTENCES)
+        results[name] = (outs, sum(o.duration for o in outs), wall, cpu)
+    print(f"\n{'TTS':10s} {'audio s':>8s} {'wall s':>8s} {'audio s/wall s':>15s} {'rtf':>7s} {'cpu/audio':>10s}")
+    for name, (_, audio, wall, cpu) in results.items():
+        print(f"{name:10s} {audio:8.1f} {wall:8.2f} {audio / wall:15.2f} {wall / audio:7.3f} {cpu / audio:10.3f}")
 
     refs = [normalize_for_wer(s) for s in SENTENCES]
-    print(f"\n{'Whisper tiny.en':22s} {'on':>9s} {'wall s':>8s} {'x real time':>12s} {'rtf':>7s} {'WER':>6s}")
-    runs = [("int8", 1, "kokoro"), ("float32", 1, "kokoro"), ("int8", 5, "kokoro"), ("float32", 5, "kokoro"),
-            ("int8", 1, "espeak-ng")]
+    print(f"\n{'Whisper tiny.en':16s} {'on':>9s} {'wall s':>7s} {'audio s/wall s':>15s} {'rtf':>6s} "
+          f"{'cpu/audio':>10s} {'WER':>6s}")
+    runs = [("int8", 1, "kokoro"), ("float32", 1, "kokoro"), ("int8", 5, "kokoro"), ("int8", 1, "espeak-ng")]
     for ct, beam, source in runs:
-        asr = create("asr", {"name": "whisper-ct2", "compute_type": ct, "beam_size": beam,
-                             **({"threads": args.threads} if args.threads else {})})
-        outs, audio, _ = results[source]
+        asr = create("asr", {"name": "whisper-ct2", "compute_type": ct, "beam_size": beam, **threads})
+        outs, audio = results[source][:2]
         asr.transcribe(outs[0])  # warm-up (loads the model)
-        t0 = time.perf_counter()
-        hyps = [normalize_for_wer(asr.transcribe(o).text) for o in outs]
-        wall = time.perf_counter() - t0
-        label = f"{ct} beam {beam}"
-        print(f"{label:22s} {source:>9s} {wall:8.2f} {audio / wall:12.1f} {wall / audio:7.3f} "
-              f"{jiwer.wer(refs, hyps):6.3f}")
+        hyps, wall, cpu = timed(lambda i, o, a=asr: normalize_for_wer(a.transcribe(o).text), outs)
+        print(f"{ct + ' beam ' + str(beam):16s} {source:>9s} {wall:7.2f} {audio / wall:15.2f} {wall / audio:6.3f} "
+              f"{cpu / audio:10.3f} {jiwer.wer(refs, hyps):6.3f}")
+    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

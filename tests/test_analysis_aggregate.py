@@ -79,9 +79,9 @@ def test_failure_table_severity_rates_and_primary(run, bench):
 
 def independent_drops(means: dict[int, float], points: bool, better: int) -> set[int]:
     out = set()
-    for k in means:
+    for k, cur in means.items():
         if k - 1 in means:
-            prev, cur = means[k - 1], means[k]
+            prev = means[k - 1]
             change = (cur - prev) if points else (cur - prev) / abs(prev)
             if -change * better > (10 if points else 0.10):
                 out.add(k)

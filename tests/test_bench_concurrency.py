@@ -58,12 +58,16 @@ def _hammer(fn, n: int = 8) -> None:
         t.join()
 
 
-def test_named_limit_is_shared_by_every_instance_of_a_backend():
-    gauge = Gauge()
-    wrap = BackendWrapper({"slow": 2})
+def test_named_limit_gives_each_server_its_slots_shared_by_every_system():
+    gauge, other = Gauge(), Gauge()
+    wrap = BackendWrapper({"slow": 2, "slow@http://z/v1": 1})
     a, b = wrap("llm", SlowLLM(gauge, "http://x/v1", "a")), wrap("llm", SlowLLM(gauge, "http://x/v1", "b"))
-    _hammer(lambda: [a.chat([]) for _ in range(3)] + [b.chat([]) for _ in range(3)])
-    assert gauge.most == 2
+    c = wrap("llm", SlowLLM(other, "http://y/v1"))
+    z = wrap("llm", SlowLLM(Gauge(), "http://z/v1"))
+    _hammer(lambda: [a.chat([]) for _ in range(3)] + [b.chat([]) for _ in range(3)] + [c.chat([])])
+    assert gauge.most == 2 and other.most == 2  # x's two instances share 2 slots; y has its own 2
+    _hammer(lambda: z.chat([]))
+    assert z.gauge.most == 1  # name@url overrides for that one server
 
 
 def test_in_process_backends_default_to_one_call_at_a_time_and_streams_hold_their_slot():

@@ -32,7 +32,7 @@ def _plt():
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100)  # layout is done by tight_layout: bbox_inches="tight" would render twice
     _plt().close(fig)
     return buf.getvalue()
 
@@ -52,6 +52,7 @@ def per_turn_figure(rows: list[dict[str, Any]], names: list[str], colors: dict[s
     """Small multiples: one panel per metric, a line per system over R1..Rn with its 95 % CI band; red
     triangles where the turn was flagged as a drop from the one before."""
     plt = _plt()
+    ncols = min(ncols, len(names))
     nrows = math.ceil(len(names) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
     series: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -79,11 +80,19 @@ def per_turn_figure(rows: list[dict[str, Any]], names: list[str], colors: dict[s
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend: dict[str, Any] = {}  # every system drawn in any panel, in report order
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    labels = [s for s in colors if s in legend]
+    handles = [legend[s] for s in labels]
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False,
-                   bbox_to_anchor=(0.5, 1.0 + 0.12 / nrows))
-    fig.tight_layout()
+                   bbox_to_anchor=(0.5, 1.0))
+    # Fixed margins in inches rather than tight_layout, which measures every label (a third of the time).
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.7 / w, right=1 - 0.15 / w, bottom=0.55 / h, top=1 - 0.75 / h, wspace=0.3,
+                        hspace=0.6 if nrows > 1 else 0.2)
     return _png(fig)
 
 

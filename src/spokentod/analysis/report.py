@@ -40,7 +40,7 @@ class View:
     columns: list[str]
     rows: list[list[Cell | str]]
     caption: str = ""
-    systems_col: int | None = 0  # column whose values get a colour swatch in HTML
+    lead: int = 1  # leading label columns: left-aligned; a system name there gets its colour swatch
 
 
 @dataclass
@@ -171,7 +171,7 @@ def _system_section(bench: Bench, t: dict, names: list[str]) -> Section:
                              "Seed Table 1 metrics"))
     s.blocks.append(View(["group", "metric", *bench.systems],
                          [[metric(n).group, label(n), *(est_cell(by[(sys, n)], n) for sys in bench.systems)]
-                          for n in names], "All metrics", systems_col=None))
+                          for n in names], "All metrics", lead=2))
     return s
 
 
@@ -194,21 +194,29 @@ def _failure_section(bench: Bench, t: dict, colors: dict[str, str]) -> Section:
              Cell(f"{r['n_present']}/{r['n_rate']}"), Cell(str(r["primary"]))]
             for r in sorted(t["failures"], key=lambda r: bench.systems.index(r["system"]))]
     s.blocks.append(View(["system", "failure", "mean severity", "severity when present", "presence rate (%)",
-                          "present / judged", "primary"], rows))
+                          "present / judged", "primary"], rows, lead=2))
     s.blocks.append(Figure("failures", plots.failure_figure(t["failures"], colors),
                            "Mean severity and presence rate per failure type and system"))
-    kinds = list(dict.fromkeys(r["primary_failure"] for r in t["primary_failures"]))
+    seen = {r["primary_failure"] for r in t["primary_failures"]}
+    order = ["none", *agg.FAILURES, *sorted(seen - {"none", "(not judged)", *agg.FAILURES}), "(not judged)"]
+    kinds = [k for k in order if k in seen]
     counts = {(r["system"], r["primary_failure"]): r["count"] for r in t["primary_failures"]}
     s.blocks.append(View(["system", *kinds], [[sys, *(str(counts.get((sys, k), 0)) for k in kinds)]
                                               for sys in bench.systems], "Primary failure counts"))
     return s
 
 
+def _change(r: dict[str, Any]) -> str:
+    if r["change_unit"] == "points":
+        return num(r["change"], 1, sign=True) + " pts"
+    return num(100 * r["change"], 0, sign=True) + " %"
+
+
 def _turn_view(rows: list[dict[str, Any]], name: str, systems: list[str]) -> View:
     turns = sorted({r["turn"] for r in rows})
     by = {(r["system"], r["turn"]): r for r in rows}
     out = []
-    for sys in systems:
+    for sys in [s for s in systems if any(r["system"] == s for r in rows)]:
         cells: list[Cell | str] = [sys]
         for k in turns:
             r = by.get((sys, k))
@@ -217,9 +225,7 @@ def _turn_view(rows: list[dict[str, Any]], name: str, systems: list[str]) -> Vie
                 continue
             c = est_cell(r, name)
             if r["drop"]:
-                amount = (num(r["change"], 1, sign=True) + " pts" if r["change_unit"] == "points"
-                          else num(100 * r["change"], 0, sign=True) + " %")
-                c = Cell("▼ " + c.text, "drop", f"{c.sub}, {amount}")
+                c = Cell("▼ " + c.text, "drop", f"{c.sub}, {_change(r)}")
             cells.append(c)
         out.append(cells)
     return View(["system", *(f"R{k}" for k in turns)], out, label(name))
@@ -238,11 +244,17 @@ def _turn_section(bench: Bench, t: dict, names: list[str], colors: dict[str, str
     rows = t["per_turn"]
     drops = [r for r in rows if r["drop"]]
     if drops:
-        s.blocks.append(View(["system", "metric", "turns", "change", "mean at the later turn"],
-                             [[r["system"], label(r["metric"]), f"R{r['turn'] - 1} → R{r['turn']}",
-                               Cell(num(r["change"], 1, sign=True) + " pts" if r["change_unit"] == "points"
-                                    else num(100 * r["change"], 0, sign=True) + " %", "drop"),
-                               est_cell(r, r["metric"])] for r in drops], "Flagged drops"))
+        prev = {(r["system"], r["metric"], r["turn"]): r for r in rows}
+        view = []
+        for r in drops:
+            p = prev[(r["system"], r["metric"], r["turn"] - 1)]
+            overlap = not (math.isfinite(p["ci_low"]) and math.isfinite(r["ci_low"])) or (
+                r["ci_low"] <= p["ci_high"] and p["ci_low"] <= r["ci_high"])
+            view.append([r["system"], label(r["metric"]), f"R{r['turn'] - 1} → R{r['turn']}",
+                         Cell(_change(r), "drop"), est_cell(p, r["metric"]), est_cell(r, r["metric"]),
+                         Cell("yes", "muted") if overlap else Cell("no", "sig")])
+        s.blocks.append(View(["system", "metric", "turns", "change", "before", "after", "CIs overlap"], view,
+                             "Flagged drops (overlapping CIs: the drop may be noise)", lead=3))
     else:
         s.blocks.append(Note("No drops flagged."))
     for group in agg.GROUPS:
@@ -267,9 +279,14 @@ def _phase_section(bench: Bench, t: dict, names: list[str]) -> Section:
                 "split its numbers by phase. Each cell is the mean over the replies to user turns of that phase.")
     phases = agg.phases(bench)
     by = {(r["system"], r["metric"], r["phase"]): r for r in t["per_phase"]}
-    s.blocks.append(View(["metric", "system", *phases],
-                         [[label(n), sys, *(est_cell(by[(sys, n, p)], n) for p in phases)]
-                          for n in names for sys in bench.systems], systems_col=1))
+    rows = []
+    for n in names:
+        first = True
+        for sys in bench.systems:
+            if any(by[(sys, n, p)]["n"] for p in phases):  # a system without the metric gets no row
+                rows.append([label(n) if first else "", sys, *(est_cell(by[(sys, n, p)], n) for p in phases)])
+                first = False
+    s.blocks.append(View(["metric", "system", *phases], rows, lead=2))
     return s
 
 
@@ -287,24 +304,23 @@ def _correlation_section(t: dict, audio: list[str], dialogue: list[str]) -> Sect
         return s
     s.blocks.append(Figure("correlations", plots.heatmap_figure(t["correlations"], names, len(audio)),
                            "Correlation heatmap"))
-    cross = [r for r in t["correlations"] if r["scope"] == "all"
-             and (r["metric_x"] in audio) != (r["metric_y"] in audio)]
-    s.blocks.append(View(["audio metric", "dialogue metric", "r", "95 % CI", "n"],
-                         [[label(r["metric_x"]), label(r["metric_y"]), _r_cell(r),
-                           f"[{num(r['ci_low'])}, {num(r['ci_high'])}]", str(r["n"])] for r in cross],
-                         "Audio × dialogue pairs (pooled)", systems_col=None))
+    pooled = {frozenset((r["metric_x"], r["metric_y"])): r for r in t["correlations"] if r["scope"] == "all"}
+    if audio and dialogue:
+        s.blocks.append(View(["dialogue metric ↓ / audio metric →", *(label(a) for a in audio)],
+                             [[label(d), *(_r_cell(pooled[frozenset((a, d))]) for a in audio)] for d in dialogue],
+                             "Audio × dialogue metrics (pooled): r, its 95 % CI and n"))
     if t["judge_agreement"]:
         s.blocks.append(View(["judge-free metric", "judge metric", "r", "95 % CI", "n"],
-                             [[label(r["judge_free"]), label(r["judge_metric"]), _r_cell(r),
+                             [[label(r["judge_free"]), label(r["judge_metric"]), _r_cell(r, ci=False),
                                f"[{num(r['ci_low'])}, {num(r['ci_high'])}]", str(r["n"])]
                               for r in t["judge_agreement"]],
-                             "How the judge-free metrics agree with the judge", systems_col=None))
+                             "How the judge-free metrics agree with the judge", lead=2))
     return s
 
 
-def _r_cell(r: dict[str, Any]) -> Cell:
+def _r_cell(r: dict[str, Any], ci: bool = True) -> Cell:
     sig = math.isfinite(r["ci_low"]) and (r["ci_low"] > 0 or r["ci_high"] < 0)
-    return Cell(num(r["r"]), "sig" if sig else "")
+    return Cell(num(r["r"]), "sig" if sig else "", f"[{num(r['ci_low'])}, {num(r['ci_high'])}] n={r['n']}" if ci else "")
 
 
 def _difference_section(t: dict) -> Section:
@@ -323,9 +339,9 @@ def _difference_section(t: dict) -> Section:
         diff = Cell(num(r["diff"] * f, d, sign=True), "sig" if r["significant"] else "")
         rows.append([label(r["metric"]), f"{r['system_a']} − {r['system_b']}", num(r["mean_a"] * f, d),
                      num(r["mean_b"] * f, d), diff, f"[{num(r['ci_low'] * f, d)}, {num(r['ci_high'] * f, d)}]",
-                     num(r["p"], 3), f"{r['dialogues']}{'' if r['paired'] else ' (unpaired)'}"])
+                     "<0.001" if r["p"] == 0 else num(r["p"], 3), f"{r['dialogues']}{'' if r['paired'] else ' (unpaired)'}"])
     s.blocks.append(View(["metric", "A − B", "mean A", "mean B", "difference", "95 % CI", "p", "dialogues"], rows,
-                         systems_col=None))
+                         lead=2))
     return s
 
 
@@ -337,7 +353,7 @@ def _latency_section(t: dict) -> Section:
     if not t["latency"]:
         s.blocks.append(Note("No latency metrics in these runs."))
         return s
-    s.blocks.append(View(["system", "stage", "mean", "p50", "p90", "n"],
+    s.blocks.append(View(["system", "stage", "mean", "p50", "p90", "n"], lead=2, rows=
                          [[r["system"], label(r["stage"]), num(r["mean"], 3), num(r["p50"], 3), num(r["p90"], 3),
                            str(r["n"])] for r in t["latency"]]))
     return s
@@ -367,13 +383,12 @@ def _missing_section(bench: Bench, t: dict) -> Section:
 
 
 def _method_section() -> Section:
-    return Section("method", "How these numbers are computed", " ".join([
+    return Section("method", "How these numbers are computed", (
         "Means use every reply that has the metric (nulls are missing, never zeros). 95 % CIs: Student t for "
         "means (this treats replies as independent; replies of one dialogue are correlated, so these are somewhat "
         "narrow), Wilson for rates, Fisher z for Pearson r, and a dialogue-level percentile bootstrap for system "
         "differences. Text metrics are computed on the standardized transcript of each system's audio (one ASR "
-        "for all systems); the text-only system is scored on its text.",
-    ]))
+        "for all systems); the text-only system is scored on its text."))
 
 
 # ---------------------------------------------------------------- rendering
@@ -395,7 +410,7 @@ def _md_table(v: View) -> str:
 
     lines = [f"**{v.caption}**", ""] if v.caption else []
     lines += ["| " + " | ".join(esc(c) for c in v.columns) + " |",
-              "|" + "|".join("---" if i == v.systems_col or i == 0 else "---:" for i in range(len(v.columns))) + "|"]
+              "|" + "|".join("---" if i < v.lead else "---:" for i in range(len(v.columns))) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in v.rows]
     return "\n".join(lines)
 
@@ -459,15 +474,15 @@ window.addEventListener('load', function () {
 def _html_table(v: View, colors: dict[str, str]) -> str:
     e = html.escape
     txt = ' class="txt"'
-    head = "".join(f"<th{txt if i == v.systems_col else ''}>{e(c)}</th>" for i, c in enumerate(v.columns))
+    head = "".join(f"<th{txt if i < v.lead else ''}>{e(c)}</th>" for i, c in enumerate(v.columns))
     body = []
     for row in v.rows:
         tds = []
         for i, c in enumerate(row):
             c = c if isinstance(c, Cell) else Cell(c)
-            cls = " ".join(x for x in (c.cls, "txt" if i == v.systems_col else "") if x)
+            cls = " ".join(x for x in (c.cls, "txt" if i < v.lead else "") if x)
             sw = (f'<span class="sw" style="background:{colors[c.text]}"></span>'
-                  if i == v.systems_col and c.text in colors else "")
+                  if i < v.lead and c.text in colors else "")
             sub = f"<small>{e(c.sub)}</small>" if c.sub else ""
             attr = f' class="{cls}"' if cls else ""
             tds.append(f"<td{attr}>{sw}{e(c.text)}{sub}</td>")
@@ -569,8 +584,8 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
     return written
 
 
-def report_command(dirs: list[Path] = typer.Argument(..., help="Scored run directories (see `bench score`)."),
-                   out: Path | None = typer.Option(None, "--out", help="Output folder (default: DIR/report for "
+def report_command(dirs: list[Path] = typer.Argument(..., help="Scored run directories (see `bench score`)."),  # noqa: B008
+                   out: Path | None = typer.Option(None, "--out", help="Output folder (default: DIR/report for "  # noqa: B008
                                                    "one run, ./report for several).")) -> None:
     """Write report.md, a self-contained report.html and CSV tables for one or more scored runs."""
     from rich.console import Console

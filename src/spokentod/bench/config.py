@@ -152,9 +152,11 @@ class SystemConfig(BaseModel):
 
 class Concurrency(_M):
     workers: int = Field(4, ge=1)  # worker threads: turns in flight at once, over all systems
-    # Per-backend limits on calls in flight, shared by every system: key = the backend's registered name
-    # ("openai", "smollm2") or "name@base_url". In-process backends default to 1 call at a time per
-    # instance (embedded models are not thread-safe); HTTP backends are bounded only by `workers`.
+    # Calls in flight per backend, shared by every system using it. Key: a registered backend name
+    # ("openai", "smollm2"), which gives each server (base_url) of that backend its own n slots, or
+    # "name@base_url" for one server. In-process backends default to 1 call at a time per model instance
+    # (embedded models are not thread-safe; systems with identical backend configs share one instance);
+    # HTTP backends are otherwise bounded only by `workers`.
     backends: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("backends")

@@ -245,8 +245,9 @@ class BackendWrapper:
             name, url = getattr(backend, "name", "") or type(backend).__name__, getattr(backend, "base_url", None)
             sems: list[threading.Semaphore] = []
             for k in ([f"{name}@{url}"] if url else []) + [name]:
-                if k in self.limits:
-                    sems.append(self._named.setdefault(k, threading.BoundedSemaphore(self.limits[k])))
+                if k in self.limits:  # one pool of slots per server (url), shared by all systems using it
+                    slot = f"{k}|{url}"
+                    sems.append(self._named.setdefault(slot, threading.BoundedSemaphore(self.limits[k])))
                     break
             else:
                 if url is None:  # an in-process model: one call at a time on this instance

@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 
 install: $(STAMP)
 
+# The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 3 dialogues.
+# Drop --limit (or raise it) for the whole demo corpus.
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo --n 5
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench run configs/demo.yaml --limit 3 --out runs/demo/bench
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench status runs/demo/bench
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

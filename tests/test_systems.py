@@ -52,7 +52,7 @@ def test_text_and_audio_messages_hold_the_same_gold_history(tmp_path: Path):
     assert [m["content"] for m in msgs[1:-1]] == [t.text for t in turns]
     amsgs = audio_messages("sys", turns, tmp_path / "u.wav", tmp_path, history="text")
     assert [m["content"][0]["text"] for m in amsgs[1:-1]] == [t.text for t in turns]
-    assert amsgs[-1]["content"][0]["path"] == str(tmp_path / "u.wav")
+    assert amsgs[-1]["content"][0] == {"type": "audio", "audio": str(tmp_path / "u.wav")}
     with pytest.raises(ValueError, match="has no audio"):
         audio_messages("sys", turns, tmp_path / "u.wav", tmp_path, history="audio")
 

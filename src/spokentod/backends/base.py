@@ -69,7 +69,8 @@ class Reply:
 
 # Chat messages follow the OpenAI shape: {"role": ..., "content": str | [parts]}; audio parts are
 # {"type": "input_audio", "input_audio": {"data": <base64 wav>, "format": "wav"}} or
-# {"type": "audio", "samples": np.ndarray, "rate": int} in-process.
+# {"type": "audio", "samples": np.ndarray, "rate": int} or {"type": "audio", "audio": <path|bytes|AudioOut>}
+# in-process.
 Message = dict[str, Any]
 
 

@@ -97,6 +97,7 @@ class SystemConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)  # generation parameters (GenParams fields)
     history: Literal["gold", "self"] = "gold"  # self: the seed code's own-reply mode, for comparison
     e2e_history: Literal["text", "audio", "both"] = "text"
+    user_input: Literal["audio", "text"] = "audio"  # e2e "text mode": the audio LM reads the gold user text
     concurrency: int | None = Field(None, ge=1)  # turns of this system in flight at once (default: workers)
     voice: str | None = None
     streaming: bool = True
@@ -136,7 +137,7 @@ class SystemConfig(BaseModel):
     def wants_audio(self) -> bool:
         if self.needs_audio is not None:
             return self.needs_audio
-        return self.type in ("cascade", "e2e")
+        return self.type == "cascade" or (self.type == "e2e" and self.user_input == "audio")
 
     @property
     def wants_agent_audio(self) -> bool:

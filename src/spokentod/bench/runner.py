@@ -234,7 +234,19 @@ class BackendWrapper:
         self.limits, self.cache = limits, cache
         self._named: dict[str, threading.Semaphore] = {}
         self._made: dict[str, Any] = {}
+        self._by_cfg: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._make_lock = threading.Lock()
+
+    def make(self, kind: str, cfg: dict[str, Any]) -> Any:
+        """Create (once per identical config) and wrap: two systems sharing a model config load it once."""
+        from spokentod.backends.base import create
+
+        key = json.dumps([kind, cfg], sort_keys=True, default=str)
+        with self._make_lock:
+            if key not in self._by_cfg:
+                self._by_cfg[key] = self(kind, create(kind, cfg))
+            return self._by_cfg[key]
 
     def __call__(self, kind: str, backend: Any) -> Any:
         ident = getattr(backend, "identity", None)
@@ -658,7 +670,7 @@ def _run(runner: Runner, cfg: BenchConfig, out: Path, limit: int | None) -> RunS
             spec = sc.build_dict()
             spec["params"] = {**spec.get("params", {}), "seed": seed}
             try:
-                systems[(name, seed)] = build_system(name, spec, audio_root=runner.audio_root, wrap=wrapper)
+                systems[(name, seed)] = build_system(name, spec, audio_root=runner.audio_root, make=wrapper.make)
             except Exception as e:  # a system that cannot be built is a setup error: stop here
                 raise BenchError(f"cannot build system {name!r}: {type(e).__name__}: {e}") from e
     identities = scrub({name: systems[(name, cfg.seeds[0])].identity() for name in cfg.systems})

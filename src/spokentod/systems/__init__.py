@@ -26,7 +26,10 @@ __all__ = ["CascadeSystem", "Context", "E2ESystem", "System", "SystemReply", "Te
 
 
 def build_system(name: str, cfg: dict[str, Any], audio_root: Path | None = None,
-                 wrap: Callable[[str, Any], Any] | None = None) -> System:
+                 wrap: Callable[[str, Any], Any] | None = None,
+                 make: Callable[[str, dict[str, Any]], Any] | None = None) -> System:
+    """`make(kind, backend_cfg)` replaces create+wrap entirely (the runner uses it to share one model
+    instance per config across systems without loading it twice)."""
     wrap = wrap or (lambda kind, backend: backend)
     settings = SystemSettings.from_config(cfg)
     kind = cfg.get("type")
@@ -34,7 +37,7 @@ def build_system(name: str, cfg: dict[str, Any], audio_root: Path | None = None,
     def backend(k: str) -> Any:
         if k not in cfg:
             raise ValueError(f"system {name!r} ({kind}) needs a '{k}' backend config")
-        return wrap(k, create(k, cfg[k]))
+        return make(k, cfg[k]) if make else wrap(k, create(k, cfg[k]))
 
     if kind == "text":
         return TextSystem(backend("llm"), settings, name=name)

@@ -46,8 +46,9 @@ def text_messages(system_prompt: str, turns: list[Turn], user_text: str) -> list
 
 
 def audio_part(path: Path) -> dict[str, Any]:
-    """In-process audio part: backends read the file (and convert it at their edge)."""
-    return {"type": "input_audio", "path": str(path)}
+    """In-process audio part: in-process backends read the file (converting it at their edge); HTTP
+    backends send it as a base64 WAV `input_audio` part."""
+    return {"type": "audio", "audio": str(path)}
 
 
 def audio_messages(system_prompt: str, turns: list[Turn], user_audio: Path, audio_root: Path | None,

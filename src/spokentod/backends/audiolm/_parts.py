@@ -34,8 +34,11 @@ def part_audio(part: dict[str, Any], rate: int, where: str = "") -> np.ndarray |
         except (binascii.Error, ValueError):
             raise AudioError(f"{where}: input_audio data is not valid base64") from None
         wav = as_waveform(data, target_rate=rate)
-    elif kind == "audio":
-        wav = as_waveform(part["samples"], rate=part.get("rate"), target_rate=rate)
+    elif kind == "audio":  # in-process: samples + rate, or a path / bytes / AudioOut under "audio"
+        if "samples" in part:
+            wav = as_waveform(part["samples"], rate=part.get("rate"), target_rate=rate)
+        else:
+            wav = as_waveform(part["audio"], target_rate=rate)
     else:
         return None
     if len(wav.samples) == 0:

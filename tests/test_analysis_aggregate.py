@@ -34,6 +34,8 @@ def test_load(bench):
     assert bench.systems == list(SYSTEMS)
     assert len(bench.replies) == 3 * (6 * 5 + 2 * 4) - 1  # e2e d6 R4 was never scored
     assert bench.runs[0].judge.weak
+    assert "transcript" not in bench.metrics and "primary_failure" not in bench.metrics  # missing-only keys
+    assert "naturalness" in bench.metrics and "lat_asr" in bench.metrics
 
 
 def test_system_table_means_cis_and_n_exclude_missing(run, bench):
@@ -75,6 +77,8 @@ def test_failure_table_severity_rates_and_primary(run, bench):
             assert r["primary"] == primary[f]
     prim = {(r["system"], r["primary_failure"]): r["count"] for r in agg.primary_failures(bench)}
     assert prim[("cascade", "(not judged)")] == 1 and prim[("e2e", "(not judged)")] == 1
+    for s in SYSTEMS:
+        assert sum(v for (sys, _), v in prim.items() if sys == s) == len(records(run, s))
 
 
 def independent_drops(means: dict[int, float], points: bool, better: int) -> set[int]:
@@ -171,6 +175,7 @@ def test_missing_errors_and_coverage(bench):
     assert miss[("cascade", "naturalness", "judge: unparseable JSON: Expecting value: line 1 column 1 (char 0)")] == 1
     assert miss[("text", "wer", "no audio (text-only system)")] == 38
     assert miss[("cascade", "voice_sim", "first agent turn: no earlier voice to compare")] == N_DIALOGUES
+    assert miss[("e2e", "transcript", "reply failed")] == 1
     errors = {(r["system"], r["reason"]): r["count"] for r in agg.error_counts(bench)}
     assert errors == {("e2e", "audiolm: timeout"): 1, ("e2e", "audiolm: OutOfMemoryError"): 1}
     cov = {r["system"]: r for r in agg.coverage(bench)}
@@ -180,10 +185,13 @@ def test_missing_errors_and_coverage(bench):
 
 
 @pytest.mark.parametrize("judge,weak", [("weak", True), ("strong", False), ("smollm2-unflagged", True),
-                                        ("none", False)])
+                                        ("none", False), ("summary", True)])
 def test_judge_weakness(tmp_path, judge, weak):
     b = agg.load_bench([build_run(tmp_path, judge=judge)])
     assert b.runs[0].judge.weak is weak
+    if judge == "summary":  # as `bench score` describes it: backend identity + weak flag and reason
+        assert b.runs[0].judge.name == "smollm2 SmolLM2-135M-Instruct"
+        assert "too small" in b.runs[0].judge.why
 
 
 def test_two_runs_with_the_same_systems_get_run_labels(tmp_path):

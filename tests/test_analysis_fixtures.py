@@ -33,6 +33,9 @@ JUDGES = {
     "smollm2-unflagged": {"identity": {"name": "smollm2", "model": "SmolLM2-135M-Instruct"}},
     "none": None,
 }
+# `bench score` writes its judge's description into metrics/summary.json (run.json may have none)
+SUMMARY_JUDGE = {"backend": {"name": "smollm2", "model": "SmolLM2-135M-Instruct"}, "max_tokens": 400, "weak": True,
+                 "weak_reason": "SmolLM2-135M is too small to judge dialogue quality"}
 
 
 def n_turns(d: int) -> int:
@@ -89,15 +92,18 @@ def record(system: str, d: int, k: int, rng: np.random.Generator) -> dict:
         judge = {"error": "unparseable JSON: Expecting value: line 1 column 1 (char 0)"}
         for name in ["naturalness", "consistency", *(f"fail_{f}_{x}" for f in FAILS for x in ("severity", "present"))]:
             m[name], missing[name] = None, "judge: unparseable JSON: Expecting value: line 1 column 1 (char 0)"
+        missing["primary_failure"] = "judge reply has no 'primary_failure'"  # not a metric: counted, not a row
     if system == "cascade" and (d, k) == (4, 1):
         m["naturalness"], missing["naturalness"] = None, "judge: score out of range: 140"
     if system == "e2e" and (d, k) == (5, 5):
         judge = {}
         for name in list(m):
             m[name], missing[name] = None, "reply error: audiolm: timeout"
-    return {"system": system, "dialogue_id": f"d{d}", "turn": 2 * (k - 1), "phase": PHASES[k - 1],
+        missing["transcript"] = "reply failed"
+    return {"system": system, "dialogue_id": f"d{d}", "turn": 2 * (k - 1), "seed": 0, "phase": PHASES[k - 1],
             "turn_ordinal": k, "metrics": m, "missing": missing, "judge": judge,
-            "transcript": "synthetic transcript", "text": "synthetic reply"}
+            "transcript": "synthetic transcript", "text": "synthetic reply",
+            "error": "audiolm: timeout after 60 s" if missing.get("transcript") else None}
 
 
 def result(system: str, d: int, k: int) -> dict:
@@ -111,17 +117,20 @@ def result(system: str, d: int, k: int) -> dict:
 
 def build_run(root: Path, name: str = "run", judge: str = "weak", systems: tuple[str, ...] = SYSTEMS,
               seed: int = 0, status: str = "finished") -> Path:
-    """Write a scored run directory under root/name and return it."""
+    """Write a scored run directory under root/name and return it. `judge`: a JUDGES key for run.json, or
+    "summary" for a judge described only in metrics/summary.json (as `bench score` writes it)."""
     rng = np.random.default_rng(seed)
     run = root / name
     (run / "metrics").mkdir(parents=True)
     (run / "results").mkdir()
     meta = {"status": status, "protocol_hash": "abc", "systems": {s: {"type": s} for s in systems},
             "config": {"dataset": {"corpus": "demo"}}}
-    if JUDGES[judge] is not None:
+    if JUDGES.get(judge) is not None:
         meta["judge"] = JUDGES[judge]
     (run / "run.json").write_text(json.dumps(meta))
-    (run / "metrics" / "summary.json").write_text(json.dumps({"systems": list(systems)}))
+    summary = {"run": str(run), "systems": {s: {} for s in systems},
+               "judge": SUMMARY_JUDGE if judge == "summary" else None}
+    (run / "metrics" / "summary.json").write_text(json.dumps(summary))
     for s in systems:
         recs, res = [], []
         for d in range(N_DIALOGUES):

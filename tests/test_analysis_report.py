@@ -81,6 +81,7 @@ def test_no_banner_for_a_trusted_judge(tmp_path):
     assert weak_banner(bench) is None
 
 
+@pytest.mark.slow
 def test_several_runs_default_out_and_cli(tmp_path, monkeypatch):
     a = build_run(tmp_path, "base", systems=("text",))
     b = build_run(tmp_path, "tuned", systems=("text",), judge="strong", seed=1)

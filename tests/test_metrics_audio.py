@@ -115,3 +115,14 @@ def test_latency_from_timings_and_missing_stages():
     text = _latency(_reply(None, timings={"llm": 1.0, "ttft": 0.2, "total": 1.1}), None)
     assert text.values["lat_tts"] is None and "tts" in text.missing["lat_tts"]
     assert text.values["rtf_tts"] is None and set(text.missing) == {"lat_asr", "lat_tts", "lat_first_audio", "rtf_tts"}
+
+
+def test_other_mos_predictors_plug_in_as_metric_groups(clips, monkeypatch):
+    from spokentod.metrics import registry
+
+    toy = A.mos_metric("toy_mos", lambda x: 1.0 + 4.0 * float(np.mean(np.abs(x)) > 0.001))  # a stand-in predictor
+    monkeypatch.setitem(registry._METRICS, "toy_mos", toy)  # what an entry point of `spokentod.metrics` does
+    assert registry.resolve("toy_mos") == [toy] and registry.resolve(["toy_mos", "wer"])[1].name == "intelligibility"
+    assert toy.compute(_reply(clips["jf_alpha_0"]), None).values == {"toy_mos": 5.0}
+    with pytest.raises(KeyError, match="unknown metric"):
+        registry.resolve("no_such_metric")

@@ -22,7 +22,7 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     return res
 

@@ -57,9 +57,11 @@ _KNOWN = [
     Metric("dnsmos_sig", "DNSMOS SIG", "audio quality", +1),
     Metric("dnsmos_bak", "DNSMOS BAK", "audio quality", +1),
     Metric("dnsmos_p808", "DNSMOS P.808", "audio quality", +1),
+    Metric("clip_frac", "clipped samples", "audio quality", -1, unit="%", factor=100, digits=2),
     Metric("wer", "WER", "intelligibility", -1, unit="%", factor=100, digits=1),
     Metric("cer", "CER", "intelligibility", -1, unit="%", factor=100, digits=1),
     Metric("voice_sim", "voice similarity", "speech", +1, digits=3),
+    Metric("voice_judge", "voice consistency (audio judge)", "speech", +1, "judge", digits=1),
     Metric("duration_s", "duration", "speech", 0, unit="s"),
     Metric("speaking_rate_wps", "speaking rate", "speech", 0, unit="words/s"),
     Metric("naturalness", "naturalness", "judge", +1, "judge", digits=1),
@@ -70,6 +72,7 @@ _KNOWN = [
       for f in FAILURES],
     Metric("sim_gold", "similarity to gold", "judge-free", +1, digits=3),
     Metric("topic_sim", "topic similarity", "judge-free", +1, digits=3),
+    Metric("context_sim", "similarity to context", "judge-free", +1, digits=3),
     Metric("repetition_ngram", "repetition (n-gram)", "judge-free", -1, digits=3),
     Metric("repetition_emb", "repetition (embedding)", "judge-free", -1, digits=3),
     Metric("genericness", "genericness", "judge-free", -1, digits=3),
@@ -84,8 +87,8 @@ _KNOWN = [
 ]
 CATALOG = {m.name: m for m in _KNOWN}
 TABLE1 = ("dnsmos_ovrl", "wer", "naturalness", "consistency")  # the seed's Table 1 columns
-AUDIO_SIDE = ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "wer", "cer", "voice_sim", "duration_s",
-              "speaking_rate_wps")
+AUDIO_SIDE = ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "clip_frac", "wer", "cer", "voice_sim",
+              "voice_judge", "duration_s", "speaking_rate_wps")
 
 
 def metric(name: str) -> Metric:
@@ -129,9 +132,9 @@ class Reply:
     phase: str | None
     ordinal: int | None  # R1..Rn: position among the dialogue's user turns
     values: dict[str, float]  # present metrics only
-    missing: dict[str, str]  # metric → reason
+    missing: dict[str, str]  # metric (or transcript, primary_failure...) → reason
     primary_failure: str | None
-    judged: bool
+    judged: bool  # the failure taxonomy has a verdict for this reply
 
 
 @dataclass
@@ -151,11 +154,11 @@ class Bench:
     replies: list[Reply]
     systems: list[str]  # labels, in display order
     label: dict[tuple[str, str], str]  # (run name, raw system) → label
+    names: set[str] = field(default_factory=set)  # every key of any record's "metrics", null or not
 
     @property
     def metrics(self) -> list[str]:
-        names = {k for r in self.replies for k in r.values} | {k for r in self.replies for k in r.missing}
-        return order_metrics(names)
+        return order_metrics(self.names)
 
     def values(self, name: str, system: str | None = None, where: Callable[[Reply], bool] | None = None
                ) -> list[float]:
@@ -227,7 +230,7 @@ def find_judge(meta: dict[str, Any], summary: dict[str, Any]) -> Judge:
 def _judge_name(info: dict | str) -> str | None:
     if isinstance(info, str):
         return info
-    ident = info.get("identity")
+    ident = info.get("identity") or info.get("backend")  # run.json style / metrics/summary.json style
     for src in (ident if isinstance(ident, dict) else {}, info):
         model, name = src.get("model"), src.get("name")
         if model or name:
@@ -281,8 +284,9 @@ def load_bench(dirs: Iterable[str | Path]) -> Bench:
     label = {(r.name, s): (f"{r.name}/{s}" if shared[s] > 1 else s) for r in runs for s in r.systems}
 
     ordinals: dict[tuple[str, str], dict[tuple, int]] = {}  # only needed for records without turn_ordinal
-    replies = []
+    replies, names = [], set()
     for run, system, rec in raw:
+        names.update(rec.get("metrics") or {})
         values, missing = {}, {str(k): str(v) for k, v in (rec.get("missing") or {}).items()}
         for k, v in (rec.get("metrics") or {}).items():
             x = _number(v)
@@ -297,11 +301,12 @@ def load_bench(dirs: Iterable[str | Path]) -> Bench:
                                                              *(r for ru, sy, r in raw if ru is run and sy == system)])
             ordinal = ordinals[(run.name, system)].get((str(rec["dialogue_id"]), int(rec["turn"])))
         judge = rec.get("judge") if isinstance(rec.get("judge"), dict) else {}
+        primary = judge.get("primary_failure")
         replies.append(Reply(label[(run.name, system)], run.name, str(rec["dialogue_id"]), int(rec["turn"]),
                              int(rec.get("seed") or 0), rec.get("phase"), int(ordinal) if ordinal else None,
-                             values, missing, judge.get("primary_failure"),
-                             bool(judge) and not judge.get("error")))
-    return Bench(runs, replies, [label[(r.name, s)] for r in runs for s in r.systems], label)
+                             values, missing, primary if isinstance(primary, str) and primary else None,
+                             any(k.startswith("fail_") for k in values)))
+    return Bench(runs, replies, [label[(r.name, s)] for r in runs for s in r.systems], label, names)
 
 
 # ---------------------------------------------------------------- tables
@@ -353,7 +358,7 @@ def primary_failures(bench: Bench) -> list[dict[str, Any]]:
     """How often each failure was named primary, per system (incl. none, and replies never judged)."""
     rows = []
     for s in bench.systems:
-        counts = Counter((r.primary_failure or "none") if r.judged else "(not judged)"
+        counts = Counter((r.primary_failure or "(not given)") if r.judged else "(not judged)"
                          for r in bench.replies if r.system == s)
         rows += [{"system": s, "primary_failure": k, "count": v} for k, v in sorted(counts.items())]
     return rows

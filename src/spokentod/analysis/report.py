@@ -170,8 +170,9 @@ def _system_section(bench: Bench, t: dict, names: list[str]) -> Section:
                              [[sys, *(est_cell(by[(sys, n)], n) for n in head)] for sys in bench.systems],
                              "Seed Table 1 metrics"))
     s.blocks.append(View(["group", "metric", *bench.systems],
-                         [[metric(n).group, label(n), *(est_cell(by[(sys, n)], n) for sys in bench.systems)]
-                          for n in names], "All metrics", lead=2))
+                         [[metric(n).group if i == 0 or metric(names[i - 1]).group != metric(n).group else "",
+                           label(n), *(est_cell(by[(sys, n)], n) for sys in bench.systems)]
+                          for i, n in enumerate(names)], "All metrics", lead=2))
     return s
 
 
@@ -198,7 +199,8 @@ def _failure_section(bench: Bench, t: dict, colors: dict[str, str]) -> Section:
     s.blocks.append(Figure("failures", plots.failure_figure(t["failures"], colors),
                            "Mean severity and presence rate per failure type and system"))
     seen = {r["primary_failure"] for r in t["primary_failures"]}
-    order = ["none", *agg.FAILURES, *sorted(seen - {"none", "(not judged)", *agg.FAILURES}), "(not judged)"]
+    order = ["none", *agg.FAILURES, *sorted(seen - {"none", "(not given)", "(not judged)", *agg.FAILURES}),
+             "(not given)", "(not judged)"]
     kinds = [k for k in order if k in seen]
     counts = {(r["system"], r["primary_failure"]): r["count"] for r in t["primary_failures"]}
     s.blocks.append(View(["system", *kinds], [[sys, *(str(counts.get((sys, k), 0)) for k in kinds)]

@@ -64,7 +64,8 @@ def dnsmos(x16k: np.ndarray) -> dict[str, float]:
     from speechmos import dnsmos as _dnsmos
 
     with _DNSMOS_LOCK:
-        out = _dnsmos.run(np.asarray(x16k, dtype=np.float32), 16000)
+        # speechmos rejects samples outside [-1, 1] (a float file may hold them); clipping is what a DAC does
+        out = _dnsmos.run(np.clip(np.asarray(x16k, dtype=np.float32), -1.0, 1.0), 16000)
     return {"dnsmos_ovrl": float(out["ovrl_mos"]), "dnsmos_sig": float(out["sig_mos"]),
             "dnsmos_bak": float(out["bak_mos"]), "dnsmos_p808": float(out["p808_mos"])}
 

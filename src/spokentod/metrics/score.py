@@ -287,13 +287,14 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None, judge: Any = None,
               asr: Any = None, cache: bool = True, *, audio_judge: Any = None, dialogues: list[Any] | None = None,
-              judge_repeats: int = 1, judge_max_tokens: int = 400, judge_temperature: float = 0.0,
+              judge_repeats: int | None = None, judge_max_tokens: int = 400, judge_temperature: float = 0.0,
               judge_logprobs: bool | str = "auto", judge_prompts: dict[str, str] | None = None,
               workers: int = 4, progress: bool = False) -> dict[str, Any]:
     """Score every final reply of a run; write metrics/<system>.jsonl and metrics/summary.json.
 
     `metrics`: group or output names (None: every group; the judge groups only when `judge` is given).
     `judge` / `audio_judge` / `asr`: a backend config dict, a name, a JSON string, or a built backend.
+    Arguments left at None fall back to the bench config's `metrics:` section in run.json.
     Returns the summary (also written to summary.json) with "stats": per group computed/cached/skipped.
     """
     from spokentod.backends.cache import Cache, cached
@@ -311,6 +312,14 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
     finals = sorted(final_records(recs).values(), key=lambda r: (r["system"], r["dialogue_id"], int(r["turn"])))
     if not finals:
         raise ScoreError(f"{run_dir} has no results to score")
+
+    # Defaults from the bench config's `metrics:` section (judge, asr, audio_judge, metrics, judge_repeats)
+    conf = (meta.get("config") or {}).get("metrics") or {}
+    metrics = metrics if metrics is not None else conf.get("metrics")
+    judge = judge if judge is not None else conf.get("judge")
+    asr = asr if asr is not None else conf.get("asr")
+    audio_judge = audio_judge if audio_judge is not None else conf.get("audio_judge")
+    judge_repeats = judge_repeats or int(conf.get("judge_repeats", 1))
 
     if dialogues is not None:
         dmap, derr = {d.id: d for d in dialogues}, None
@@ -332,10 +341,12 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
         groups = resolve(metrics, with_judge=j is not None, with_audio_judge=aj is not None)
         replies = build_replies(run_dir, finals, dmap, types)
 
-        asr_backend = None
+        asr_backend, transcription = None, None
         if any("transcript" in g.needs for g in groups):
             asr_backend = _build("asr", asr or DEFAULT_ASR)
+            t_asr = time.perf_counter()
             transcribe(replies, cached(asr_backend, store) if store.enabled else asr_backend)
+            transcription = {"replies": sum(r.spoken for r in replies), "seconds": round(time.perf_counter() - t_asr, 3)}
 
         stats: Counter = Counter()
         results: dict[int, dict[str, MetricResult]] = defaultdict(dict)
@@ -387,7 +398,7 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
                    "judge": j.describe() if j else None, "audio_judge": aj.identity() if aj else None,
                    "voice_model": describe_voice_model() if any(g.name == "voice_sim" for g in groups) else None,
                    "dialogues_error": derr, "wall_s": round(time.perf_counter() - t0, 3),
-                   "stats": _stats(stats, groups)}
+                   "stats": _stats(stats, groups), "transcription": transcription}
         write_json_atomic(out_dir / "summary.json", summary)
         return summary
     finally:
@@ -416,7 +427,8 @@ def score_command(
     ] = None,
     audio_judge: Annotated[str | None, typer.Option(
         "--audio-judge", help="audiolm backend for the voice-consistency judge.")] = None,
-    judge_repeats: Annotated[int, typer.Option("--judge-repeats", min=1, help="Judge each reply N times.")] = 1,
+    judge_repeats: Annotated[int | None, typer.Option("--judge-repeats", min=1, help="Judge each reply N times.")
+                             ] = None,
     judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=16)] = 400,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel calls for HTTP judges.")] = 4,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse cached results and backend calls.")] = True,
@@ -437,7 +449,7 @@ def score_command(
         raise typer.Exit(1) from None
     show = ("dnsmos_ovrl", "wer", "voice_sim", "naturalness", "consistency", "sim_gold", "lat_total")
     table = Table(title=f"{run_dir} metrics (mean, n)")
-    table.add_column("system")
+    table.add_column("system", no_wrap=True)
     table.add_column("replies", justify="right")
     for m in show:
         table.add_column(m, justify="right")

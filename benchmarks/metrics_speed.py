@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_metrics_audio import speak  # noqa: E402 - the tests' cached Kokoro helper
-from test_metrics_score import _record  # noqa: E402 - a results record in the store's format
+from test_metrics_audio import speak  # the tests' cached Kokoro helper
+from test_metrics_score import _record  # a results record in the store's format
 
-from spokentod.bench.config import parse_config  # noqa: E402
-from spokentod.data import corpora  # noqa: E402
-from spokentod.metrics import audio, judge_free  # noqa: E402
-from spokentod.metrics.score import score_run  # noqa: E402
+from spokentod.bench.config import parse_config
+from spokentod.data import corpora
+from spokentod.metrics import audio, judge_free
+from spokentod.metrics.score import score_run
 
 
 def build_run(root: Path, n: int) -> Path:

@@ -44,28 +44,43 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for Kokoro/Whisper (0 = all cores)")
     args = ap.parse_args()
     threads = {"threads": args.threads} if args.threads else {}
-    print(f"cpu cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}, "
-          f"{len(SENTENCES)} sentences")
+    print(
+        f"cpu cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}, "
+        f"{len(SENTENCES)} sentences"
+    )
     results = {}
-    for name, tts in (("kokoro", create("tts", {"name": "kokoro", **threads})), ("espeak-ng", create("tts", "espeak"))):
+    for name, tts in (
+        ("kokoro", create("tts", {"name": "kokoro", **threads})),
+        ("espeak-ng", create("tts", "espeak")),
+    ):
         tts.synthesize("Warm up.")
-        outs, wall, cpu = timed(lambda i, s, t=tts: t.synthesize(s, voice=t.voices[i % len(t.voices)]), SENTENCES)
+        outs, wall, cpu = timed(
+            lambda i, s, t=tts: t.synthesize(s, voice=t.voices[i % len(t.voices)]), SENTENCES
+        )
         results[name] = (outs, sum(o.duration for o in outs), wall, cpu)
-    print(f"\n{'TTS':10s} {'audio s':>8s} {'wall s':>8s} {'audio s/wall s':>15s} {'rtf':>7s} {'cpu/audio':>10s}")
+    print(
+        f"\n{'TTS':10s} {'audio s':>8s} {'wall s':>8s} {'audio s/wall s':>15s} {'rtf':>7s} {'cpu/audio':>10s}"
+    )
     for name, (_, audio, wall, cpu) in results.items():
-        print(f"{name:10s} {audio:8.1f} {wall:8.2f} {audio / wall:15.2f} {wall / audio:7.3f} {cpu / audio:10.3f}")
+        print(
+            f"{name:10s} {audio:8.1f} {wall:8.2f} {audio / wall:15.2f} {wall / audio:7.3f} {cpu / audio:10.3f}"
+        )
 
     refs = [normalize_for_wer(s) for s in SENTENCES]
-    print(f"\n{'Whisper tiny.en':16s} {'on':>9s} {'wall s':>7s} {'audio s/wall s':>15s} {'rtf':>6s} "
-          f"{'cpu/audio':>10s} {'WER':>6s}")
+    print(
+        f"\n{'Whisper tiny.en':16s} {'on':>9s} {'wall s':>7s} {'audio s/wall s':>15s} {'rtf':>6s} "
+        f"{'cpu/audio':>10s} {'WER':>6s}"
+    )
     runs = [("int8", 1, "kokoro"), ("float32", 1, "kokoro"), ("int8", 5, "kokoro"), ("int8", 1, "espeak-ng")]
     for ct, beam, source in runs:
         asr = create("asr", {"name": "whisper-ct2", "compute_type": ct, "beam_size": beam, **threads})
         outs, audio = results[source][:2]
         asr.transcribe(outs[0])  # warm-up (loads the model)
         hyps, wall, cpu = timed(lambda i, o, a=asr: normalize_for_wer(a.transcribe(o).text), outs)
-        print(f"{ct + ' beam ' + str(beam):16s} {source:>9s} {wall:7.2f} {audio / wall:15.2f} {wall / audio:6.3f} "
-              f"{cpu / audio:10.3f} {jiwer.wer(refs, hyps):6.3f}")
+        print(
+            f"{ct + ' beam ' + str(beam):16s} {source:>9s} {wall:7.2f} {audio / wall:15.2f} {wall / audio:6.3f} "
+            f"{cpu / audio:10.3f} {jiwer.wer(refs, hyps):6.3f}"
+        )
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -179,7 +179,7 @@ def test_weighted_scores_expectation_over_number_tokens():
     text = "".join(TOKENS)
     w, notes = weighted_scores(text, _content())
     assert w == {"naturalness": pytest.approx(0.6 * 80 + 0.3 * 90 + 0.1 * 70)}
-    assert any("consistency: the number is split over tokens" in n for n in notes)
+    assert any("consistency: the number is not one token of its own" in n for n in notes)
     assert weighted_scores(text, None) == ({}, ["no log-probabilities returned"])
 
 
@@ -222,3 +222,46 @@ def test_openai_judge_asks_for_logprobs_and_uses_the_weighted_score(tmp_path):
         assert len(_FakeOpenAI.bodies) == n
     finally:
         server.shutdown()
+
+
+class _ScriptedAudioLM(Backend):
+    """An audio judge stand-in: records what it was sent, answers the given text."""
+
+    kind, name = "audiolm", "scripted-audio"
+
+    def __init__(self, text: str):
+        self.text, self.sent = text, []
+
+    def identity(self):
+        return {"kind": "audiolm", "name": self.name}
+
+    def respond(self, messages, params=None):
+        from spokentod.backends.base import Reply as LMReply
+
+        self.sent.append(messages)
+        return LMReply(self.text)
+
+
+def test_audio_judge_sends_earlier_clips_and_parses_voice_consistency(tmp_path):
+    import numpy as np
+
+    from spokentod.audio import write_wav
+    from spokentod.metrics.judge import AudioJudge, _voice
+    from spokentod.metrics.registry import Reply
+
+    clips = []
+    for i in range(5):
+        clips.append(tmp_path / f"{i}.wav")
+        write_wav(clips[-1], 0.1 * np.sin(np.arange(8000) / (5 + i)).astype(np.float32), 16000)
+    rec = {"system": "e2e", "dialogue_id": "d", "turn": 8, "text": "hi", "audio_path": str(clips[4])}
+    lm = _ScriptedAudioLM('{"voice_consistency": {"reason": "same timbre", "score": 88}}')
+    res = type("Res", (), {"audio_judge": AudioJudge(lm)})()
+    out = _voice(Reply(rec, tmp_path, spoken=True, prior_audio=clips[:4]), res)
+    assert out.values == {"voice_judge": 88.0} and out.judge["voice"]["raw"]["voice_consistency"]["score"] == 88
+    parts = lm.sent[0][0]["content"]
+    assert "4 audio clips" in parts[0]["text"] and [p["type"] for p in parts[1:]] == ["input_audio"] * 4
+    lm.text = "It sounds like the same person."
+    out = _voice(Reply(rec, tmp_path, spoken=True, prior_audio=clips[:1]), res)
+    assert out.values == {"voice_judge": None} and "prose" in out.missing["voice_judge"]
+    with pytest.raises(Missing, match="no earlier spoken reply"):
+        _voice(Reply(rec, tmp_path, spoken=True), res)

@@ -15,10 +15,16 @@ U, A = Speaker.user, Speaker.agent
 
 def _dialogues(first_id: str = "d1") -> list[Dialogue]:
     return [
-        Dialogue(id=first_id, source="test", turns=make_turns(
-            [(U, "Hi, I need a hotel."), (A, "Sure, where?"), (U, "In the north, please.")])),
-        Dialogue(id="d2", source="test", turns=make_turns(
-            [(U, "Book a taxi to the station."), (A, "Done."), (U, "Thanks a lot.")])),
+        Dialogue(
+            id=first_id,
+            source="test",
+            turns=make_turns([(U, "Hi, I need a hotel."), (A, "Sure, where?"), (U, "In the north, please.")]),
+        ),
+        Dialogue(
+            id="d2",
+            source="test",
+            turns=make_turns([(U, "Book a taxi to the station."), (A, "Done."), (U, "Thanks a lot.")]),
+        ),
     ]
 
 

@@ -16,8 +16,10 @@ from spokentod.backends.tts._common import TTSError
 from spokentod.errors import AudioError, SpokenTODError
 from spokentod.metrics.text import normalize_for_wer
 
-SENTENCES = ["Could you book a table for four people on Friday evening?",
-             "I need a cheap hotel in the north of town with free parking."]
+SENTENCES = [
+    "Could you book a table for four people on Friday evening?",
+    "I need a cheap hotel in the north of town with free parking.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,9 @@ def test_espeak_output_and_determinism(espeak):
 
 def test_kokoro_voices_and_chunks(kokoro):
     assert kokoro.voices == ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
-    long = " ".join(["We would like a quiet room with a view of the garden, two single beds and breakfast."] * 12)
+    long = " ".join(
+        ["We would like a quiet room with a view of the garden, two single beds and breakfast."] * 12
+    )
     chunks = kokoro.chunks(long)
     assert len(chunks) > 1 and all(0 < len(c) <= 510 for c in chunks)
     assert all(c.endswith(".") for c in chunks)  # cut at sentence boundaries
@@ -108,9 +112,13 @@ def test_asr_inputs(espeak, asr, tmp_path):
     out = espeak.synthesize(SENTENCES[0])
     path = tmp_path / "x.wav"
     write_wav(path, out.samples, out.rate)
-    texts = [asr.transcribe(out).text, asr.transcribe(path).text, asr.transcribe(str(path)).text,
-             asr.transcribe(wav_bytes(out.samples, out.rate)).text,
-             asr.transcribe(out.samples, rate=out.rate).text]
+    texts = [
+        asr.transcribe(out).text,
+        asr.transcribe(path).text,
+        asr.transcribe(str(path)).text,
+        asr.transcribe(wav_bytes(out.samples, out.rate)).text,
+        asr.transcribe(out.samples, rate=out.rate).text,
+    ]
     assert texts[0] and all(normalize_for_wer(t) == normalize_for_wer(texts[0]) for t in texts)
     tr = asr.transcribe(out)
     assert tr.language == "en" and tr.segments and tr.timings.rtf and tr.timings.rtf < 2

@@ -59,7 +59,9 @@ class SynthError(SpokenTODError):
     """Some turns failed to render (`failures`: (dialogue_id, turn_index, message)); the manifest at
     `path` was written without their audio."""
 
-    def __init__(self, message: str, path: Path | None = None, failures: list[tuple[str, int, str]] | None = None):
+    def __init__(
+        self, message: str, path: Path | None = None, failures: list[tuple[str, int, str]] | None = None
+    ):
         super().__init__(message)
         self.path, self.failures = path, failures or []
 
@@ -106,8 +108,10 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         if old != settings:
             diff = sorted(k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k))
-            raise SynthError(f"{out_dir} was rendered with other settings ({', '.join(diff)} differ; see "
-                             f"{path}); use a new --out directory or delete it")
+            raise SynthError(
+                f"{out_dir} was rendered with other settings ({', '.join(diff)} differ; see "
+                f"{path}); use a new --out directory or delete it"
+            )
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
@@ -115,10 +119,16 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         os.replace(tmp, path)
 
 
-def synthesize_manifest(manifest: str | os.PathLike | Iterable[Dialogue], out_dir: str | os.PathLike,
-                        tts: str = "kokoro", voices: list[str] | None = None, speakers: str = "user",
-                        rate: int = 16000, tts_config: dict[str, Any] | None = None,
-                        progress: bool = True) -> Path:
+def synthesize_manifest(
+    manifest: str | os.PathLike | Iterable[Dialogue],
+    out_dir: str | os.PathLike,
+    tts: str = "kokoro",
+    voices: list[str] | None = None,
+    speakers: str = "user",
+    rate: int = 16000,
+    tts_config: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
     """Render the `speakers` turns (user, agent or all) of `manifest` (a JSONL path or Dialogues) into
     `out_dir` with the TTS backend `tts` (+ `tts_config`); returns the path of the new manifest."""
     from spokentod.backends.base import create
@@ -144,8 +154,14 @@ def synthesize_manifest(manifest: str | os.PathLike | Iterable[Dialogue], out_di
     failures: list[tuple[str, int, str]] = []
     rendered = skipped = 0
     audio_s, t0 = 0.0, time.perf_counter()
-    columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not progress) as bar:
         task = bar.add_task("synth", total=len(jobs))
         for d, turn in jobs:
@@ -163,22 +179,34 @@ def synthesize_manifest(manifest: str | os.PathLike | Iterable[Dialogue], out_di
                 except Exception as e:  # noqa: BLE001 - any TTS failure: report this turn, keep going
                     turn.audio = None
                     failures.append((d.id, turn.index, f"{type(e).__name__}: {e}"))
-                    console.print(f"[red]failed[/red] dialogue {d.id!r} turn {turn.index}: {type(e).__name__}: {e}")
+                    console.print(
+                        f"[red]failed[/red] dialogue {d.id!r} turn {turn.index}: {type(e).__name__}: {e}"
+                    )
                     bar.advance(task)
                     continue
             else:
                 skipped += 1
             audio_s += duration
-            turn.audio = Audio(path=path.relative_to(out_dir.resolve()).as_posix(), sample_rate=rate,
-                               duration=round(duration, 4), voice=voice)
+            turn.audio = Audio(
+                path=path.relative_to(out_dir.resolve()).as_posix(),
+                sample_rate=rate,
+                duration=round(duration, 4),
+                voice=voice,
+            )
             bar.advance(task)
 
     out_manifest = out_dir / "manifest.jsonl"
     write_manifest(out_manifest, dialogues)
     wall = time.perf_counter() - t0
-    console.print(f"synth: {rendered} rendered, {skipped} already there, {len(failures)} failed; "
-                  f"{audio_s:.1f} s of audio in {wall:.1f} s")
+    console.print(
+        f"synth: {rendered} rendered, {skipped} already there, {len(failures)} failed; "
+        f"{audio_s:.1f} s of audio in {wall:.1f} s"
+    )
     if failures:
-        raise SynthError(f"{len(failures)} of {len(jobs)} turns failed to render (listed above); {out_manifest} "
-                         f"was written without their audio; run again to retry them", out_manifest, failures)
+        raise SynthError(
+            f"{len(failures)} of {len(jobs)} turns failed to render (listed above); {out_manifest} "
+            f"was written without their audio; run again to retry them",
+            out_manifest,
+            failures,
+        )
     return out_manifest

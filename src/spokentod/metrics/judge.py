@@ -16,8 +16,8 @@ never 0 (the seed code scored failures 0 and averaged them in).
 Probability-weighted scores: OpenAI-compatible servers that return token log-probabilities (vLLM, OpenAI,
 llama.cpp server) are asked for them; when a score was generated as a single token, the score becomes the
 expectation over the top alternatives that are numbers in range (G-Eval), renormalized, if they carry at
-least half the probability mass. Tokenizers that split numbers into digits get the sampled score (noted
-in the judge block). In-process HF backends (smollm2, hf) expose no log-probabilities through the LLM
+least half the probability mass. A number that is not one token of its own (digit-by-digit tokenizers)
+keeps the sampled score (noted in the judge block). In-process HF backends (smollm2, hf) expose no log-probabilities through the LLM
 protocol, so they get the sampled score.
 
 Weak judges (sub-1B models such as the embedded SmolLM2) are flagged in every record and in summary.json
@@ -322,7 +322,7 @@ def weighted_scores(text: str, content: list[dict[str, Any]] | None) -> tuple[di
         key, num_at, num = _key(m["key"]), m.start("num"), m["num"]
         k = max(i for i, s in enumerate(starts) if s <= num_at)
         if tokens[k].strip() != num:
-            notes.append(f"{key}: the number is split over tokens; sampled score kept")
+            notes.append(f"{key}: the number is not one token of its own; sampled score kept")
             continue
         alts = content[k].get("top_logprobs") or [{"token": tokens[k], "logprob": content[k].get("logprob", 0.0)}]
         mass = total = 0.0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -180,6 +181,9 @@ def transcribe(replies: list[Reply], asr: Any) -> None:
             rep.transcript = rep.text
             continue
         path = rep.audio_path
+        if path is None and not rep.text.strip():
+            rep.transcript = ""  # an empty reply: nothing written, nothing spoken
+            continue
         if path is None or not path.is_file():
             rep.transcript_error = "no reply audio to transcribe"
             continue
@@ -196,20 +200,28 @@ def _all_missing(metric: Metric, reason: str, cacheable: bool = True) -> MetricR
     return MetricResult({o: None for o in metric.outputs}, {o: reason for o in metric.outputs}, cacheable=cacheable)
 
 
+_STATS_LOCK = threading.Lock()  # judge groups run in threads
+
+
+def _count(stats: Counter, key: str) -> None:
+    with _STATS_LOCK:
+        stats[key] += 1
+
+
 def compute_one(metric: Metric, reply: Reply, res: Resources, cache: Any, stats: Counter) -> MetricResult:
     rec = reply.record
     if rec.get("error"):
-        stats[f"{metric.name}:skipped"] += 1
+        _count(stats, f"{metric.name}:skipped")
         return _all_missing(metric, f"reply failed: {rec.get('error_reason') or rec['error']}")
     if metric.spoken_only and not reply.spoken:
-        stats[f"{metric.name}:skipped"] += 1
+        _count(stats, f"{metric.name}:skipped")
         return _all_missing(metric, "text-only system (no audio)")
     key = cache_key(metric, reply, res)
     if cache is not None and (hit := cache.get(key, f"metric.{metric.name}")) is not None:
-        stats[f"{metric.name}:cached"] += 1
+        _count(stats, f"{metric.name}:cached")
         v = hit[0]
         return MetricResult(v["values"], v["missing"], v.get("judge") or {})
-    stats[f"{metric.name}:computed"] += 1
+    _count(stats, f"{metric.name}:computed")
     try:
         out = metric.compute(reply, res)
     except Missing as e:

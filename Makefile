@@ -23,12 +23,16 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 
 install: $(STAMP)
 
-# The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 3 dialogues.
-# Drop --limit (or raise it) for the whole demo corpus.
+# The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 2 dialogues,
+# scored (DNSMOS, WER, voice similarity, judge-free metrics, latency, and the embedded SmolLM2 as a
+# smoke-test judge, flagged too weak to trust) and reported in runs/demo/bench/report.html.
+# Raise --limit for more of the demo corpus; pass an OpenAI-compatible --judge for real judgements.
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo --n 5
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench run configs/demo.yaml --limit 3 --out runs/demo/bench
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench run configs/demo.yaml --limit 2 --out runs/demo/bench
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench status runs/demo/bench
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench score runs/demo/bench --judge smollm2 --judge-max-tokens 96
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench report runs/demo/bench
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

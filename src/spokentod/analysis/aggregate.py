@@ -480,6 +480,23 @@ def missing_counts(bench: Bench) -> list[dict[str, Any]]:
             for (s, m, why), n in sorted(c.items(), key=lambda kv: (bench.systems.index(kv[0][0]), kv[0][1:]))]
 
 
+def missing_replies(bench: Bench) -> list[dict[str, Any]]:
+    """Per system, metric group and reason (its first words): how many replies lack something, and which
+    metrics. Counts replies, not values: one unparseable judgement is one reply, not ten failure metrics."""
+    replies: Counter = Counter()
+    names: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for r in bench.replies:
+        seen = set()
+        for m, why in r.missing.items():
+            k = (r.system, metric(m).group, reason_head(why))
+            names[k].add(m)
+            seen.add(k)
+        replies.update(seen)
+    return [{"system": s, "group": g, "reason": why, "replies": replies[(s, g, why)],
+             "metrics": " ".join(order_metrics(names[(s, g, why)]))}
+            for s, g, why in sorted(replies, key=lambda k: (bench.systems.index(k[0]), GROUPS.index(k[1]), k[2]))]
+
+
 def coverage(bench: Bench) -> list[dict[str, Any]]:
     """Per system: replies in results, failed replies (errors), scored replies, judged replies."""
     rows = []

@@ -31,7 +31,7 @@ HEADLINE = agg.TABLE1  # per-turn tables printed in full (every metric is in per
 @dataclass
 class Cell:
     text: str
-    cls: str = ""  # "drop" (flagged), "sig" (CI excludes 0), "muted"
+    cls: str = ""  # "drop" (flagged), "sig" (CI excludes 0), "muted", "wrap" (long text)
     sub: str = ""  # small print under the value (n)
 
 
@@ -97,7 +97,7 @@ def est_cell(row: dict[str, Any], name: str, key: str = "mean", lo: str = "ci_lo
 def label(name: str) -> str:
     m = metric(name)
     unit = "%" if m.scale == "rate" else m.unit
-    return f"{m.label} ({unit})" if unit and unit != "%" else m.label + (" (%)" if unit == "%" else "")
+    return f"{m.label} ({unit})" if unit else m.label
 
 
 # ---------------------------------------------------------------- sections
@@ -113,7 +113,8 @@ def build(bench: Bench) -> tuple[list[Section], dict[str, list[dict[str, Any]]]]
         "coverage": agg.coverage(bench), "system_table": agg.system_table(bench),
         "failures": agg.failure_table(bench), "primary_failures": agg.primary_failures(bench),
         "per_turn": agg.per_turn(bench), "per_phase": agg.per_phase(bench), "latency": agg.latency(bench),
-        "missing": agg.missing_counts(bench), "errors": agg.error_counts(bench),
+        "missing": agg.missing_counts(bench), "missing_replies": agg.missing_replies(bench),
+        "errors": agg.error_counts(bench),
         "judge_agreement": agg.judge_agreement(bench)}
     audio, dialogue = agg.correlation_metrics(bench)
     t["correlations"] = agg.correlations(bench, audio + dialogue, [None, *bench.systems])
@@ -185,8 +186,9 @@ def _failure_section(bench: Bench, t: dict, colors: dict[str, str]) -> Section:
                 "'when present' only over replies where the judge said present; the presence rate is the share "
                 "of judged replies with it (the seed counted presence only). 'Primary' counts how often the judge "
                 "named it the reply's main failure.")
-    if not t["failures"]:
-        s.blocks.append(Note("No failure-taxonomy metrics in these runs."))
+    if not any(r["n"] for r in t["failures"]):
+        s.blocks.append(Note("No failure-taxonomy verdicts in these runs" + (
+            " (every judgement is missing: see 'Missing judgements and errors')." if t["failures"] else ".")))
         return s
     rows = [[r["system"], r["failure"].replace("_", " "),
              est_cell(r, "fail_x_severity", "severity", "severity_ci_low", "severity_ci_high"),
@@ -250,11 +252,14 @@ def _turn_section(bench: Bench, t: dict, names: list[str], colors: dict[str, str
         view = []
         for r in drops:
             p = prev[(r["system"], r["metric"], r["turn"] - 1)]
-            overlap = not (math.isfinite(p["ci_low"]) and math.isfinite(r["ci_low"])) or (
-                r["ci_low"] <= p["ci_high"] and p["ci_low"] <= r["ci_high"])
+            if not (math.isfinite(p["ci_low"]) and math.isfinite(r["ci_low"])):
+                overlap = Cell("–", "muted")  # n = 1 on a side: no interval to compare
+            elif r["ci_low"] <= p["ci_high"] and p["ci_low"] <= r["ci_high"]:
+                overlap = Cell("yes", "muted")
+            else:
+                overlap = Cell("no", "sig")
             view.append([r["system"], label(r["metric"]), f"R{r['turn'] - 1} → R{r['turn']}",
-                         Cell(_change(r), "drop"), est_cell(p, r["metric"]), est_cell(r, r["metric"]),
-                         Cell("yes", "muted") if overlap else Cell("no", "sig")])
+                         Cell(_change(r), "drop"), est_cell(p, r["metric"]), est_cell(r, r["metric"]), overlap])
         s.blocks.append(View(["system", "metric", "turns", "change", "before", "after", "CIs overlap"], view,
                              "Flagged drops (overlapping CIs: the drop may be noise)", lead=3))
     else:
@@ -367,18 +372,16 @@ def _missing_section(bench: Bench, t: dict) -> Section:
                 "out of range, silent audio, a failed reply...) is missing: it is left out of every mean and "
                 "counted here, never scored 0. Reasons are grouped by their first words; missing.csv has them in "
                 "full. Errors are replies the system itself failed to produce.")
-    grouped: dict[tuple[str, str, str], int] = {}
-    for r in t["missing"]:
-        k = (r["system"], r["group"], agg.reason_head(r["reason"]))
-        grouped[k] = grouped.get(k, 0) + r["count"]
-    if grouped:
-        s.blocks.append(View(["system", "metric group", "reason", "missing values"],
-                             [[*k, str(v)] for k, v in grouped.items()], "Missing metric values by reason"))
+    if t["missing_replies"]:
+        s.blocks.append(View(["system", "metric group", "reason", "replies", "metrics"],
+                             [[r["system"], r["group"], r["reason"], str(r["replies"]),
+                               Cell(", ".join(label(m) for m in r["metrics"].split()), "wrap")]
+                              for r in t["missing_replies"]], "Replies missing a metric, by reason", lead=3))
     else:
         s.blocks.append(Note("No missing metric values."))
     if t["errors"]:
         s.blocks.append(View(["system", "reason", "failed replies"],
-                             [[r["system"], r["reason"], str(r["count"])] for r in t["errors"]], "Errors"))
+                             [[r["system"], r["reason"], str(r["count"])] for r in t["errors"]], "Errors", lead=2))
     else:
         s.blocks.append(Note("No failed replies."))
     return s
@@ -410,9 +413,12 @@ def _md_table(v: View) -> str:
         text = f"**{esc(c.text)}**" if c.cls in ("drop", "sig") else esc(c.text)
         return f"{text} ({esc(c.sub)})" if c.sub else text
 
+    def left(i: int) -> bool:
+        return any(isinstance(row[i], Cell) and row[i].cls == "wrap" for row in v.rows[:1])
+
     lines = [f"**{v.caption}**", ""] if v.caption else []
     lines += ["| " + " | ".join(esc(c) for c in v.columns) + " |",
-              "|" + "|".join("---" if i < v.lead else "---:" for i in range(len(v.columns))) + "|"]
+              "|" + "|".join("---" if i < v.lead or left(i) else "---:" for i in range(len(v.columns))) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in v.rows]
     return "\n".join(lines)
 
@@ -452,6 +458,7 @@ th{position:sticky;top:0;background:#f0f0f0;z-index:1;text-align:right;padding:6
 white-space:nowrap}
 td{padding:4px 8px;border-bottom:1px solid #eee;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 th:first-child,td:first-child,td.txt,th.txt{text-align:left}
+td.wrap{white-space:normal;text-align:left;min-width:260px;color:#555}
 tr:hover td{background:#f7f9fc}
 td small{display:block;color:#888;font-size:11px}
 td.drop{background:#fde8e8;color:#a01010;font-weight:600}td.sig{font-weight:700}td.muted{color:#aaa}

@@ -12,13 +12,15 @@ spokentod.metrics.text.normalize_for_wer):
     over the demo corpus plus names, currencies and accents), so no symbol mapping is needed.
   * phoneme_map="espeak" (default, IPA as espeak writes it) vs "misaki" (Kokoro's training symbols:
     eɪ→A, aɪ→I, oʊ→O, aʊ→W, ɔɪ→Y, dʒ→ʤ, tʃ→ʧ, no length marks): WER 2.9 % vs 2.0 % on 60 demo user
-    turns, 1.8 % vs 5.5 % on 24 sentences, 3.3 % vs 5.2 % on 18 harder ones: no clear winner, so the
-    simpler mapping-free one is the default. misaki needs the pronoun "I" stressed, or Kokoro drops it.
+    turns, 1.8 % vs 5.5 % on 24 sentences (misaki before the "I" fix), 3.3 % vs 5.2 % on 18 harder
+    ones: no clear winner, so the simpler mapping-free one is the default. misaki needs the pronoun
+    "I" stressed, or Kokoro drops it.
   * voices (Japanese speakers, English with an accent): per-voice WER on those 60 turns jf_gongitsune
     0 %, jm_kumo 0.7-2 %, jf_tebukuro 1-4 %, jf_nezumi 4 %, jf_alpha 4-6 %: jf_gongitsune is the default.
   * 62 demo user turns (285 s of audio) with the five voices: Whisper tiny.en WER 1.75 %.
-  * speed: 1.25 CPU seconds per audio second (2 intra-op threads), so RTF ≈ 0.6 at best on two idle
-    cores; 1.9-3 measured with the cores shared (load average 3-8). benchmarks/synth_speed.py prints it.
+  * speed: 1.25-1.3 CPU seconds per audio second (2 intra-op threads), so RTF ≈ 0.65 at best on two idle
+    cores; measured RTF 1.08 at load average 3 and 1.9-3 at 5-8 (cores shared with other jobs). The
+    design note's 0.34 was not reproduced here. benchmarks/synth_speed.py prints both numbers.
 Style vectors (`voices_ja.npz`, 510×1×256 per voice) are indexed by token count.
 """
 

@@ -145,3 +145,28 @@ def test_ambiguous_dir_and_malformed_json(json_corpus):
     (json_corpus / "test.json").write_text('{"SNG0073": {')
     with pytest.raises(DataError, match="malformed JSON"):
         sam.load(json_corpus / "test.json")
+
+
+@pytest.mark.slow
+def test_tts_rendered_directory_transcribes_back(tmp_path, sng0073):
+    """The real thing: SNG0073's user turns spoken by the embedded Kokoro TTS into the DSTC11 layout,
+    loaded, and heard back by Whisper tiny.en close to the annotated text."""
+    import jiwer
+
+    from spokentod.audio import resample, write_wav
+    from spokentod.backends.base import create
+    from spokentod.metrics.text import normalize_for_wer
+
+    (tmp_path / "test.json").write_text(json.dumps({"SNG0073": sng0073}))
+    plain = multiwoz21.convert("test.json", "SNG0073", sng0073)
+    tts = create("tts", {"name": "kokoro"})
+    (tmp_path / "SNG0073").mkdir()
+    for t in plain.user_turns:
+        out = tts.synthesize(t.text)
+        write_wav(tmp_path / "SNG0073" / f"Turn-{t.index + 1}.wav", resample(out.samples, out.rate, RATE), RATE)
+    (d,) = corpora.load("speech-aware-multiwoz", tmp_path)
+    asr = create("asr", {"name": "whisper-ct2"})
+    refs = [normalize_for_wer(t.text) for t in d.user_turns]
+    hyps = [normalize_for_wer(asr.transcribe(t.audio.path).text) for t in d.user_turns]
+    assert all(t.audio.sample_rate == RATE and t.audio.duration > 1.0 for t in d.user_turns)
+    assert jiwer.wer(refs, hyps) < 0.25

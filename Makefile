@@ -31,7 +31,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo --n 5
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench run configs/demo.yaml --limit 2 --out runs/demo/bench
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench status runs/demo/bench
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench score runs/demo/bench --judge smollm2 --judge-max-tokens 96
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench score runs/demo/bench --judge smollm2 --judge-max-tokens 48
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench report runs/demo/bench
 
 test: install

@@ -26,6 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--max-tokens", type=int, default=40)
+    ap.add_argument("--llm-threads", type=int, default=None, help="torch threads for SmolLM2 (default: all)")
+    ap.add_argument("--tts-threads", type=int, default=None, help="onnxruntime threads for Kokoro (default: all)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="cascade_latency_"))
@@ -34,7 +36,8 @@ def main() -> None:
     spoken = list(read_manifest(synthesize_manifest(tmp / "in.jsonl", tmp / "spoken", tts="kokoro")))
     items = [(d, t) for d in spoken for t in d.user_turns[1:]][: args.turns]
 
-    asr, llm, tts = create("asr", {"name": "whisper-ct2"}), create("llm", {"name": "smollm2"}), create("tts", {"name": "kokoro"})
+    asr, llm, tts = create("asr", {"name": "whisper-ct2"}), create("llm", {"name": "smollm2", "threads": args.llm_threads}), \
+        create("tts", {"name": "kokoro", "threads": args.tts_threads})
     settings = SystemSettings(params=GenParams(max_tokens=args.max_tokens))
     # warm-up: load every model once so neither mode pays it
     d0, t0 = items[0]
@@ -53,7 +56,8 @@ def main() -> None:
             audio.append(r.audio_seconds or 0.0)
         rows[mode] = (statistics.mean(first), statistics.mean(total), statistics.mean(audio))
 
-    print(f"{len(items)} turns, max_tokens={args.max_tokens}, embedded cascade on this CPU")
+    print(f"{len(items)} turns, max_tokens={args.max_tokens}, llm threads {args.llm_threads or 'all'}, "
+          f"tts threads {args.tts_threads or 'all'}; embedded cascade on this CPU")
     print(f"{'mode':<12}{'first audio s':>15}{'total s':>10}{'reply audio s':>15}")
     for mode, (f, t, a) in rows.items():
         print(f"{mode:<12}{f:>15.2f}{t:>10.2f}{a:>15.2f}")

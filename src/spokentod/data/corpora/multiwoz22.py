@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.data.corpora import corpus
-from spokentod.data.corpora._util import require
 from spokentod.data.corpora.multiwoz21 import MWZ_DOMAINS
-from spokentod.data.corpora.sgd import _first_shard, frames_info, load_shards, shard_services
+from spokentod.data.corpora.sgd import _first_shard, frame_turns, frames_info, load_shards, shard_services
 from spokentod.data.schema import Dialogue, Speaker, Turn
-from spokentod.data.text import detokenize
-from spokentod.errors import DataError, Problem
-
-_SPEAKERS = {"USER": Speaker.user, "SYSTEM": Speaker.agent}
+from spokentod.errors import Problem
 
 
 def convert(
@@ -38,38 +34,20 @@ def convert(
     source: str = "multiwoz22",
 ) -> Dialogue:
     """Same signature as ``sgd.convert`` so that both share the shard walking in ``sgd.load_shards``."""
-    if not isinstance(raw, dict):
-        raise DataError(file, record, None, "expected a dialogue object")
-    did = require(raw, "dialogue_id", str, file, record)
-    turns_raw = require(raw, "turns", list, file, record)
-    if not turns_raw:
-        raise DataError(file, record, "turns", "dialogue has no turns")
+    did, spoken, dropped = frame_turns(file, record, raw)
     turns: list[Turn] = []
-    dropped: list[int] = []
-    for i, t in enumerate(turns_raw):
-        if not isinstance(t, dict):
-            raise DataError(file, record, f"turns.{i}", "expected an object")
-        who = require(t, "speaker", str, file, record, f"turns.{i}.")
-        if who not in _SPEAKERS:
-            raise DataError(
-                file, record, f"turns.{i}.speaker", f"unknown speaker {who!r} (expected USER or SYSTEM)"
-            )
-        raw_text = require(t, "utterance", str, file, record, f"turns.{i}.")
-        text = detokenize(raw_text)
-        if not text:  # not speech: left out, and listed
-            dropped.append(i)
-            continue
+    for i, t, speaker, text, raw_text in spoken:
         state, md, acts = frames_info(t.get("frames", []), file, record, f"turns.{i}.frames")
-        if _SPEAKERS[who] == Speaker.user and state is None:
+        if speaker == Speaker.user and state is None:
             state = {}  # a user turn without frames states nothing new; 2.2 always lists frames
         if text != raw_text:
             md["text_raw"] = raw_text  # span offsets ("spans") refer to the raw utterance
         turns.append(
             Turn(
                 index=len(turns),
-                speaker=_SPEAKERS[who],
+                speaker=speaker,
                 text=text,
-                state=state if _SPEAKERS[who] == Speaker.user else None,
+                state=state if speaker == Speaker.user else None,
                 acts=acts or None,
                 metadata=md,
             )

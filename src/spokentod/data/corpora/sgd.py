@@ -105,25 +105,21 @@ def _split_of(file: Path) -> str | None:
     return file.parent.name if file.parent.name in SPLITS else None
 
 
-def convert(
-    file: str,
-    split: str | None,
-    schema: dict[str, dict] | None,
-    schema_path: str | None,
-    record: str,
-    raw: Any,
-    source: str = "sgd",
-) -> Dialogue:
+SpokenTurn = tuple[int, dict, Speaker, str, str]  # (raw position, raw turn, speaker, text, raw text)
+
+
+def frame_turns(file: str, record: str, raw: Any) -> tuple[str, list[SpokenTurn], list[int]]:
+    """The walk over SGD-style turns shared by SGD and MultiWOZ 2.2: checks each turn's speaker and
+    utterance and returns (dialogue_id, [(raw position, turn, speaker, text, raw text)], dropped), where
+    empty utterances are left out (not speech) and their raw positions listed (never silently)."""
     if not isinstance(raw, dict):
         raise DataError(file, record, None, "expected a dialogue object")
     did = require(raw, "dialogue_id", str, file, record)
     turns_raw = require(raw, "turns", list, file, record)
     if not turns_raw:
         raise DataError(file, record, "turns", "dialogue has no turns")
-    turns: list[Turn] = []
-    carried: State = {}  # last known state per service (see module doc)
-    intent: tuple[str, str] | None = None  # (service, intent name)
-    dropped: list[int] = []  # raw positions of empty utterances (not turns; recorded, never silent)
+    spoken: list[SpokenTurn] = []
+    dropped: list[int] = []
     for i, t in enumerate(turns_raw):
         if not isinstance(t, dict):
             raise DataError(file, record, f"turns.{i}", "expected an object")
@@ -134,12 +130,30 @@ def convert(
             )
         raw_text = require(t, "utterance", str, file, record, f"turns.{i}.")
         text = detokenize(raw_text)
-        if not text:  # e.g. test 3_00055 ends with an empty SYSTEM GOODBYE: not speech, but say so
+        if not text:  # e.g. SGD test 3_00055 ends with an empty SYSTEM GOODBYE: not speech, but say so
             dropped.append(i)
             continue
+        spoken.append((i, t, _SPEAKERS[who], text, raw_text))
+    return did, spoken, dropped
+
+
+def convert(
+    file: str,
+    split: str | None,
+    schema: dict[str, dict] | None,
+    schema_path: str | None,
+    record: str,
+    raw: Any,
+    source: str = "sgd",
+) -> Dialogue:
+    did, spoken, dropped = frame_turns(file, record, raw)
+    turns: list[Turn] = []
+    carried: State = {}  # last known state per service (see module doc)
+    intent: tuple[str, str] | None = None  # (service, intent name)
+    for i, t, speaker, text, raw_text in spoken:
         frame_state, md, acts = frames_info(t.get("frames", []), file, record, f"turns.{i}.frames")
         state = None
-        if _SPEAKERS[who] == Speaker.user:
+        if speaker == Speaker.user:
             md["services_in_turn"] = [f["service"] for f in t.get("frames", [])]
             if frame_state is not None:  # a frame's state is cumulative for its service: it replaces
                 carried.update({s: frame_state.get(s, {}) for s in md["services_in_turn"]})
@@ -150,7 +164,7 @@ def convert(
         turns.append(
             Turn(
                 index=len(turns),
-                speaker=_SPEAKERS[who],
+                speaker=speaker,
                 text=text,
                 state=state,
                 acts=acts or None,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import hashlib
 import json
 import math
 import re
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.metrics.registry import Metric, MetricResult, Missing, Reply, register
+from spokentod.prompt_file import PromptFile
 
 PROMPTS = Path(__file__).parent / "prompts"
 QUALITY = ("naturalness", "consistency")
@@ -53,14 +53,7 @@ _SMALL_MODEL = re.compile(r"(?<![\d.])(\d{2,3}m|0\.\d+b)\b", re.IGNORECASE)  # 1
 
 
 @dataclass(frozen=True)
-class JudgePrompt:
-    name: str
-    template: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.template.encode("utf-8")).hexdigest()
-
+class JudgePrompt(PromptFile):
     def render(self, **fields: Any) -> str:
         # string.Template ($name) because the prompts contain JSON braces; substitution is one pass, so a
         # '$' inside the dialogue text is left alone.
@@ -68,12 +61,7 @@ class JudgePrompt:
 
 
 def load_judge_prompt(name_or_path: str) -> JudgePrompt:
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = PROMPTS / f"{name_or_path}.txt"
-    if not p.is_file():
-        raise FileNotFoundError(f"judge prompt {name_or_path!r} not found (looked for {p})")
-    return JudgePrompt(p.stem, p.read_text(encoding="utf-8"))
+    return JudgePrompt.load(name_or_path, PROMPTS, "judge prompt")
 
 
 DEFAULT_PROMPTS = {"quality": "judge_quality_v1", "failures": "judge_failures_v1", "voice": "judge_voice_v1"}

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from spokentod.data.schema import Intent
+from spokentod.prompt_file import PromptFile
 
 _HERE = Path(__file__).parent
 DEFAULT = "sales_agent_v1"
 
 
 @dataclass(frozen=True)
-class Prompt:
-    name: str
-    template: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.template.encode()).hexdigest()
-
+class Prompt(PromptFile):
     def render(self, intent: Intent | None, use_intent: bool = True) -> str:
         hint = ""
         if use_intent and intent is not None:
@@ -31,10 +24,4 @@ class Prompt:
 
 def load_prompt(name_or_path: str | None = None) -> Prompt:
     """A bundled prompt by name (e.g. 'sales_agent_v1') or a text file path."""
-    name_or_path = name_or_path or DEFAULT
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = _HERE / f"{name_or_path}.txt"
-    if not p.is_file():
-        raise FileNotFoundError(f"prompt {name_or_path!r} not found (looked for {p})")
-    return Prompt(p.stem, p.read_text(encoding="utf-8"))
+    return Prompt.load(name_or_path or DEFAULT, _HERE)

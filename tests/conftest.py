@@ -30,3 +30,21 @@ def smol_tokenizer_dir():
     src = smollm2.gguf_path()
     sha = _gguf.sha256_cached(src, _gguf.cache_dir("models") / f"{smollm2.SLUG}.sha256.json")
     return _gguf.ensure_converted(smollm2.SLUG, sha, lambda: src)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory, smol_tokenizer_dir):
+    """A 2-layer random Llama with the real SmolLM2 tokenizer (DST model tests)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llm")
+    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      initializer_range=0.5)  # peaked logits: a frozen random head can still be steered
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

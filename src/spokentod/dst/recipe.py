@@ -100,6 +100,8 @@ class RecipeConfig(_Cfg):
     init_from: str | None = None  # phase 2 only: start from this phase-1 checkpoint (default: this run's)
     device: str = "auto"          # auto: cuda when available
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the GPU supports it
+    feature_cache: bool = True   # frozen encoder: compute features once per utterance (on disk)
+    feature_cache_dir: str | None = None  # default: the spokentod cache (SPOKENTOD_CACHE)
     ontology: str = "auto"        # for the dev JGA (see `spokentod dst score --ontology`)
 
     @model_validator(mode="after")

@@ -47,6 +47,10 @@ class Completion:
     tokens: int = 0
     timings: Timings = field(default_factory=Timings)
     finish_reason: str | None = None
+    # Token log-probabilities when they were asked for (GenParams.logprobs) and the backend can give them,
+    # in OpenAI's `choices[0].logprobs.content` shape: [{"token", "logprob", "bytes", "top_logprobs":
+    # [{"token", "logprob", "bytes"}]}]; None when not asked for or not available.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -81,9 +85,18 @@ class GenParams:
     top_p: float = 1.0
     seed: int | None = 0
     stop: list[str] | None = None
+    # Ask for token log-probabilities (Completion.logprobs) and the `top_logprobs` most likely alternatives
+    # at each position (0-20, as OpenAI). Backends that cannot give them ignore the request.
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        # Left out at their defaults, so cache keys and recorded params of plain requests are as before.
+        for k in ("logprobs", "top_logprobs"):
+            if not d[k]:
+                del d[k]
+        return d
 
 
 # ---------------------------------------------------------------- protocols

@@ -13,12 +13,18 @@ that were complete; a score outside 0-100 is rejected (not clamped: a judge that
 the scale); a missing key is missing. A failed call or unparseable reply is *missing with a reason* and
 never 0 (the seed code scored failures 0 and averaged them in).
 
-Probability-weighted scores: OpenAI-compatible servers that return token log-probabilities (vLLM, OpenAI,
-llama.cpp server) are asked for them; when a score was generated as a single token, the score becomes the
-expectation over the top alternatives that are numbers in range (G-Eval), renormalized, if they carry at
-least half the probability mass. A number that is not one token of its own (digit-by-digit tokenizers)
-keeps the sampled score (noted in the judge block). In-process HF backends (smollm2, hf) expose no log-probabilities through the LLM
-protocol, so they get the sampled score.
+Probability-weighted scores: backends that give token log-probabilities are asked for them
+(`GenParams(logprobs=True, top_logprobs=20)`): OpenAI-compatible servers (vLLM, OpenAI, llama.cpp server,
+`spokentod serve` over an hf-family model) and in-process `hf` models (`supports_logprobs`). When a score
+was generated as a single token, the score becomes the expectation over the top alternatives at that
+position that are numbers in range (G-Eval), renormalized, if they carry at least half the probability
+mass; the sampled (argmax at temperature 0) score is kept beside it in the judge block (`sampled`,
+`weighted`, `score_source`). A number that is not one token of its own, and a one-digit number from a
+tokenizer that spells numbers digit by digit (its alternatives "1".."9" may be the first digit of 10..100:
+no number token of two or more digits anywhere in the reply's log-probabilities), keep the sampled score,
+with a note. A backend that gives none (servers that ignore the request, scripted backends) gets the
+sampled score. The embedded smollm2/gemma3-270m wrappers do not ask by default (`logprobs="auto"`): their
+tokenizers spell numbers digit by digit, so weighting could not apply; logprobs=True asks anyway.
 
 Weak judges (sub-1B models such as the embedded SmolLM2) are flagged in every record and in summary.json
 so the report can say that their numbers are for smoke tests only.
@@ -289,7 +295,28 @@ def parse_failures(text: str | None) -> Parsed:
 
 # ---------------------------------------------------------------- log-probability weighting
 
-_SCORE_AT = re.compile(r'"(?P<key>[A-Za-z_ -]+)"\s*:\s*\{[^{}]*?"(?P<field>score|severity)"\s*:\s*(?P<num>\d+)')
+TOP_LOGPROBS = 20  # alternatives asked for per token (OpenAI's maximum)
+# "key": {... "score"|"severity": N} or a bare "key": N (parse_quality accepts bare scores too)
+_SCORE_AT = re.compile(r'"(?P<key>[A-Za-z_ -]+)"\s*:\s*(?:\{[^{}]*?"(?:score|severity)"\s*:\s*)?'
+                       r'(?P<num>\d+)(?P<frac>\.\d+)?')
+
+
+def _is_number_token(token: str) -> bool:
+    t = token.strip()
+    return t.isdigit() and t.isascii()
+
+
+def score_expectation(entry: dict[str, Any]) -> tuple[float | None, float]:
+    """(expected number, probability mass of the numbers) over the number tokens in 0-100 among one
+    position's `top_logprobs` (the sampled token alone when there are none); (None, 0.0) without numbers."""
+    alts = entry.get("top_logprobs") or [{"token": entry.get("token", ""), "logprob": entry.get("logprob", 0.0)}]
+    mass = total = 0.0
+    for a in alts:
+        tok = str(a.get("token", ""))
+        if _is_number_token(tok) and 0 <= int(tok) <= 100:
+            p = math.exp(float(a.get("logprob", -1e9)))
+            mass, total = mass + p, total + p * int(tok)
+    return (total / mass if mass > 0 else None), mass
 
 
 def weighted_scores(text: str, content: list[dict[str, Any]] | None) -> tuple[dict[str, float], list[str]]:
@@ -298,31 +325,41 @@ def weighted_scores(text: str, content: list[dict[str, Any]] | None) -> tuple[di
     notes: list[str] = []
     if not content:
         return {}, ["no log-probabilities returned"]
-    tokens = [c.get("token", "") for c in content]
-    if "".join(tokens) != text:
+    if not text.strip():
+        return {}, []
+    tokens = [str(c.get("token", "")) for c in content]
+    joined = "".join(tokens)
+    # The tokens may run past the text (a stop string cut it) or start with whitespace a server stripped.
+    off = joined.find(text) if text else -1
+    if off < 0 or joined[:off].strip():
         return {}, ["log-probability tokens do not line up with the text"]
-    starts, pos = [], 0
+    starts, pos = [], -off
     for t in tokens:
         starts.append(pos)
         pos += len(t)
+    multi_digit = any(_is_number_token(t) and len(t.strip()) > 1
+                      for c in content for t in [c.get("token", "")] + [str(a.get("token", ""))
+                                                                         for a in c.get("top_logprobs") or []])
     out: dict[str, float] = {}
     for m in _SCORE_AT.finditer(text):
         key, num_at, num = _key(m["key"]), m.start("num"), m["num"]
+        if m["frac"]:
+            notes.append(f"{key}: {num}{m['frac']} is not a whole number; sampled score kept")
+            continue
         k = max(i for i, s in enumerate(starts) if s <= num_at)
         if tokens[k].strip() != num:
             notes.append(f"{key}: the number is not one token of its own; sampled score kept")
             continue
-        alts = content[k].get("top_logprobs") or [{"token": tokens[k], "logprob": content[k].get("logprob", 0.0)}]
-        mass = total = 0.0
-        for a in alts:
-            tok = str(a.get("token", "")).strip()
-            if tok.isdigit() and 0 <= int(tok) <= 100:
-                p = math.exp(float(a.get("logprob", -1e9)))
-                mass, total = mass + p, total + p * int(tok)
-        if mass < 0.5:
+        if len(num) == 1 and not multi_digit:
+            notes.append(f"{key}: the tokenizer seems to spell numbers digit by digit (no number token of two or "
+                         "more digits in the log-probabilities), so another digit here may start a longer "
+                         "number; sampled score kept")
+            continue
+        value, mass = score_expectation(content[k])
+        if value is None or mass < 0.5:
             notes.append(f"{key}: numbers hold only {mass:.2f} of the probability; sampled score kept")
             continue
-        out[key] = total / mass
+        out[key] = value
     return out, notes
 
 
@@ -333,8 +370,10 @@ def _unwrap(backend: Any) -> Any:
 
 
 def offers_logprobs(backend: Any) -> bool:
+    """The OpenAI-compatible chat backend (the server decides; null there means sampled scores) and
+    in-process backends that declare `supports_logprobs` (hf)."""
     b = _unwrap(backend)
-    return hasattr(b, "http") and hasattr(b, "_payload")  # the OpenAI-compatible chat backend
+    return (hasattr(b, "http") and hasattr(b, "_payload")) or getattr(b, "supports_logprobs", False) is True
 
 
 # ---------------------------------------------------------------- the judge
@@ -375,7 +414,9 @@ class Judge:
     def describe(self) -> dict[str, Any]:
         return {**self.identity(), "weak": self.weak_reason is not None, "weak_reason": self.weak_reason,
                 "prompts": {k: {"name": p.name, "sha256": p.sha256} for k, p in self.prompts.items()},
-                "logprobs_note": None if self.logprobs else "backend offers no token log-probabilities: sampled scores"}
+                "logprobs_note": ("scores are probability-weighted where a score was one token with numbers holding "
+                                  "at least half the probability, else sampled (each record's score_source)"
+                                  if self.logprobs else "backend offers no token log-probabilities: sampled scores")}
 
     def prompt_hash(self, kind: str) -> str:
         return self.prompts[kind].sha256
@@ -394,7 +435,10 @@ class Judge:
         return self._chat_logprobs(messages, self._params(i))
 
     def _chat_logprobs(self, messages: list[dict[str, Any]], params: Any) -> tuple[str, list | None]:
-        """One OpenAI-compatible request with logprobs=true (the chat backend does not surface them)."""
+        """One chat with logprobs=true on the backend itself: (text, `logprobs.content` or None when the
+        backend gave none). Cached here, not by the backend's cache wrapper, which keeps text only."""
+        from dataclasses import replace
+
         from spokentod.backends.cache import make_key
 
         b = _unwrap(self.raw_backend)
@@ -403,15 +447,8 @@ class Judge:
             key = make_key(b.identity(), "llm.chat_logprobs", messages, params.as_dict())
             if (hit := self.cache.get(key, "llm.chat_logprobs")) is not None:
                 return hit[0]["text"], hit[0]["logprobs"]
-        payload = b._payload(messages, params, stream=False)
-        payload.update(logprobs=True, top_logprobs=20)
-        data, _ = b.http.post_json("/chat/completions", payload)
-        try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise b.http.error(f"response has no choices[0].message: {str(data)[:120]}") from None
-        content = (choice.get("logprobs") or {}).get("content")
+        out = b.chat(messages, replace(params, logprobs=True, top_logprobs=TOP_LOGPROBS))
+        text, content = out.text or "", out.logprobs
         if key is not None:
             self.cache.put(key, "llm.chat_logprobs", getattr(b, "name", "llm"), {"text": text, "logprobs": content})
         return text, content
@@ -455,6 +492,7 @@ def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], 
     failures = [p for _, p, _ in runs if isinstance(p, str)]
     per: dict[str, list[float]] = {o: [] for o in outputs}
     sampled: dict[str, list[float]] = {o: [] for o in outputs}
+    weighted: dict[str, list[float]] = {o: [] for o in outputs}
     for (_, p, w) in runs:
         if not isinstance(p, Parsed):
             continue
@@ -464,7 +502,9 @@ def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], 
                 continue
             sampled[o].append(v)
             wk = weight_key(o) if weight_key else None
-            per[o].append(w[wk] if w and wk in w else v)
+            if w and wk in w:
+                weighted[o].append(w[wk])
+            per[o].append(weighted[o][-1] if w and wk in w else v)
     values, missing = {}, {}
     for o in outputs:
         values[o] = statistics.fmean(per[o]) if per[o] else None
@@ -479,9 +519,10 @@ def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], 
     if len(runs) > 1:
         block["repeats"] = {o: {"n": len(per[o]), "sd": statistics.pstdev(per[o]) if per[o] else None,
                                 "values": per[o]} for o in outputs}
-    if any(w for _, _, w in runs):
+    if any(weighted.values()):  # the values are (partly) probability-weighted; the sampled ones kept beside
         block["score_source"] = "logprob-weighted"
         block["sampled"] = {o: statistics.fmean(v) for o, v in sampled.items() if v}
+        block["weighted"] = {o: statistics.fmean(v) for o, v in weighted.items() if v}
     else:
         block["score_source"] = "sampled"
     prim = [p.primary for p in parsed if p.primary]

@@ -11,6 +11,12 @@ section may carry ``id`` (the model name clients use; default: its `name`). Back
 A chat request whose `model` is the audio LM's id goes to the audio LM; one for the LLM runs a cascade
 when needed: `input_audio` parts are transcribed by the ASR, and audio output is spoken by the TTS.
 
+`logprobs: true` (with `top_logprobs: 0-20`) returns `choices[0].logprobs.content` in OpenAI's shape where
+the LLM backend can give token log-probabilities (the `hf` family: hf, smollm2, gemma3-270m; an `openai`
+backend passes them through); elsewhere it is null, not an error, so a client that asks everywhere (the
+LLM judge) still gets its text. Such requests skip the server's cache (it keeps text only). Not with
+`stream` (400).
+
 Models are not thread-safe, so each backend has a lock; calls run in the threadpool so one slow model
 call does not block the event loop (health checks, other backends, streaming). Errors are JSON in
 OpenAI's shape: bad requests 400 naming the field or cause, a failing remote backend 502, anything else
@@ -62,6 +68,7 @@ class Slot:
         cfg = dict(config or {})
         self.kind, self.cache = kind, cache
         self.instance = self._wrap(instance) if instance is not None else None
+        self.raw = instance  # the backend itself, without the cache wrapper
         self.id = str(cfg.pop("id", None) or cfg.get("name") or getattr(instance, "name", kind))
         self.config = cfg
         self._load_lock, self.lock = threading.Lock(), threading.Lock()
@@ -75,7 +82,7 @@ class Slot:
                 except Exception as e:
                     raise APIError(500, f"cannot load {self.kind} backend {self.id!r}: {type(e).__name__}: {e}",
                                    "server_error") from e
-                self.instance = self._wrap(backend)
+                self.instance, self.raw = self._wrap(backend), backend
             return self.instance
 
     def _wrap(self, backend: Any) -> Any:
@@ -90,6 +97,13 @@ class Slot:
         with self.lock:
             self.calls += 1
             return getattr(backend, method)(*args, **kw)
+
+    def call_uncached(self, method: str, *args: Any, **kw: Any) -> Any:
+        """As `call`, past the cache (for results the cache does not keep, such as log-probabilities)."""
+        self.get()
+        with self.lock:
+            self.calls += 1
+            return getattr(self.raw, method)(*args, **kw)
 
 
 # ---------------------------------------------------------------- the app
@@ -163,9 +177,9 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
         err = classify(e)
         return error_response(err.status, err.message, err.type, err.param)
 
-    async def run(slot: Slot, method: str, *args: Any, **kw: Any) -> Any:
+    async def run(slot: Slot, method: str, *args: Any, uncached: bool = False, **kw: Any) -> Any:
         try:
-            return await run_in_threadpool(slot.call, method, *args, **kw)
+            return await run_in_threadpool(slot.call_uncached if uncached else slot.call, method, *args, **kw)
         except Exception as e:
             raise classify(e) from e
 
@@ -228,6 +242,11 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
         if want_audio and req.stream:
             raise APIError(400, "streaming with audio output is not supported; drop 'stream' or 'modalities'",
                            param="stream")
+        if req.top_logprobs and not req.logprobs:
+            raise APIError(400, "field 'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        if req.logprobs and req.stream:
+            raise APIError(400, "streaming with logprobs is not supported; drop 'stream' or 'logprobs'",
+                           param="logprobs")
         max_tokens = req.max_completion_tokens or req.max_tokens or GenParams().max_tokens
         if max_tokens > limits.max_tokens:
             raise APIError(400, f"field 'max_tokens': {max_tokens} is over the limit of {limits.max_tokens}",
@@ -236,7 +255,8 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
         params = GenParams(max_tokens=max_tokens, temperature=d.temperature if req.temperature is None else req.temperature,
                            top_p=d.top_p if req.top_p is None else req.top_p,
                            seed=d.seed if req.seed is None else req.seed,
-                           stop=[req.stop] if isinstance(req.stop, str) else req.stop)
+                           stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+                           logprobs=bool(req.logprobs), top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0)
         messages = await run_in_threadpool(lambda: [decode_audio_parts(m.model_dump(exclude_none=True), i, limits)
                                                     for i, m in enumerate(req.messages)])
         voice = (req.audio or {}).get("voice")
@@ -244,17 +264,18 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
         audiolm = slots.get("audiolm")
         if audiolm is not None and req.model == audiolm.id:
             reply = await run(audiolm, "respond", messages, params)
-            return completion_body(req.model, reply.text, None, audio=reply.audio if want_audio else None)
+            return completion_body(req.model, reply.text, None, audio=reply.audio if want_audio else None,
+                                   logprobs=params.logprobs)
         slot = slot_for("llm", req.model)
         messages = await transcribe_parts(messages)
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return await stream_response(slot, req.model, messages, params, include_usage)
-        out = await run(slot, "chat", messages, params)
+        out = await run(slot, "chat", messages, params, uncached=params.logprobs)
         audio = None
         if want_audio:
             audio = await run(slot_for("tts", None, "modalities"), "synthesize", out.text, voice)
-        return completion_body(req.model, out.text, out, audio=audio)
+        return completion_body(req.model, out.text, out, audio=audio, logprobs=params.logprobs)
 
     async def transcribe_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Cascade: replace audio parts by their transcript so a text LLM can read them."""

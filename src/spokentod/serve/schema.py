@@ -63,7 +63,7 @@ class ChatRequest(BaseModel):
     """Absent sampling fields take spokentod's GenParams defaults (greedy, temperature 0, max_tokens 128),
     not OpenAI's (temperature 1): a benchmark server should be deterministic unless asked otherwise."""
 
-    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, logprobs...)
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, ...)
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -77,6 +77,8 @@ class ChatRequest(BaseModel):
     n: int = 1
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
+    logprobs: bool | None = None  # token log-probabilities, where the backend can give them (else null)
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # alternatives per token; needs logprobs=true
 
 
 class SpeechRequest(BaseModel):
@@ -132,7 +134,10 @@ def audio_response(samples, rate: int, fmt: str) -> Response:
     return Response(pcm, media_type="audio/pcm", headers={"X-Sample-Rate": str(rate)})
 
 
-def completion_body(model: str, text: str, out: Any, audio: Any = None) -> dict[str, Any]:
+def completion_body(model: str, text: str, out: Any, audio: Any = None, logprobs: bool = False) -> dict[str, Any]:
+    """`logprobs`: the request asked for them; the choice's `logprobs` is {"content": [...]} when the backend
+    gave them (`out.logprobs`), else null, as OpenAI's for a request that did not ask."""
+    content = getattr(out, "logprobs", None) if logprobs else None
     tokens = getattr(out, "tokens", 0) or 0
     prompt = int((getattr(out, "timings", None) and out.timings.extra.get("prompt_tokens")) or 0)
     message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -142,5 +147,6 @@ def completion_body(model: str, text: str, out: Any, audio: Any = None) -> dict[
                             "transcript": text}
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "message": message,
+                                         "logprobs": {"content": content} if content is not None else None,
                                          "finish_reason": getattr(out, "finish_reason", None) or "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}}

@@ -1,7 +1,8 @@
 """Chat generation shared by every local Hugging Face causal LM backend (hf, smollm2, gemma3-270m).
 
 One code path serves both `chat` and `stream`: `chat` joins the streamed pieces, so for greedy decoding
-the streamed text and the chat text are identical by construction. torch/transformers are imported
+the streamed text and the chat text are identical by construction. `chat` with `GenParams(logprobs=True)`
+also returns token log-probabilities (see `token_logprobs`). torch/transformers are imported
 lazily: the registry imports every backend module, and listing backends must stay cheap.
 """
 
@@ -77,6 +78,73 @@ class _Run:
     new_tokens: int = 0
     stopped: bool = False  # a stop string ended the text
     error: BaseException | None = None
+    want_logprobs: bool = False  # chat() asked for log-probabilities (stream() gives text only)
+    new_ids: list[int] = field(default_factory=list)  # kept only when log-probabilities were asked for
+    logits: tuple = ()  # raw logits per generated token, ditto
+
+
+def _top_k(k: int) -> int:
+    return max(0, min(int(k or 0), 20))  # OpenAI's range
+
+
+def token_logprobs(tokenizer: Any, ids: list[int], logits: Any, top_k: int, text_len: int | None = None
+                   ) -> list[dict[str, Any]]:
+    """OpenAI-shaped `logprobs.content` for generated `ids` from the model's raw logits (one row per id).
+
+    Log-probabilities are log_softmax of the *raw* logits: the model's own distribution, before temperature,
+    top-p or repetition penalties (as vLLM's default and OpenAI's, which do not change with temperature).
+    Token strings are decoded in context (a few earlier tokens), so they join to the generated text even for
+    SentencePiece tokenizers whose pieces carry a leading space; a token that ends inside a multi-byte
+    character gets "" and the next one carries the whole character (`bytes` join to the text's UTF-8).
+    Special tokens (end of turn) add no text and are left out. `text_len`: the text was cut there (a stop
+    string); tokens that start after it are left out.
+    """
+    import torch
+
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    special |= {i for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()
+                if getattr(t, "special", False)}  # e.g. SmolLM2's <file_sep>: skipped in the text too
+    k = _top_k(top_k)
+
+    def dec(xs: list[int]) -> str:
+        return tokenizer.decode(xs, skip_special_tokens=True)  # as TextIteratorStreamer decodes the text
+
+    def in_context(context: list[int], before: str, tid: int) -> str:
+        got = dec(context + [tid])
+        return got[len(before):] if got.startswith(before) else dec([tid])
+
+    out: list[dict[str, Any]] = []
+    done, pos = 0, 0  # tokens whose text is in `out`; characters of text so far
+    for i, tid in enumerate(ids):
+        if text_len is not None and pos >= text_len:
+            break
+        if tid in special:
+            continue
+        lo = max(0, done - 4)
+        before = dec(ids[lo:done])
+        cur = dec(ids[lo : i + 1])
+        if cur.endswith("\ufffd") and i + 1 < len(ids):  # inside a multi-byte character: the next token has it
+            token = ""
+        else:
+            token = cur[len(before):] if cur.startswith(before) else dec([tid])
+            done = i + 1
+        row = torch.log_softmax(logits[i].float().reshape(-1), dim=-1)
+        top: list[dict[str, Any]] = []
+        if k:
+            vals, idx = torch.topk(row, k)
+            ctx_text = dec(ids[lo:i])
+            for v, a in zip(vals.tolist(), idx.tolist()):
+                if a == tid:
+                    t = token
+                elif a in special:
+                    t = str(tokenizer.convert_ids_to_tokens(a))
+                else:
+                    t = in_context(ids[lo:i], ctx_text, a)
+                top.append({"token": t, "logprob": float(v), "bytes": list(t.encode("utf-8"))})
+        out.append({"token": token, "logprob": float(row[tid]), "bytes": list(token.encode("utf-8")),
+                    "top_logprobs": top})
+        pos += len(token)
+    return out
 
 
 class ChatGenerator:
@@ -141,6 +209,9 @@ class ChatGenerator:
                 )
 
         kw = self._gen_kwargs(params)
+        want_logprobs = run.want_logprobs
+        if want_logprobs:  # raw logits per step; turned into log-probabilities once generation is done
+            kw.update(return_dict_in_generate=True, output_logits=True)
 
         def work() -> None:
             try:
@@ -153,7 +224,11 @@ class ChatGenerator:
                     out = self.model.generate(
                         **inputs, **kw, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()])
                     )
-                run.new_tokens = int(out.shape[1]) - run.prompt_tokens
+                seqs = out.sequences if want_logprobs else out
+                run.new_tokens = int(seqs.shape[1]) - run.prompt_tokens
+                if want_logprobs:
+                    run.new_ids = seqs[0, run.prompt_tokens :].tolist()
+                    run.logits = tuple(x[0] for x in out.logits)
             except Exception as e:  # noqa: BLE001 -- re-raised in the caller's thread, not lost here
                 run.error = e
                 streamer.end()
@@ -191,7 +266,7 @@ class ChatGenerator:
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         params = params or GenParams()
-        run = _Run()
+        run = _Run(want_logprobs=bool(params.logprobs))
         text = "".join(self._pieces(messages, params, run))
         wall = time.perf_counter() - run.start
         finish = "stop" if run.stopped or run.new_tokens < params.max_tokens else "length"
@@ -199,10 +274,15 @@ class ChatGenerator:
         extra = {"prompt_tokens": float(run.prompt_tokens)}
         if run.new_tokens > 1 and decode_s > 0:
             extra["tokens_per_s"] = (run.new_tokens - 1) / decode_s  # decode rate, prefill excluded
+        logprobs = None
+        if params.logprobs and run.logits:
+            logprobs = token_logprobs(self.tokenizer, run.new_ids, run.logits, params.top_logprobs,
+                                      len(text) if run.stopped else None)
         return Completion(
             text=text,
             ttft=run.first,
             tokens=run.new_tokens,
             timings=Timings(wall=wall, first=run.first, extra=extra),
             finish_reason=finish,
+            logprobs=logprobs,
         )

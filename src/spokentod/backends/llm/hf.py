@@ -5,6 +5,10 @@ Config: ``{"name": "hf", "model": "<path or hub id>", "revision": ..., "dtype": 
 Hub ids load from the local Hugging Face cache only when HF_HUB_OFFLINE=1 (spokentod never needs the
 network at run time). The embedded SmolLM2 and Gemma-3-270M backends are this class pointed at a
 converted directory (see smollm2.py, gemma3.py).
+
+Token log-probabilities: `chat` with ``GenParams(logprobs=True, top_logprobs=k)`` fills
+`Completion.logprobs` (OpenAI's shape, from the raw logits; see _generate.token_logprobs). `stream` gives
+text only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from spokentod.backends.llm._generate import ChatGenerator
 
 @register("llm", "hf")
 class HFCausalLM(Backend):
+    supports_logprobs = True  # chat() honours GenParams.logprobs / top_logprobs
+
     def __init__(
         self,
         model: str | os.PathLike,

@@ -1,6 +1,10 @@
 """LLM through an OpenAI-compatible /v1/chat/completions (vLLM, Ollama, llama.cpp server, OpenAI, `spokentod serve`).
 
 YAML: ``llm: {name: openai, base_url: http://127.0.0.1:8000/v1, model: smollm2, api_key_env: OPENAI_API_KEY}``.
+
+``GenParams(logprobs=True, top_logprobs=k)`` sends ``logprobs``/``top_logprobs`` and puts the server's
+``choices[0].logprobs.content`` into `Completion.logprobs` (None when the server gives none). Such a chat()
+is always one plain request, even with `measure_ttft`: log-probabilities are read from the whole response.
 """
 
 from __future__ import annotations
@@ -35,12 +39,16 @@ class OpenAIChat(OpenAICompatible, Backend):
             body["seed"] = p.seed
         if p.stop:
             body["stop"] = list(p.stop)
+        if p.logprobs and not stream:  # a stream gives text only: no use asking
+            body["logprobs"] = True
+            if p.top_logprobs:
+                body["top_logprobs"] = int(p.top_logprobs)
         if stream:  # ask for a final usage chunk so token counts are real, not estimated
             body.update(stream=True, stream_options={"include_usage": True})
         return body
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
-        if self.measure_ttft:
+        if self.measure_ttft and not (params and params.logprobs):
             return self.stream_chat(messages, params)
         data, resp = self.http.post_json("/chat/completions", self._payload(messages, params, stream=False))
         try:
@@ -50,7 +58,7 @@ class OpenAIChat(OpenAICompatible, Backend):
             raise self.http.error(f"response has no choices[0].message: {str(data)[:120]}") from None
         usage = data.get("usage") or {}
         return Completion(text=text, ttft=None, tokens=int(usage.get("completion_tokens") or 0),
-                          finish_reason=choice.get("finish_reason"),
+                          finish_reason=choice.get("finish_reason"), logprobs=_logprobs(choice),
                           timings=Timings(wall=resp.wall, extra={"attempts": resp.attempts,
                                                                  "prompt_tokens": usage.get("prompt_tokens") or 0}))
 
@@ -101,3 +109,12 @@ class OpenAIChat(OpenAICompatible, Backend):
                     yield "text", delta["content"]
                 if choice.get("finish_reason"):
                     yield "finish", choice["finish_reason"]
+
+
+def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """`choices[0].logprobs.content` when the server sent a list of token entries; else None."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list) or not all(isinstance(c, dict) and "token" in c for c in content):
+        return None
+    return content

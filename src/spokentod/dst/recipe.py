@@ -40,6 +40,14 @@ class _Cfg(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RenderSpec(_Cfg):
+    """Render the set's user turns with a TTS first and use them as speech (the paper's TTS augmentation,
+    its rows D2/D4). Rendering is resumable and lands in <out>/rendered/<set name>."""
+
+    tts: str = "kokoro"
+    voices: list[str] | None = None
+
+
 class DataSpec(_Cfg):
     manifest: str | None = None
     corpus: str | None = None
@@ -47,6 +55,7 @@ class DataSpec(_Cfg):
     modality: Literal["speech", "text"] = "speech"
     use: Literal["dst", "asr"] = "dst"  # asr: every turn with audio as (audio, transcript) — phase 1
     limit: int | None = Field(default=None, ge=1)  # first N dialogues (or ASR items)
+    render: RenderSpec | None = None
     filters: Filters = Field(default_factory=Filters)
 
     @model_validator(mode="after")

@@ -156,8 +156,20 @@ def load_dialogues(spec: DataSpec) -> list:
     return dialogues[: spec.limit] if spec.limit else dialogues
 
 
-def load_set(name: str, spec: DataSpec, count_tokens) -> list:
+def rendered(name: str, spec: DataSpec, out: str | Path) -> DataSpec:
+    """TTS augmentation: the set's user turns rendered (once; resumable) and used as a speech manifest."""
+    from spokentod.data.synth import synthesize_manifest
+
+    manifest = synthesize_manifest(load_dialogues(spec), Path(out) / "rendered" / name, spec.render.tts,
+                                   spec.render.voices)
+    return spec.model_copy(update={"manifest": str(manifest), "corpus": None, "path": None,
+                                   "modality": "speech", "render": None, "limit": None})
+
+
+def load_set(name: str, spec: DataSpec, count_tokens, out: str | Path = ".") -> list:
     """A named data set as Examples (use: dst) or AsrItems (use: asr); drops are reported, never silent."""
+    if spec.render is not None:
+        spec = rendered(name, spec, out)
     if spec.use == "asr":
         if not spec.manifest:
             raise SpokenTODError(f"data.{name}: an ASR set needs a manifest (ours or lhotse)")
@@ -315,8 +327,8 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
     names = ["asr"] if n == 1 else [loss.name for loss in phase.losses if loss.data]
     sets = {phase.data: None} if n == 1 else {loss.data: None for loss in phase.losses if loss.data}
     for key in list(sets):
-        sets[key] = load_set(key, cfg.data[key], count_tokens)
-    dev = load_set(phase.dev, cfg.data[phase.dev], count_tokens) if phase.dev else []
+        sets[key] = load_set(key, cfg.data[key], count_tokens, cfg.out)
+    dev = load_set(phase.dev, cfg.data[phase.dev], count_tokens, cfg.out) if phase.dev else []
     if phase.dev_limit and n == 1:
         dev = dev[: phase.dev_limit]
     elif phase.dev_limit:

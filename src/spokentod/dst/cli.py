@@ -98,3 +98,75 @@ def render(r: dict) -> Table:
         t.caption = "ontology: none (no fuzzy value matching)"
     t.caption += f"; fuzzy threshold {r['fuzzy_threshold']:g}"
     return t
+
+
+TRACK_HELP = {
+    "checkpoint": "A SpeechDST checkpoint folder (save_pretrained: model.json + trainable.safetensors).",
+    "manifest": "Our dialogue JSONL (audio paths relative to its folder).",
+    "corpus": "Load --path with this corpus loader instead of a manifest (multiwoz21, spokenwoz, sgd ...).",
+    "out": "Output folder: predictions.jsonl, multiwoz_eval.json, track.json.",
+    "history": "User turns in the history: predicted (the tracker's own transcripts) or gold.",
+    "mode": "model: speech (default) | text_encoder | text_direct | none; prompted: text | audio "
+            "(default: audio with --audiolm, else text).",
+    "asr": "ASR backend (name, JSON or YAML file) transcribing the user audio for a text mode: a cascade.",
+    "tracker": "model (a trained SpeechDST) or prompted (an LLM / AudioLM backend asked for the JSON).",
+    "llm": "Prompted: LLM backend (name such as smollm2, a JSON object, or a .json/.yaml file).",
+    "audiolm": "Prompted: AudioLM backend hearing the user audio (or reading text with --mode text).",
+    "shots": "Prompted: few-shot examples drawn (seeded) from the training dialogues.",
+    "ontology": "Prompted: schema in the prompt: auto | multiwoz | spokenwoz | sgd | none | a JSON file.",
+    "limit": "Track only the first N dialogues.",
+    "max_audio_s": "Leave out user turns longer than this (counted in track.json); default: none.",
+}
+
+
+@app.command()
+def track(
+    out: Annotated[Path, Opt("--out", "-o", help=TRACK_HELP["out"])],
+    checkpoint: Annotated[Path | None, Opt(help=TRACK_HELP["checkpoint"])] = None,
+    manifest: Annotated[Path | None, Opt(help=TRACK_HELP["manifest"])] = None,
+    corpus: Annotated[str | None, Opt(help=TRACK_HELP["corpus"])] = None,
+    path: Annotated[Path | None, Opt(help="Corpus file or folder for --corpus.")] = None,
+    tracker: Annotated[str, Opt(help=TRACK_HELP["tracker"])] = "model",
+    mode: Annotated[str | None, Opt(help=TRACK_HELP["mode"])] = None,
+    asr: Annotated[str | None, Opt(help=TRACK_HELP["asr"])] = None,
+    history: Annotated[str, Opt(help=TRACK_HELP["history"])] = "predicted",
+    batch_size: Annotated[int, Opt(min=1, help="Dialogues tracked side by side (model tracker).")] = 8,
+    beams: Annotated[int, Opt(min=1, help="Beam width (1: greedy).")] = 1,
+    max_new_tokens: Annotated[int, Opt(min=1, help="Longest output per turn, in tokens.")] = 160,
+    limit: Annotated[int | None, Opt(min=1, help=TRACK_HELP["limit"])] = None,
+    llm: Annotated[str | None, Opt(help=TRACK_HELP["llm"])] = None,
+    audiolm: Annotated[str | None, Opt(help=TRACK_HELP["audiolm"])] = None,
+    shots: Annotated[int, Opt(min=0, help=TRACK_HELP["shots"])] = 0,
+    shots_manifest: Annotated[Path | None, Opt(help="Training dialogues for --shots (our JSONL).")] = None,
+    shots_corpus: Annotated[str | None, Opt(help="Training dialogues for --shots: corpus loader.")] = None,
+    shots_path: Annotated[Path | None, Opt(help="Training dialogues for --shots: corpus path.")] = None,
+    seed: Annotated[int, Opt(help="Few-shot draw and generation seed.")] = 0,
+    ontology: Annotated[str, Opt(help=TRACK_HELP["ontology"])] = "auto",
+    data_dir: Annotated[Path | None, Opt(help=HELP["data_dir"])] = None,
+    workers: Annotated[int, Opt(min=1, help="Prompted: dialogues in flight at once (HTTP backends).")] = 1,
+    device: Annotated[str, Opt(help="Model tracker device (cpu, cuda).")] = "cpu",
+    feature_cache: Annotated[Path | None, Opt(help="Speech feature cache root (default: the user cache).")] = None,
+    cache: Annotated[bool, Opt("--cache/--no-cache", help="Cache backend calls (ASR, prompted).")] = True,
+    max_audio_s: Annotated[float | None, Opt(help=TRACK_HELP["max_audio_s"])] = None,
+    progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Track dialogue states turn by turn (model or prompted tracker); write predictions for `dst score`."""
+    from pydantic import ValidationError
+
+    from spokentod.dst.infer import TrackSettings, run_track
+
+    try:
+        settings = TrackSettings(**{k: v for k, v in locals().items() if k in TrackSettings.model_fields})
+        result = run_track(settings)
+    except ValidationError as e:
+        msg = "; ".join(f"--{str(x['loc'][0]).replace('_', '-')}: {x['msg']}" for x in e.errors())
+        err.print(f"[red]error:[/red] {msg}")
+        raise typer.Exit(1) from None
+    except (SpokenTODError, ValueError, KeyError, TypeError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    c = result["counts"]
+    err.print(f"tracked {c['turns']} turns of {c['dialogues']} dialogues: {c['repaired']} repaired, "
+              f"{c['parse_errors']} unparseable, {c['failed']} failed; "
+              f"{c['dropped']['dropped']} user turns left out")
+    err.print(f"wrote {out / 'predictions.jsonl'}, {out / 'multiwoz_eval.json'}, {out / 'track.json'}")

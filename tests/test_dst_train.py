@@ -135,3 +135,33 @@ def test_recipe_errors_name_the_field(tmp_path, tiny_llm):
     with pytest.raises(RecipeError, match=r"r.yaml: phase2.steps"):
         parse_recipe(_recipe(tmp_path, tiny_llm), "r.yaml", ["phase2.steps=-1"])
     assert parse_recipe(_recipe(tmp_path, tiny_llm), "r", ["phase2.steps=9"]).phase2.steps == 9
+
+
+def test_train_cli_reports_a_bad_recipe(tmp_path):
+    from typer.testing import CliRunner
+
+    from spokentod.cli import app
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("phase2: {steps: 3, losses: [{name: s, data: missing}]}\n")
+    r = CliRunner().invoke(app, ["dst", "train", str(bad)])
+    assert r.exit_code == 1 and "missing" in r.output and "phase2" in r.output
+
+
+@pytest.mark.slow
+def test_train_cli_runs_both_phases(tmp_path, tiny_llm):
+    import yaml
+    from typer.testing import CliRunner
+
+    from spokentod.cli import app
+
+    raw = _recipe(tmp_path, tiny_llm)
+    raw["phase1"] |= {"steps": 1, "dev": None}
+    raw["phase2"] |= {"steps": 1, "dev": None}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    r = CliRunner().invoke(app, ["dst", "train", str(path), "--set", "phase2.steps=2"])
+    assert r.exit_code == 0, r.output
+    assert "phase 1: 1/1 steps" in r.output and "phase 2: 2/2 steps" in r.output
+    assert (tmp_path / "run/phase2/best/trainable.safetensors").is_file()
+    assert json.loads((tmp_path / "run/recipe.json").read_text())["phase2"]["steps"] == 2

@@ -34,7 +34,34 @@ HELP = {
 
 @app.callback()
 def _group() -> None:
-    """Dialogue state tracking: scoring."""  # a callback keeps `score` a subcommand even while it is alone
+    """Dialogue state tracking: train, track, score."""  # a callback keeps `score` a subcommand even while it is alone
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Recipe YAML (configs/dst/*.yaml).")],
+    phase: Annotated[str, Opt(help="1, 2 or all (the phases the recipe defines, in order).")] = "all",
+    out: Annotated[Path | None, Opt(help="Override the recipe's out directory.")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Override a field: --set phase2.steps=50 (repeatable).")] = None,
+    resume: Annotated[bool, Opt("--resume/--restart", help="Continue from <out>/phaseN/last if present.")] = True,
+) -> None:
+    """Train the end-to-end spoken DST model: phase 1 (ASR), phase 2 (DST with speech + text losses)."""
+    from spokentod.dst.recipe import load_recipe
+    from spokentod.dst.train import run_recipe
+
+    overrides = list(set_ or []) + ([f"out={out}"] if out else [])
+    try:
+        cfg = load_recipe(config, overrides)
+        phases = [n for n in (1, 2) if getattr(cfg, f"phase{n}")] if phase == "all" else [int(phase)]
+        if any(n not in (1, 2) for n in phases):
+            raise ValueError(f"--phase must be 1, 2 or all, got {phase!r}")
+        for summary in run_recipe(cfg, phases, resume):
+            err.print(f"phase {summary['phase']}: {summary['step']}/{summary['steps']} steps"
+                      f"{' (stopped early)' if summary['stopped_early'] else ''}; best {summary['best']} "
+                      f"at step {summary['best_step']} -> {summary['out']}")
+    except (SpokenTODError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -48,3 +48,20 @@ def tiny_llm(tmp_path_factory, smol_tokenizer_dir):
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory):
+    """A 1-layer random Whisper (encoder + decoder) saved with its feature extractor."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    out = tmp_path_factory.mktemp("tiny-whisper-enc")
+    cfg = WhisperConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=16, pad_token_id=0, bos_token_id=1,
+                        eos_token_id=2, decoder_start_token_id=1)
+    torch.manual_seed(0)
+    WhisperModel(cfg).save_pretrained(out)
+    WhisperFeatureExtractor().save_pretrained(out)
+    return out

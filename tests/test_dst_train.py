@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 import soundfile as sf
 
@@ -165,3 +166,28 @@ def test_train_cli_runs_both_phases(tmp_path, tiny_llm):
     assert "phase 1: 1/1 steps" in r.output and "phase 2: 2/2 steps" in r.output
     assert (tmp_path / "run/phase2/best/trainable.safetensors").is_file()
     assert json.loads((tmp_path / "run/recipe.json").read_text())["phase2"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_unfrozen_encoder_trains_in_phase1_and_travels_with_checkpoints(tmp_path, tiny_llm, tiny_whisper):
+    from safetensors.torch import load_file
+
+    raw = _recipe(tmp_path, tiny_llm)
+    raw["model"]["encoder"] = {"kind": "hf-whisper", "model": str(tiny_whisper), "freeze": False}
+    raw["phase1"] |= {"dev": None, "lr": 1e-2}
+    raw["phase2"] |= {"steps": 1, "dev": None}
+    cfg = parse_recipe(raw, "test")
+    train_phase(cfg, 1, progress=False)
+    p1 = load_file(str(tmp_path / "run/phase1/best/trainable.safetensors"))
+    enc = {k: v for k, v in p1.items() if k.startswith("speech_encoder.")}
+    assert enc, "phase 1 must checkpoint the fine-tuned encoder"
+    from transformers import WhisperModel
+
+    orig = WhisperModel.from_pretrained(tiny_whisper).get_encoder().state_dict()
+    assert any(not torch.equal(v, orig[k.removeprefix("speech_encoder.")]) for k, v in enc.items())
+    train_phase(cfg, 2, progress=False)
+    p2 = load_file(str(tmp_path / "run/phase2/best/trainable.safetensors"))
+    for k, v in enc.items():  # phase 2 starts from phase 1's encoder and keeps it fixed
+        assert torch.equal(p2[k], v)
+    m = SpeechDST.from_pretrained(tmp_path / "run/phase2/best")
+    assert torch.equal(m.state_dict()[next(iter(enc))], next(iter(enc.values())))

@@ -506,11 +506,12 @@ def run_track(settings) -> dict[str, Any]:
             from spokentod.dst.encoders import build_encoder
             from spokentod.dst.features import FeatureCache
 
-            encoder = build_encoder(model.cfg.encoder.model_copy(update={"device": s.device}))
+            encoder = getattr(model, "encoder", None) or \
+                build_encoder(model.cfg.encoder.model_copy(update={"device": s.device}))
             if getattr(encoder, "trainable", False):
                 features = EncoderFeatures(encoder)
-                info["encoder_note"] = ("the checkpoint's encoder is trainable (freeze=false): features come "
-                                        "from its configured weights, uncached")
+                info["encoder_note"] = ("the checkpoint's encoder was fine-tuned (freeze=false): features come "
+                                        "from its trained weights, uncached")
             else:
                 features = FeatureCache(encoder, s.feature_cache, progress=s.progress)
             info["encoder"] = encoder.identity()

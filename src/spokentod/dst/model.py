@@ -229,10 +229,18 @@ class SpeechDST(nn.Module):
             p.requires_grad = phase == "dst"
         self.phase = phase
 
+    def attach_encoder(self, encoder) -> None:
+        """Keep the speech encoder with the model; a trainable (unfrozen) one becomes a submodule, so its
+        weights are trained, checkpointed and moved with the rest."""
+        self.encoder = encoder
+        if getattr(encoder, "trainable", False):
+            self.add_module("speech_encoder", encoder.module)
+
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """What a checkpoint holds: LoRA, connector and text encoder (the base LLM is reloaded from its path)."""
+        """What a checkpoint holds: LoRA, connector, text encoder and a trainable speech encoder (the base
+        LLM and a frozen encoder are reloaded from their paths)."""
         return {k: v.detach().clone() for k, v in self.state_dict().items()
-                if k.startswith(("connector.", "text_encoder.")) or "lora_" in k}
+                if k.startswith(("connector.", "text_encoder.", "speech_encoder.")) or "lora_" in k}
 
     def load_trainable_state_dict(self, sd: dict[str, Tensor]) -> None:
         own = self.trainable_state_dict()
@@ -260,8 +268,14 @@ class SpeechDST(nn.Module):
             meta = json.loads((path / "model.json").read_text())
         except (OSError, ValueError) as e:
             raise SpokenTODError(f"{path} is not a SpeechDST checkpoint (model.json: {e})") from None
-        model = cls.build(ModelConfig.model_validate(meta["config"]), meta["feature_dim"], device)
-        model.load_trainable_state_dict(cls.load_deltas(path, device))
+        cfg = ModelConfig.model_validate(meta["config"])
+        model = cls.build(cfg, meta["feature_dim"], device)
+        deltas = cls.load_deltas(path, device)
+        if any(k.startswith("speech_encoder.") for k in deltas):  # trained encoder weights travel along
+            from spokentod.dst.encoders import build_encoder
+
+            model.attach_encoder(build_encoder(cfg.encoder.model_copy(update={"device": str(device)})))
+        model.load_trainable_state_dict(deltas)
         return model
 
     @staticmethod

@@ -306,18 +306,21 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
 
     encoder = build_encoder(cfg.model.encoder.model_copy(update={"device": str(acc.device)}))
     model = SpeechDST.build(cfg.model, encoder.dim, device=str(acc.device))
+    init_deltas = None
     if n == 2:
         init = Path(cfg.init_from) if cfg.init_from else Path(cfg.out) / "phase1" / "best"
         if cfg.phase1 is not None or cfg.init_from:
             if not (init / "model.json").is_file():
                 raise SpokenTODError(f"phase 2 starts from the phase-1 checkpoint {init}, which does not exist "
                                      f"(run phase 1 first, or set init_from)")
-            sd = SpeechDST.load_deltas(init)
-            model.load_state_dict({k: v for k, v in sd.items() if k.startswith("connector.")}, strict=False)
+            init_deltas = SpeechDST.load_deltas(init)
     model.set_phase("asr" if n == 1 else "dst")
     features = Features(encoder, cfg.feature_cache, cfg.feature_cache_dir)
-    if features.trainable:
-        model.add_module("speech_encoder", encoder.module)
+    model.attach_encoder(encoder)
+    if n == 2 and init_deltas:  # what phase 1 trained: the connector (and an unfrozen encoder)
+        model.load_state_dict({k: v for k, v in init_deltas.items()
+                               if k.startswith(("connector.", "speech_encoder."))}, strict=False)
+    if features.trainable:  # an unfrozen encoder trains in phase 1 only (phase 2 keeps it fixed)
         for p in encoder.module.parameters():
             p.requires_grad = n == 1
 

@@ -285,10 +285,16 @@ def _turn_by_turn(refs, preds, onto):
             "per_domain": {d: dom_ok.get(d, 0) / c for d, c in dom_n.items()}}
 
 
+@pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("seed", [7, 8, 9])
-def test_vectorized_scores_equal_a_turn_by_turn_definition(seed):
+def test_vectorized_scores_equal_a_turn_by_turn_definition(seed, dense, monkeypatch):
     """Random states with every awkward case (several gold values, list predictions, two names for one slot,
-    empties, dontcare, unknown slots and domains, listed active domains, missing and extra turns)."""
+    empties, dontcare, unknown slots and domains, listed active domains, missing and extra turns, predicted
+    items equal to reference ones), with the direct-address tables and with the sorting fallback."""
+    from spokentod.dst import score as S
+
+    if not dense:
+        monkeypatch.setattr(S, "_DENSE", 0)
     rng = random.Random(seed)
     names = {"hotel": ["area", "pricerange", "price range", "book people", "name", "colour"],
              "hotle": ["area"], "train": ["leaveAt", "leave at", "day", "departure"], "taxi": ["destination"]}

@@ -125,6 +125,16 @@ def canonical_slot(domain: str, slot: str) -> str:
 
 def slot_kind(slot: str) -> str:
     """'time', 'count', 'bool', 'name' or 'text', from the canonical slot name."""
+    kind = _KINDS.get(slot)
+    if kind is None:
+        kind = _KINDS[slot] = _slot_kind(slot)
+    return kind
+
+
+_KINDS: dict[str, str] = {}
+
+
+def _slot_kind(slot: str) -> str:
     if slot in TIME_SLOTS or slot.endswith("time"):
         return "time"
     if slot in COUNT_SLOTS or slot.startswith("number"):
@@ -168,20 +178,32 @@ def _count(value: str) -> str:
     return _tables()["text_tables"]["number_words"].get(word, word)
 
 
+_V3_CHARS = frozenset(",.!?;:'")
+_V4_CHARS = frozenset("&'\u2019-")
+
+
+@cache
+def _word(text: str) -> re.Pattern:
+    return re.compile(rf"\b{re.escape(text)}\b")
+
+
 def _rules(domain: str, slot: str, v: str) -> str:
     """Rules V3–V12 on a V1-normalized, non-special value."""
     kind = slot_kind(slot)
-    if not v.isalnum():  # most values are one plain word: skip the punctuation rules (speed only)
+    # The `isdisjoint` / `in` tests below only skip rules that could not change the value (speed only):
+    # V3's patterns need one of these characters (v is V1-normalized: no trailing space), V6's need
+    # "breakfast" once V4 has turned every "&" into "and" ("b and b" maps onto itself).
+    if not _V3_CHARS.isdisjoint(v):
         v = _TRAILING_PUNCT.sub("", _SPACE_BEFORE.sub("", v))
     if kind == "time":
         return to_hhmm(v) or v
-    if "&" in v or "'" in v or "\u2019" in v or "-" in v:
+    if not _V4_CHARS.isdisjoint(v):
         v = " ".join(v.replace("&", " and ").replace("'", "").replace("\u2019", "").replace("-", " ").split())
-    if " b" in v or v.startswith("b"):
+    if "breakfast" in v:
         v = _BNB.sub("b and b", v)
     for pattern, repl in _tables()["text_tables"]["compounds"]:
         if pattern in v:
-            v = re.sub(rf"\b{re.escape(pattern)}\b", repl, v)
+            v = _word(pattern).sub(repl, v)
     for word, rx, repl in _SPELLING:
         if word in v:
             v = rx.sub(repl, v)

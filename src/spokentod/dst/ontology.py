@@ -37,6 +37,7 @@ from spokentod.dst import normalize as N
 from spokentod.errors import DataError
 
 MWZ_DOMAINS = N.MWZ_DOMAINS
+_normalize = N.normalize_value.__wrapped__  # Matcher._values is the memo: skip lru_cache's key building
 RESOURCES = Path(__file__).with_name("resources")
 
 
@@ -170,7 +171,7 @@ class Matcher:
             for s, vals in slots.items():
                 self.add_slot(d, s)
                 if vals and N.slot_kind(s) not in ("time", "count"):
-                    normed = sorted({v for v in (N.normalize_value(d, s, x, policy) for x in vals) if v})
+                    normed = sorted({v for v in (_normalize(d, s, x, policy) for x in vals) if v})
                     self.choices[(d, s)] = (normed, frozenset(normed))
         self._slots: dict[tuple[str, str], tuple[str, str] | None] = {}
         self._values: dict[tuple[str, str, str], str | None] = {}
@@ -218,7 +219,7 @@ class Matcher:
         for key in requests:
             if key in self._values:
                 continue
-            v = N.normalize_value(key[0], key[1], key[2], self.policy)
+            v = _normalize(key[0], key[1], key[2], self.policy)
             ch = self.choices.get(key[:2])
             if v is None or v == N.DONTCARE or ch is None or v in ch[1]:
                 self._values[key] = v

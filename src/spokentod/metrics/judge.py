@@ -580,7 +580,9 @@ def _voice(reply: Reply, res: Any) -> MetricResult:
     clips = [p for p in reply.prior_audio if p.is_file()][-3:] + [cur]  # the last 3 earlier replies + this one
     if len(clips) < 2:
         raise Missing("no earlier spoken reply in this dialogue to compare with")
-    text = judge.prompts["voice"].render(n_clips=len(clips))
+    prompt = judge.prompts["voice"]
+    text = prompt.render(n_clips=len(clips))
+    versioned = {"prompt": prompt.name, "prompt_sha256": prompt.sha256}  # which prompt gave this score
     parts = [{"type": "text", "text": text}] + [
         {"type": "input_audio", "input_audio": {"data": base64.b64encode(p.read_bytes()).decode(), "format": "wav"}}
         for p in clips]
@@ -592,10 +594,11 @@ def _voice(reply: Reply, res: Any) -> MetricResult:
     try:
         parsed = parse_quality(got.value.text, ("voice_consistency",))
     except ParseError as e:
-        return MetricResult({"voice_judge": None}, {"voice_judge": str(e)}, {"voice": {"text": got.value.text}})
+        return MetricResult({"voice_judge": None}, {"voice_judge": str(e)},
+                            {"voice": {"text": got.value.text, **versioned}})
     v = parsed.values["voice_consistency"]
     miss = {"voice_judge": parsed.missing["voice_consistency"]} if v is None else {}
-    return MetricResult({"voice_judge": v}, miss, {"voice": {"raw": parsed.raw, "text": got.value.text}})
+    return MetricResult({"voice_judge": v}, miss, {"voice": {"raw": parsed.raw, "text": got.value.text, **versioned}})
 
 
 class AudioJudge:

@@ -71,6 +71,15 @@ def _spec(value: Any) -> Any:
     return {"name": s}
 
 
+def _text_out(value: Any) -> Any:
+    """A judge answers in text: an OpenAI-compatible audio client must not ask for audio back (the server
+    would answer text only and every judgement would come back missing)."""
+    spec = _spec(value)
+    if isinstance(spec, dict) and spec.get("name") == "openai":
+        return {"audio_out": False} | spec
+    return spec
+
+
 def _build(kind: str, value: Any) -> Any:
     from spokentod.backends.base import create
 
@@ -348,7 +357,7 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
         if judge is not None:
             j = Judge(_build("llm", judge), store, max_tokens=judge_max_tokens, repeats=judge_repeats,
                       temperature=judge_temperature, logprobs=judge_logprobs, prompts=judge_prompts)
-        aj = AudioJudge(_build("audiolm", audio_judge), store) if audio_judge is not None else None
+        aj = AudioJudge(_build("audiolm", _text_out(audio_judge)), store) if audio_judge is not None else None
         res = Resources(j, aj)
         groups = resolve(metrics, with_judge=j is not None, with_audio_judge=aj is not None)
         replies = build_replies(run_dir, finals, dmap, types)

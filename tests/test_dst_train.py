@@ -191,3 +191,20 @@ def test_unfrozen_encoder_trains_in_phase1_and_travels_with_checkpoints(tmp_path
         assert torch.equal(p2[k], v)
     m = SpeechDST.from_pretrained(tmp_path / "run/phase2/best")
     assert torch.equal(m.state_dict()[next(iter(enc))], next(iter(enc.values())))
+
+
+def test_tts_augmentation_renders_text_turns_into_speech_examples(tmp_path):
+    from spokentod.dst.recipe import DataSpec, RenderSpec
+    from spokentod.dst.train import load_set
+
+    text = _manifest(tmp_path, 2, False, 5)
+    spec = DataSpec(manifest=text, modality="text", render=RenderSpec(tts="espeak", voices=["en-gb"]))
+    examples = load_set("target_text", spec, None, tmp_path / "run")
+    assert len(examples) == 4 and all(e.audio and e.duration > 0 for e in examples)
+    assert all(str(tmp_path / "run" / "rendered" / "target_text") in e.audio for e in examples)
+    import os
+
+    stamps = [os.stat(e.audio).st_mtime_ns for e in examples]
+    again = load_set("target_text", spec, None, tmp_path / "run")  # resumable: nothing re-rendered
+    assert [e.audio for e in again] == [e.audio for e in examples]
+    assert [os.stat(e.audio).st_mtime_ns for e in again] == stamps

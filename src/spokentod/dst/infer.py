@@ -175,7 +175,7 @@ def progress_bar(enabled: bool, what: str = "tracking"):
 
 
 def _parse(text: str):
-    from spokentod.dst.data import parse_output
+    from spokentod.dst.parse import parse_output
 
     return parse_output(text)
 

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from spokentod.backends.base import GenParams, Message
-from spokentod.dst.data import Example, HistoryFormat, format_history, parse_output, target_json
+from spokentod.dst.data import Example, HistoryFormat, format_history, target_json
 from spokentod.dst.infer import HistoryMode, TrackStats, TurnPrediction, history_for, progress_bar
 from spokentod.dst.ontology import Ontology
+from spokentod.dst.parse import parse_output
 
 # MultiWOZ's tracked slots by domain, in canonical names (normalize.py: "book day" → "day"); the value
 # ontology adds DB columns (address, phone, postcode, ref, ...) that no state ever holds.

@@ -233,9 +233,9 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
     """Decode the dev set and score what was generated. Returns {"metric": higher-is-better, ...}."""
     model.eval()
     if n == 1:
-        from spokentod.metrics.text import normalize_for_wer
-
         import jiwer
+
+        from spokentod.metrics.text import normalize_for_wer
 
         hyps = []
         for i in range(0, len(dev), phase.batch_size):
@@ -327,7 +327,6 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
     def count_tokens(text: str) -> int:
         return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    names = ["asr"] if n == 1 else [loss.name for loss in phase.losses if loss.data]
     sets = {phase.data: None} if n == 1 else {loss.data: None for loss in phase.losses if loss.data}
     for key in list(sets):
         sets[key] = load_set(key, cfg.data[key], count_tokens, cfg.out)

@@ -197,3 +197,32 @@ def track(
               f"{c['parse_errors']} unparseable, {c['failed']} failed; "
               f"{c['dropped']['dropped']} user turns left out")
     err.print(f"wrote {out / 'predictions.jsonl'}, {out / 'multiwoz_eval.json'}, {out / 'track.json'}")
+
+
+@app.command()
+def repro(
+    config: Annotated[Path, typer.Argument(help="Repro YAML (configs/dst/repro_*.yaml).")],
+    out: Annotated[Path | None, Opt(help="Override the config's out directory.")] = None,
+    stage: Annotated[str, Opt(help="prepare | phase1 | train | eval | report | all (in that order).")] = "all",
+    set_: Annotated[list[str] | None, Opt("--set", help="Override a config field: --set base.phase2.steps=10, "
+                                                         "--set conditions.S.all_seeds=false (repeatable).")] = None,
+    report: Annotated[Path | None, Opt(help="Report path (default: the config's `report`).")] = None,
+    progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """The issue-8 reproduction: data, shared phase 1, every condition, scoring, report (resumable)."""
+    import shlex
+
+    from spokentod.dst.repro import load_repro, run
+
+    command = shlex.join(["spokentod", "dst", "repro", str(config)] + (["--out", str(out)] if out else [])
+                         + (["--stage", stage] if stage != "all" else [])
+                         + [x for s in (set_ or []) for x in ("--set", s)]
+                         + (["--report", str(report)] if report else []))
+    try:
+        cfg = load_repro(config, list(set_ or []))
+        done = run(cfg, stage, out, report, progress, str(config), command)
+    except (SpokenTODError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    for name, work in done.items():
+        err.print(f"{name}: {json.dumps(work, default=str)[:400]}")

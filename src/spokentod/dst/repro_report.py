@@ -1,0 +1,443 @@
+"""The reproduction report (markdown + PNG plots) written from a repro out dir's files only.
+
+    write_report("runs/dst/repro", "reports/dst_repro.md")   # plots go to reports/dst_repro/*.png
+
+Every number and every verdict in it is computed here from <out>/results.json, split.json, timings.json,
+repro.json and the runs' phase logs; nothing is typed in by hand. The headline states whether the seed's
+direction was reproduced: S+T > S on target-domain JGA with a paired-bootstrap 95% CI that excludes 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+# A target-domain JGA below this for every condition means the models have barely learned the task; the
+# report then says the comparison has little power (a fixed rule, applied to the numbers).
+UNDERTRAINED_JGA = 0.05
+
+
+def _read(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def _lines(path: Path) -> list[dict]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    out: dict[int, dict] = {}
+    for line in text.splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out[r["step"]] = r  # a resumed run may log a step twice: the later one stands
+    return [out[k] for k in sorted(out)]
+
+
+def pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
+
+
+def ci_text(ci: list[float] | None, signed: bool = False) -> str:
+    return f"[{pct(ci[0], signed)}, {pct(ci[1], signed)}]" if ci else "(no CI)"
+
+
+def contrast_statement(comparison: dict | None, contrast: dict) -> str:
+    """The headline: did S+T beat S on target-domain JGA with a CI that excludes 0? From the numbers."""
+    b, t, ts = contrast["baseline"], contrast["treatment"], contrast["test_set"]
+    if not comparison or "pooled" not in comparison:
+        why = comparison.get("error") if comparison else "no paired results for both conditions"
+        return f"**Not determined:** the paired comparison {t} − {b} on {ts} could not be computed ({why})."
+    p = comparison["pooled"]
+    seeds = ", ".join(map(str, comparison["seeds"]))
+    head = (f"{t} − {b} on {ts} JGA = {pct(p['diff'], True)} points ({pct(p['treatment_jga'])} % vs "
+            f"{pct(p['base_jga'])} %; paired bootstrap over {p['dialogues']} dialogues, {p['samples']} samples, "
+            f"seeds {seeds} pooled)")
+    if "ci" not in p:
+        return f"**Not determined:** {head}; no CI was computed (eval.bootstrap is 0)."
+    lo, hi = p["ci"]
+    level = f"{round(100 * p['level'])} % CI {ci_text(p['ci'], True)}"
+    if lo > 0:
+        return f"**Reproduced:** {t} > {b} on target-domain JGA with a {level} that excludes 0. {head}."
+    if hi < 0:
+        return (f"**Not reproduced (opposite direction):** {t} < {b} on target-domain JGA with a {level} that "
+                f"excludes 0. {head}.")
+    return (f"**Not reproduced:** the {level} of {t} − {b} on target-domain JGA includes 0, so this run does not "
+            f"show that {t} > {b}. {head}.")
+
+
+def _by_condition(rows: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        out[r["condition"]][r["test_set"]].append(r)
+    return out
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _plots(out: Path, fig_dir: Path, results: dict, conditions: list[str], runs: list[tuple[str, int]],
+           test_sets: list[str]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spokentod.dst.repro import run_dir
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    rows = results["rows"]
+    byc = _by_condition(rows)
+
+    # 1. JGA per condition with the bootstrap CI of each run, one panel per test set.
+    fig, axes = plt.subplots(1, len(test_sets), figsize=(5.5 * len(test_sets), 4), squeeze=False)
+    for ax, ts in zip(axes[0], test_sets):
+        for i, c in enumerate(conditions):
+            rs = byc.get(c, {}).get(ts, [])
+            for j, r in enumerate(rs):
+                x = i + (j - (len(rs) - 1) / 2) * 0.15
+                lo, hi = (r.get("jga_ci") or [r["jga"], r["jga"]])
+                ax.errorbar(x, 100 * r["jga"], yerr=[[100 * (r["jga"] - lo)], [100 * (hi - r["jga"])]],
+                            fmt="o", capsize=3, color=f"C{i}")
+        ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
+        ax.set_ylabel("JGA (%)")
+        top = max([100 * ((r.get("jga_ci") or [0, r["jga"]])[1]) for c in conditions for r in byc.get(c, {}).get(ts, [])]
+                  or [0])
+        ax.set_ylim(0, max(5.0, 1.1 * top))
+        ax.set_title(f"{ts}: JGA, 95% bootstrap CI (one point per seed)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "jga.png", dpi=110)
+    plt.close(fig)
+    files["jga"] = "jga.png"
+
+    # 2. Per-domain JGA (seed mean) per condition, one panel per test set.
+    fig, axes = plt.subplots(1, len(test_sets), figsize=(5.5 * len(test_sets), 4), squeeze=False)
+    for ax, ts in zip(axes[0], test_sets):
+        domains = sorted({d for c in conditions for r in byc.get(c, {}).get(ts, []) for d in r["per_domain"]})
+        width = 0.8 / max(len(conditions), 1)
+        for i, c in enumerate(conditions):
+            rs = byc.get(c, {}).get(ts, [])
+            vals = [_mean([r["per_domain"].get(d) for r in rs]) for d in domains]
+            ax.bar([k + (i - (len(conditions) - 1) / 2) * width for k in range(len(domains))],
+                   [100 * (v or 0) for v in vals], width, label=c, color=f"C{i}")
+        ax.set_xticks(range(len(domains)), domains)
+        ax.set_ylabel("JGA (%)")
+        ax.set_title(f"{ts}: per-domain JGA (mean over seeds)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "per_domain.png", dpi=110)
+    plt.close(fig)
+    files["per_domain"] = "per_domain.png"
+
+    # 3. WER and slot-key F1 per condition and test set (seed mean).
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(len(test_sets), 1)
+    for k, (metric, title) in enumerate((("wer", "transcript WER (%)"), ("slot_key_f1", "slot-key F1 (%)"))):
+        ax = axes[k]
+        for j, ts in enumerate(test_sets):
+            vals = [_mean([r.get(metric) for r in byc.get(c, {}).get(ts, [])]) for c in conditions]
+            ax.bar([i + (j - (len(test_sets) - 1) / 2) * width for i in range(len(conditions))],
+                   [100 * (v or 0) for v in vals], width, label=ts)
+        ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "wer_slot_key_f1.png", dpi=110)
+    plt.close(fig)
+    files["metrics"] = "wer_slot_key_f1.png"
+
+    # 4. Learning curves: phase 1 ASR loss, phase 2 first loss and total loss, dev JGA.
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    axes = axes.ravel()
+    p1 = _lines(out / "shared" / "phase1" / "log.jsonl")
+    if p1:
+        axes[0].plot([r["step"] for r in p1], [r["loss"] for r in p1], ".-", color="k")
+    p1e = _lines(out / "shared" / "phase1" / "eval.jsonl")
+    if p1e:
+        tw = axes[0].twinx()
+        tw.plot([r["step"] for r in p1e], [100 * r["wer"] for r in p1e], "s--", color="C3")
+        tw.set_ylabel("dev WER (%)", color="C3")
+    axes[0].set_title("phase 1 (shared): ASR loss")
+    axes[0].set_xlabel("step")
+    for i, (c, s) in enumerate(runs):
+        ci = conditions.index(c)
+        style = "-" if s == runs[0][1] or sum(1 for x in runs if x[0] == c) == 1 else "--"
+        mark = "." if len(_lines(run_dir(out, c, s) / "phase2" / "log.jsonl")) < 50 else ""
+        log = _lines(run_dir(out, c, s) / "phase2" / "log.jsonl")
+        if log:
+            first = next((k for k in log[0] if k.startswith("loss_")), "loss")
+            axes[1].plot([r["step"] for r in log], [r[first] for r in log], mark + style, color=f"C{ci}",
+                         label=f"{c} s{s} ({first[5:]})")
+            axes[2].plot([r["step"] for r in log], [r["loss"] for r in log], mark + style, color=f"C{ci}",
+                         label=f"{c} s{s}")
+        ev = _lines(run_dir(out, c, s) / "phase2" / "eval.jsonl")
+        if ev:
+            axes[3].plot([r["step"] for r in ev], [100 * r["jga"] for r in ev], "o" + style, color=f"C{ci}",
+                         label=f"{c} s{s}")
+    axes[1].set_title("phase 2: first loss of each condition")
+    axes[2].set_title("phase 2: weighted total loss")
+    axes[3].set_title("phase 2: dev JGA (%)")
+    for ax in axes[1:]:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    files["curves"] = "learning_curves.png"
+    return files
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+
+def _weight(loss: dict, cfg: dict) -> float:
+    """The weight a loss trained with (repro.condition_recipe: target-data losses default to target_weight)."""
+    from spokentod.dst.repro import TARGET_SETS
+
+    if "weight" in loss:
+        return loss["weight"]
+    return cfg.get("target_weight", 1.0) if loss.get("data") in TARGET_SETS else 1.0
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = round(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
+    """Write the markdown report at `report_path` and its plots in a folder beside it named after it."""
+    out, report_path = Path(out_dir), Path(report_path)
+    results = _read(out / "results.json")
+    if results is None:
+        from spokentod.dst.repro import ReproError
+
+        raise ReproError(f"{out / 'results.json'} does not exist: run the eval stage first")
+    repro = _read(out / "repro.json", {})
+    split = _read(out / "data" / "split.json", {})
+    timings = _read(out / "timings.json", {})
+    cfg = repro.get("config", {})
+    conditions = list(cfg.get("conditions", {}))
+    seeds = cfg.get("seeds", [])
+    runs = [(c, s) for c in conditions
+            for s in (seeds if cfg["conditions"][c].get("all_seeds") else seeds[:1])]
+    test_sets = cfg.get("eval", {}).get("test_sets", [])
+    contrast = results["contrast"]
+    fig_dir = report_path.with_suffix("")
+    files = _plots(out, fig_dir, results, conditions, runs, test_sets)
+    rel = fig_dir.name
+    rows = results["rows"]
+    byc = _by_condition(rows)
+    comps = results["comparisons"]
+    main = next((c for c in comps if c.get("main")), None)
+
+    L: list[str] = ["# DST reproduction: does target-domain text lift target-domain JGA on speech?", ""]
+    L += [("Written by `spokentod.dst.repro_report.write_report` from the files of the run in "
+          f"`{out}`; every number and verdict below is computed from them."), ""]
+    L += ["## Result", "", contrast_statement(main, contrast), ""]
+    if main and "per_seed" in main:
+        per = "; ".join(f"seed {s}: {pct(v['diff'], True)} {ci_text(v.get('ci'), True)}"
+                        for s, v in main["per_seed"].items())
+        L += [f"Per seed ({contrast['treatment']} − {contrast['baseline']}, points, 95% CI): {per}.", ""]
+    target_jgas = [r["jga"] for r in rows if r["test_set"] == contrast["test_set"]]
+    if target_jgas and max(target_jgas) < UNDERTRAINED_JGA:
+        L += [(f"Every condition's {contrast['test_set']} JGA is below {pct(UNDERTRAINED_JGA)} % (highest "
+              f"{pct(max(target_jgas))} %): at this budget the models have barely learned the task, so the "
+              "comparison has little power either way; scale the steps and data up (see the config) before "
+              "reading anything into the differences."), ""]
+    L += [("What the other conditions show (paired bootstrap against "
+          f"{contrast['baseline']}, seeds they share pooled; points of JGA, 95% CI):"), ""]
+    for c in comps:
+        if "pooled" not in c:
+            L.append(f"- {c['treatment']} on {c['test_set']}: not computed ({c.get('error')})")
+            continue
+        p = c["pooled"]
+        verdict = ("higher, CI excludes 0" if p.get("ci") and p["ci"][0] > 0 else
+                   "lower, CI excludes 0" if p.get("ci") and p["ci"][1] < 0 else "CI includes 0")
+        L.append(f"- **{c['treatment']}** on {c['test_set']}: {pct(p['treatment_jga'])} % vs "
+                 f"{pct(p['base_jga'])} % → {pct(p['diff'], True)} {ci_text(p.get('ci'), True)} ({verdict}; "
+                 f"seeds {', '.join(map(str, c['seeds']))})")
+    bad = [f"{r['condition']}/seed{r['seed']}/{r['test_set']}" for r in rows if not r["per_dialogue_consistent"]]
+    if bad:
+        L += ["", (f"Warning: the per-dialogue scores behind the paired bootstrap do not add up to the file "
+              f"score for {', '.join(bad)}.")]
+    missing = [f"{r['condition']}/seed{r['seed']}/{r['test_set']}: {r['missing_turns']}" for r in rows
+               if r.get("missing_turns")]
+    if missing:
+        L += ["", f"Turns without a usable prediction (counted wrong): {'; '.join(missing)}."]
+
+    # --- results table
+    L += ["", "## JGA per condition", "", f"![JGA per condition]({rel}/{files['jga']})", ""]
+    header = ["condition", "seed"] + [f"{ts} JGA % [95% CI]" for ts in test_sets] + \
+        [f"{ts} slot-key F1 %" for ts in test_sets] + [f"{ts} WER %" for ts in test_sets] + \
+        ["best step / steps", "dev JGA % (best)"]
+    table = []
+    for c, s in runs:
+        r_by = {r["test_set"]: r for r in rows if r["condition"] == c and r["seed"] == s}
+        any_r = next(iter(r_by.values()), {})
+        table.append([c, str(s)] + [f"{pct(r_by[ts]['jga'])} {ci_text(r_by[ts].get('jga_ci'))}" if ts in r_by
+                                    else "–" for ts in test_sets]
+                     + [pct(r_by[ts].get("slot_key_f1")) if ts in r_by else "–" for ts in test_sets]
+                     + [pct(r_by[ts].get("wer")) if ts in r_by else "–" for ts in test_sets]
+                     + [f"{any_r.get('best_step')} / {any_r.get('steps')}", pct(any_r.get("dev_best"))])
+    for c in conditions:
+        if sum(1 for x in runs if x[0] == c) > 1:
+            table.append([f"**{c}** (mean)", "all"]
+                         + [pct(_mean([r["jga"] for r in byc[c][ts]])) for ts in test_sets]
+                         + [pct(_mean([r.get("slot_key_f1") for r in byc[c][ts]])) for ts in test_sets]
+                         + [pct(_mean([r.get("wer") for r in byc[c][ts]])) for ts in test_sets] + ["", ""])
+    L += _table(header, table)
+    L += ["", ("JGA: normalized + fuzzy-matched to the MultiWOZ ontology (score.py), predicted transcripts of earlier "
+          "user turns in the history; CI: percentile bootstrap over dialogues "
+          f"({results.get('bootstrap')} samples). WER: the tracker's own transcript of each user turn.")]
+    if results.get("asr"):
+        L += ["", "Cascade first stage (ASR transcripts of the test audio): " + "; ".join(
+            f"{a['test_set']}: WER {pct(a['wer'])} % ({a['asr'].get('name') if a.get('asr') else '?'}"
+            f"{', ' + a['asr'].get('model') if a.get('asr') and a['asr'].get('model') else ''})"
+            for a in results["asr"].values()) + "."]
+
+    # --- per domain
+    L += ["", "## Per-domain JGA (mean over seeds)", "", f"![per-domain JGA]({rel}/{files['per_domain']})", ""]
+    for ts in test_sets:
+        domains = sorted({d for r in rows if r["test_set"] == ts for d in r["per_domain"]})
+        if not domains:
+            continue
+        turns = next((r["per_domain_turns"] for r in rows if r["test_set"] == ts), {})
+        L += [f"{ts}:", ""]
+        L += _table(["condition"] + [f"{d} ({turns.get(d, '?')} turns)" for d in domains],
+                    [[c] + [pct(_mean([r["per_domain"].get(d) for r in byc.get(c, {}).get(ts, [])]))
+                            for d in domains] for c in conditions])
+        L.append("")
+    L += [f"![WER and slot-key F1]({rel}/{files['metrics']})", ""]
+
+    # --- learning curves
+    L += ["## Learning curves", "", f"![learning curves]({rel}/{files['curves']})", ""]
+    lc = []
+    from spokentod.dst.repro import run_dir
+
+    for c, s in runs:
+        log = _lines(run_dir(out, c, s) / "phase2" / "log.jsonl")
+        ev = _lines(run_dir(out, c, s) / "phase2" / "eval.jsonl")
+        k = max(1, len(log) // 5)
+        first = sum(r["loss"] for r in log[:k]) / k if log else None
+        last = sum(r["loss"] for r in log[-k:]) / k if log else None
+        prefix = cfg["conditions"][c]["losses"][0].get("prefix", "speech")
+        dev_on = "speech" if prefix in ("speech", "text_encoder") else f"gold text ({prefix})"
+        lc.append([c, str(s), f"{first:.3f}" if first is not None else "–", f"{last:.3f}" if last is not None else "–",
+                   ", ".join(f"{e['step']}: {pct(e.get('jga'))}" for e in ev) or "–", dev_on])
+    L += _table(["condition", "seed", "train loss (first 20 % of steps)", "train loss (last 20 %)",
+                 "dev JGA % by step", "dev tracked on"], lc)
+    L += ["", ("Dev JGA comes from train.py's validation, which tracks the dev set in the mode of each condition's "
+          "first loss: a text-only condition (the Cascade) is validated on gold transcripts, so its dev JGA is not "
+          "comparable with the speech conditions'. Total losses differ in scale because the conditions sum "
+          "different numbers of losses.")]
+    p1e = _lines(out / "shared" / "phase1" / "eval.jsonl")
+    if p1e:
+        L += ["", "Phase 1 (shared ASR pre-training) dev WER by step: "
+              + ", ".join(f"{e['step']}: {pct(e['wer'])} %" for e in p1e) + "."]
+
+    # --- setup
+    L += ["", "## Setup", ""]
+    if split:
+        sp = split["splits"]
+        L += [f"Data: {split['corpus']} from {', '.join(split['paths'])}, pooled: {split['pool']['dialogues']} "
+              f"dialogues. Source domains {', '.join(split['source_domains'])}: "
+              f"{split['source_only']['dialogues']} dialogues ({split['source_only']['user_turns']} user turns); "
+              f"target domains {', '.join(split['target_domains'])}: {split['target_only']['dialogues']} dialogues "
+              f"({split['target_only']['user_turns']} user turns). Left out: "
+              f"{split['mixed_left_out']['dialogues']} mixed dialogues ({split['mixed_left_out']['user_turns']} user "
+              f"turns; they touch both sides or a domain in neither) and {split['no_domain_left_out']['dialogues']} "
+              f"with no domain. Splits (seed {split['split_seed']}, dialogue-disjoint; test drawn first)"
+              + (f", each dialogue cut to its first {split['max_user_turns']} user turns" if split.get("max_user_turns")
+                 else "") + ":", ""]
+        L += _table(["split", "dialogues", "user turns"],
+                    [[k, str(v["dialogues"]), str(v["user_turns"])] for k, v in sp.items()])
+        L += ["", "Speech (rendered with the embedded TTS; dev/test voices are never used for training):", ""]
+        L += _table(["set", "TTS", "voices", "audio (s)", "examples kept", "dropped (by reason)"],
+                    [[k, v["tts"] + (f" {v['tts_config']}" if v.get("tts_config") else ""), ", ".join(v["voices"]),
+                      str(split["examples"].get(k, {}).get("audio_s", "–")),
+                      str(split["examples"].get(k, {}).get("kept", "–")),
+                      (", ".join(f"{r} {n}" for r, n in split["examples"].get(k, {}).get("counts", {}).items())
+                       or "none")]
+                     for k, v in split["voices"].items()])
+    from spokentod.dst.repro import run_dir as _run_dir
+
+    base = cfg.get("base", {})
+    p1, p2 = base.get("phase1") or {}, base.get("phase2") or {}
+    resolved = _read(_run_dir(out, *runs[0]) / "recipe.json", {}) if runs else {}
+    model = resolved.get("model") or base.get("model", {})  # the full model config as trained
+
+    def short(d: Any, keys: tuple[str, ...]) -> str:
+        d = d if isinstance(d, dict) else {}
+        return ", ".join(f"{k} {d[k]}" for k in keys if k in d)
+
+    L += ["", (f"Model (as trained): LLM `{model.get('llm')}`; LoRA "
+          f"{short(model.get('lora'), ('r', 'alpha', 'dropout', 'target_modules'))}; speech encoder "
+          f"{short(model.get('encoder'), ('kind', 'model', 'compute_type', 'freeze'))}; connector "
+          f"{short(model.get('connector'), ('width', 'layers', 'heads', 'ff', 'dropout'))}; text encoder "
+          f"{short(model.get('text_encoder'), ('mode', 'layers'))}; history: last "
+          f"{(model.get('history') or {}).get('max_turns', 'all')} turns."), ""]
+    seed_list = ", ".join(map(str, seeds))
+    L += [f"Phase 1 (once, shared, seed {seeds[0] if seeds else '?'}): {p1.get('steps')} steps, batch "
+          f"{p1.get('batch_size')}, lr {p1.get('lr')}, on the source training speech. Phase 2 (every condition "
+          f"alike): {p2.get('steps')} steps, batch {p2.get('batch_size')} per loss, lr {p2.get('lr')}, warm-up "
+          f"{p2.get('warmup')}, dev evaluation every {p2.get('eval_every')} steps (the best dev checkpoint is "
+          f"tracked). Seeds {seed_list} for the conditions marked all seeds, seed {seeds[0] if seeds else '?'} for "
+          f"the others. Target-domain loss weight {cfg.get('target_weight')}. Test sets: "
+          + "; ".join(f"{ts} {r['dialogues']} dialogues, {r['turns']} user turns" for ts in test_sets
+                      for r in [next((x for x in rows if x["test_set"] == ts), None)] if r) + ".", ""]
+    crow = []
+    for c in conditions:
+        cc = cfg["conditions"][c]
+        losses = ", ".join(f"{x['name']}({x.get('data') or 'batch of ' + str(x.get('batch_of'))}, "
+                           f"{x.get('prefix', 'speech')}, w={_weight(x, cfg)})" for x in cc["losses"])
+        ev = cc.get("eval", {})
+        crow.append([c, losses, ev.get("mode", "speech") + (f" on {ev['asr'].get('name')} {ev['asr'].get('model', '')} "
+                                                            "transcripts" if ev.get("asr") else ""),
+                     "yes" if cc.get("all_seeds") else "no", json.dumps(cc.get("phase2") or {})])
+    L += _table(["condition", "losses (data, prefix, weight)", "tracked with", "all seeds", "phase2 overrides"], crow)
+
+    # --- time
+    L += ["", "## Wall time", ""]
+    st = timings.get("stages", {})
+    L += _table(["stage", "wall time (all invocations)"], [[k, _hms(v)] for k, v in st.items()]
+                + [["**total**", _hms(timings.get("total_wall_s"))]])
+    units = timings.get("units", {})
+    if units:
+        L += ["", "Per unit (summed over invocations):", ""]
+        L += _table(["unit", "wall time"], [[k, _hms(v)] for k, v in units.items()])
+    L += ["", ("(The report stage of the current invocation is still running while this is written, so its own "
+          "time is not in the total.)")]
+
+    # --- commands
+    L += ["", "## Commands", "", "Every command run on this out dir, in order:", "", "```"]
+    L += [f"{c['command']}    # {c['at']}" for c in repro.get("commands", [])] + ["```"]
+    if repro.get("config_path"):
+        L += ["", f"Config: `{repro['config_path']}` (resolved copy in `{out / 'repro.json'}`)."]
+    L.append("")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text("\n".join(L), encoding="utf-8")
+    return report_path

@@ -169,3 +169,15 @@ def test_save_and_load_pretrained(tmp_path, model):
     q, m = again.prefix("speech", feats(33))
     torch.testing.assert_close(again.loss(q, m, ["\nh\n"], ["t"]), model.loss(p, n, ["\nh\n"], ["t"]))
     assert again.cfg == model.cfg
+
+
+def test_loss_equals_full_logits_cross_entropy(model):
+    """The loss computes logits at target positions only; it must equal CE over all positions."""
+    model.eval()
+    p, n = model.prefix("speech", feats(40, 13))
+    prompts, targets = [model.dst_prompt([("agent", "hi")]), model.dst_prompt([])], ['{"a": "b"}', "xy"]
+    emb, mask, labels = model._stack(model._sequences(p, n, prompts, targets), left=False)
+    logits = model.llm(inputs_embeds=emb, attention_mask=mask).logits[:, :-1]
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=-100)
+    torch.testing.assert_close(model.loss(p, n, prompts, targets), full)

@@ -97,6 +97,8 @@ def test_two_phases_then_exact_resume(tmp_path, tiny_llm):
 
     shutil.copytree(tmp_path / "run/phase1/best", tmp_path / "run2/phase1/best")
     train_phase(cfg2, 2, progress=False, stop_after=1)
+    with (tmp_path / "run2/phase2/log.jsonl").open("a") as f:  # a step logged after the checkpoint, then killed
+        f.write(json.dumps({"step": 2, "loss": 0.0}) + "\n" + '{"step": 3, "lo')
     train_phase(cfg2, 2, progress=False, stop_after=2)
     train_phase(cfg2, 2, progress=False)
     again = _losses(tmp_path / "run2")

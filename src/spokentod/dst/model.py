@@ -362,9 +362,12 @@ class SpeechDST(nn.Module):
     def loss(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], targets: list[str]) -> Tensor:
         """Mean cross-entropy over target tokens (and eos) of the batch."""
         emb, mask, labels = self._stack(self._sequences(prefix, prefix_lengths, prompts, targets), left=False)
-        logits = self.llm(inputs_embeds=emb, attention_mask=mask).logits[:, :-1]
+        # Vocabulary logits only where some example predicts a target token (position t predicts t+1):
+        # the prefix and prompt need none, which saves a large share of the step on a small LLM.
+        keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
+        logits = self.llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                           labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+                                           labels[:, keep + 1].reshape(-1), ignore_index=IGNORE)
 
     @torch.no_grad()
     def generate(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], max_new_tokens: int = 128,

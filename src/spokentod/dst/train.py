@@ -220,6 +220,22 @@ def save_checkpoint(path: Path, model: SpeechDST, trainer: dict | None) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the records of steps <= `step` (and nothing half-written)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _append(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -361,6 +377,9 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
             streams[k].load_state_dict(s)
         _set_rng_state(t["rng"])
         state = t["state"]
+        if acc.is_main_process:  # steps logged after the checkpoint will be redone: drop them
+            for f in ("log.jsonl", "eval.jsonl"):
+                _truncate_log(out / f, state["step"])
         acc.print(f"phase {n}: resumed at step {state['step']} from {last}")
     elif not resume:
         for f in ("log.jsonl", "eval.jsonl"):

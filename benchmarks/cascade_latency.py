@@ -1,25 +1,70 @@
-"""Cascade latency: streaming (sentence-by-sentence TTS overlapped with generation) vs sequential.
+"""Cascade latency: streaming (chunk-by-chunk TTS overlapped with generation) vs sequential.
 
-Same embedded backends (Whisper tiny.en → SmolLM2-135M → Kokoro), same user turns, same greedy
-replies. Prints time to first audio and total per mode, and the ratios.
+Same embedded backends (Whisper tiny.en → SmolLM2-135M → Kokoro), same user turns, same greedy replies
+(checked), same thread settings in both modes. Sequential is the straightforward baseline: the whole reply
+is generated, then synthesized in one call. The two modes run turn by turn, alternating which goes first,
+so a change in the machine's load hits both alike. Prints, per mode, the mean time to first audio, total,
+playback stall and reply length, the streaming/sequential ratios, and the lower bound for the streaming
+total from the sequential turns' own stage times: streaming cannot beat asr + max(llm, tts) (each stage
+measured alone), nor, when both stages are CPU-bound on the same cores, asr + (llm + tts CPU seconds) /
+cores. Goals (issue 4): first audio ≤ 1.5 s; total ≤ 0.5× sequential. The latter is out of reach by
+arithmetic whatever the stage costs: asr + max(llm, tts) ≥ (asr + llm + tts) / 2 + asr / 2, so perfect
+overlap gives 0.5× only with a free ASR and llm = tts exactly.
 
-    .venv/bin/python benchmarks/cascade_latency.py [--turns 6] [--max-tokens 40]
+    .venv/bin/python benchmarks/cascade_latency.py [--turns 6] [--max-tokens 40] [--llm-threads N]
+        [--llm-nice N] [--tts-threads N] [--first-chunk-words 5] [--no-merge] [--work DIR]
+
+--work DIR keeps the synthesized user turns between runs (they take minutes to render on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-from spokentod.backends.base import create
+from spokentod.backends.base import GenParams, create
 from spokentod.data import corpora
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.synth import synthesize_manifest
 from spokentod.systems import CascadeSystem, Context
 from spokentod.systems._common import SystemSettings
-from spokentod.backends.base import GenParams
+from spokentod.systems.sentences import ChunkPolicy
+
+
+class _Clock:
+    """Wraps a backend and adds up process CPU seconds spent in its calls (meaningful in sequential mode,
+    where one stage runs at a time)."""
+
+    def __init__(self, backend: Any):
+        self._backend, self.cpu = backend, 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def _timed(self, fn, *a, **kw):
+        c = time.process_time()
+        try:
+            return fn(*a, **kw)
+        finally:
+            self.cpu += time.process_time() - c
+
+    def chat(self, *a, **kw):
+        return self._timed(self._backend.chat, *a, **kw)
+
+    def synthesize(self, *a, **kw):
+        return self._timed(self._backend.synthesize, *a, **kw)
+
+    def transcribe(self, *a, **kw):
+        return self._timed(self._backend.transcribe, *a, **kw)
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -27,43 +72,101 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--max-tokens", type=int, default=40)
     ap.add_argument("--llm-threads", type=int, default=None, help="torch threads for SmolLM2 (default: all)")
+    ap.add_argument("--llm-nice", type=int, default=0,
+                    help="lower the LLM's decode priority by this much (SmolLM2 decode_nice; both modes)")
     ap.add_argument("--tts-threads", type=int, default=None, help="onnxruntime threads for Kokoro (default: all)")
+    ap.add_argument("--first-chunk-words", type=int, default=ChunkPolicy().first_chunk_words,
+                    help="streaming: cut the first chunk after this many words (0: whole sentences)")
+    ap.add_argument("--no-merge", action="store_true", help="streaming: one TTS call per chunk")
+    ap.add_argument("--work", type=Path, default=None, help="directory for the rendered user turns (reused)")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="cascade_latency_"))
+    tmp = args.work or Path(tempfile.mkdtemp(prefix="cascade_latency_"))
+    tmp.mkdir(parents=True, exist_ok=True)
     dialogues = corpora.load("demo", None)[:3]
     write_manifest(tmp / "in.jsonl", dialogues)
     spoken = list(read_manifest(synthesize_manifest(tmp / "in.jsonl", tmp / "spoken", tts="kokoro")))
     items = [(d, t) for d in spoken for t in d.user_turns[1:]][: args.turns]
 
-    asr, llm, tts = create("asr", {"name": "whisper-ct2"}), create("llm", {"name": "smollm2", "threads": args.llm_threads}), \
-        create("tts", {"name": "kokoro", "threads": args.tts_threads})
+    asr = create("asr", {"name": "whisper-ct2"})
+    llm = create("llm", {"name": "smollm2", "threads": args.llm_threads, "decode_nice": args.llm_nice})
+    tts = create("tts", {"name": "kokoro", "threads": args.tts_threads})
     settings = SystemSettings(params=GenParams(max_tokens=args.max_tokens))
-    # warm-up: load every model once so neither mode pays it
+    policy = ChunkPolicy(first_chunk_words=args.first_chunk_words, merge_ready=not args.no_merge)
+    clocks = {k: _Clock(b) for k, b in (("asr", asr), ("llm", llm), ("tts", tts))}
+    systems = {
+        "sequential": CascadeSystem(clocks["asr"], clocks["llm"], clocks["tts"], settings, streaming=False,
+                                    audio_root=tmp / "spoken"),
+        "streaming": CascadeSystem(asr, llm, tts, settings, streaming=True, audio_root=tmp / "spoken",
+                                   chunking=policy),
+    }
+    # warm-up: load every model once (and run each mode once) so neither mode pays it
     d0, t0 = items[0]
-    CascadeSystem(asr, llm, tts, settings, streaming=False, audio_root=tmp / "spoken").respond(
-        Context.gold(d0, t0.index), t0, tmp / "warm.wav")
+    for mode, sys_ in systems.items():
+        sys_.warmup()
+        sys_.respond(Context.gold(d0, t0.index), t0, tmp / f"warm_{mode}.wav")
 
-    rows = {}
-    for mode in ("sequential", "streaming"):
-        sys_ = CascadeSystem(asr, llm, tts, settings, streaming=mode == "streaming", audio_root=tmp / "spoken")
-        first, total, audio = [], [], []
-        for d, t in items:
-            r = sys_.respond(Context.gold(d, t.index), t, tmp / f"{mode}_{d.id}_{t.index}.wav")
+    rows: dict[str, dict[str, list[float]]] = {m: {} for m in systems}
+    stages: dict[str, list[float]] = {}
+    texts: dict[str, list[str]] = {m: [] for m in systems}
+    first_chunks: list[str] = []
+    calls: list[int] = []
+    loads = [_load()]
+    for i, (d, t) in enumerate(items):
+        order = list(systems) if i % 2 == 0 else list(reversed(systems))
+        for mode in order:
+            cpu = {k: c.cpu for k, c in clocks.items()}
+            r = systems[mode].respond(Context.gold(d, t.index), t, tmp / f"{mode}_{d.id}_{t.index}.wav")
             assert r.error is None, r.error
-            first.append(r.timings["first_audio"])
-            total.append(r.timings["total"])
-            audio.append(r.audio_seconds or 0.0)
-        rows[mode] = (statistics.mean(first), statistics.mean(total), statistics.mean(audio))
+            texts[mode].append(r.text)
+            for k in ("first_audio", "total", "stall", "first_chunk", "ttft", "asr"):
+                rows[mode].setdefault(k, []).append(r.timings.get(k, 0.0))
+            rows[mode].setdefault("audio", []).append(r.audio_seconds or 0.0)
+            if mode == "sequential":
+                for k in ("asr", "llm", "tts"):
+                    stages.setdefault(k, []).append(r.timings[k])
+                    stages.setdefault(f"{k}_cpu", []).append(clocks[k].cpu - cpu[k])
+            else:
+                first_chunks.append((r.extra.get("tts_chunks") or [""])[0])
+                calls.append(len(r.extra.get("tts_chunks") or []))
+        loads.append(_load())
 
+    mean = statistics.mean
     print(f"{len(items)} turns, max_tokens={args.max_tokens}, llm threads {args.llm_threads or 'all'}, "
-          f"tts threads {args.tts_threads or 'all'}; embedded cascade on this CPU")
-    print(f"{'mode':<12}{'first audio s':>15}{'total s':>10}{'reply audio s':>15}")
-    for mode, (f, t, a) in rows.items():
-        print(f"{mode:<12}{f:>15.2f}{t:>10.2f}{a:>15.2f}")
-    (fs, ts, _), (fq, tq, _) = rows["streaming"], rows["sequential"]
+          f"llm nice {args.llm_nice}, tts threads {args.tts_threads or 'all'}, {os.cpu_count()} CPUs; first_chunk_words="
+          f"{policy.first_chunk_words}, merge_ready={policy.merge_ready}; embedded cascade on this CPU")
+    print(f"load average (1/5/15 min) during the run: {' -> '.join(loads)}")
+    same = sum(a == b for a, b in zip(texts["sequential"], texts["streaming"]))
+    print(f"same reply text in both modes: {same}/{len(items)} turns")
+    print(f"{'mode':<12}{'first audio s':>15}{'total s':>10}{'stall s':>10}{'reply audio s':>15}")
+    for mode, r in rows.items():
+        print(f"{mode:<12}{mean(r['first_audio']):>15.2f}{mean(r['total']):>10.2f}{mean(r['stall']):>10.2f}"
+              f"{mean(r['audio']):>15.2f}")
+    fs, ts = mean(rows["streaming"]["first_audio"]), mean(rows["streaming"]["total"])
+    fq, tq = mean(rows["sequential"]["first_audio"]), mean(rows["sequential"]["total"])
     print(f"streaming/sequential: first audio {fs / fq:.2f}x, total {ts / tq:.2f}x")
+    st = rows["streaming"]
+    print(f"streaming first audio per turn: {', '.join(f'{x:.2f}' for x in st['first_audio'])} s = asr "
+          f"{mean(st['asr']):.2f} + LLM to first token {mean(st['ttft']) - mean(st['asr']):.2f} + to first chunk "
+          f"{mean(st['first_chunk']) - mean(st['ttft']):.2f} + its TTS "
+          f"{mean(st['first_audio']) - mean(st['first_chunk']):.2f} (means); TTS calls per turn "
+          f"{mean(calls):.1f}; first chunks: {' | '.join(first_chunks)}")
 
+    asr_s, llm_s, tts_s = (mean(stages[k]) for k in ("asr", "llm", "tts"))
+    print(f"sequential stages (mean s, wall / CPU): asr {asr_s:.2f} / {mean(stages['asr_cpu']):.2f}, "
+          f"llm {llm_s:.2f} / {mean(stages['llm_cpu']):.2f}, tts {tts_s:.2f} / {mean(stages['tts_cpu']):.2f}")
+    wall_bound = mean(a + max(l, s) for a, l, s in zip(stages["asr"], stages["llm"], stages["tts"]))
+    cores = os.cpu_count() or 1
+    cpu_bound = mean(a + (lc + sc) / cores for a, lc, sc in
+                     zip(stages["asr"], stages["llm_cpu"], stages["tts_cpu"]))
+    print(f"lower bound for streaming total = asr + max(llm, tts) = {wall_bound:.2f} s = {wall_bound / tq:.2f}x "
+          f"sequential (goal 0.5x)")
+    print(f"CPU-work estimate = asr + (llm + tts CPU s) / {cores} cores = {cpu_bound:.2f} s = "
+          f"{cpu_bound / tq:.2f}x sequential")
+    best = (asr_s + llm_s) / (asr_s + 2 * llm_s)
+    print(f"TTS alone is {tts_s / tq:.2f}x sequential. No TTS speed reaches 0.5x: asr + max(llm, tts) >= "
+          f"(asr + llm + tts) / 2 + asr / 2; even a TTS as fast as the LLM (tts = llm = {llm_s:.2f} s) "
+          f"gives a bound of {best:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -101,6 +101,7 @@ class SystemConfig(BaseModel):
     concurrency: int | None = Field(None, ge=1)  # turns of this system in flight at once (default: workers)
     voice: str | None = None
     streaming: bool = True
+    chunking: dict[str, Any] | None = None  # cascade streaming: sentences.ChunkPolicy fields (first_chunk_words ...)
     use_intent: bool = True
     max_context_tokens: int | None = Field(None, ge=1)
     needs_audio: bool | None = None  # plug-ins: does it need user audio? (built-ins: known by type)

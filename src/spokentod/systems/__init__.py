@@ -43,7 +43,8 @@ def build_system(name: str, cfg: dict[str, Any], audio_root: Path | None = None,
         return TextSystem(backend("llm"), settings, name=name)
     if kind == "cascade":
         return CascadeSystem(backend("asr"), backend("llm"), backend("tts"), settings, voice=cfg.get("voice"),
-                             streaming=cfg.get("streaming", True), audio_root=audio_root, name=name)
+                             streaming=cfg.get("streaming", True), audio_root=audio_root, name=name,
+                             chunking=cfg.get("chunking"))
     if kind == "e2e":
         return E2ESystem(backend("audiolm"), settings, history=cfg.get("e2e_history", "text"),
                          audio_root=audio_root, name=name, user_input=cfg.get("user_input", "audio"))

@@ -1,17 +1,25 @@
 """Cascade system: ASR → LLM → TTS, streaming like a production voice agent.
 
-Streaming mode: LLM tokens are cut into sentences as they arrive and each sentence is synthesized on a
-TTS worker thread while the LLM generates the next, so the first audio is ready long before the whole
-reply. Sequential mode (generate everything, then synthesize) stays available for comparison.
-Timings (seconds from the start of the turn): asr, ttft, llm, tts (sum of synthesis calls),
-first_audio (first sentence synthesized), total.
+Streaming mode: LLM tokens are cut into chunks as they arrive (`sentences.ChunkPolicy`: a short first
+chunk — up to the first clause mark or 5 words — then whole sentences) and a TTS worker thread
+synthesizes each chunk while the LLM generates the next, so the first audio is ready long before the whole
+reply. When the worker gets free it speaks every chunk already waiting in one call (`merge_ready`).
+Sequential mode (generate everything, then synthesize) stays available for comparison.
+Timings (seconds): asr, ttft, first_chunk (streaming: first chunk handed to the TTS), first_audio and total
+from the start of the turn; llm (generation) and tts (sum of synthesis calls); stall (streaming: how long a
+listener who starts playing at first_audio waits for later chunks, 0 when the TTS keeps ahead).
+`reply.extra["tts_chunks"]` lists the texts of the synthesis calls (streaming).
+
+Both stages are CPU-bound on a CPU-only host: streaming total ≥ asr + max(llm, tts) (each measured alone),
+so it only hides the shorter stage; with Kokoro on 2 cores TTS is the longer one
+(benchmarks/cascade_latency.py prints that bound).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +30,7 @@ from spokentod.data.schema import Turn
 from spokentod.systems._common import SystemSettings, backend_identity, failed
 from spokentod.systems.base import Context, SystemReply
 from spokentod.systems.messages import text_messages
-from spokentod.systems.sentences import sentence_chunks
+from spokentod.systems.sentences import ChunkPolicy, sentence_chunks
 
 PAUSE_S = 0.15  # silence between synthesized sentences
 
@@ -34,22 +42,36 @@ class TTSFailure(RuntimeError):
 class CascadeSystem:
     def __init__(self, asr: Any, llm: Any, tts: Any, settings: SystemSettings | None = None,
                  voice: str | None = None, streaming: bool = True, audio_root: Path | None = None,
-                 name: str = "cascade"):
+                 name: str = "cascade", chunking: ChunkPolicy | dict[str, Any] | None = None):
+        """`chunking`: how streamed text is cut for the TTS (a ChunkPolicy or its fields as a dict;
+        default ChunkPolicy(): first chunk ≤ 5 words or up to the first clause mark, then sentences)."""
         self.asr, self.llm, self.tts = asr, llm, tts
         self.settings, self.voice, self.streaming = settings or SystemSettings(), voice, streaming
+        self.chunking = ChunkPolicy.from_config(chunking)
         self.audio_root, self.name = audio_root, name
         self._tts_lock = threading.Lock()  # one synthesis at a time per model instance
 
     def identity(self) -> dict[str, Any]:
-        return {"type": "cascade", "asr": backend_identity(self.asr), "llm": backend_identity(self.llm),
-                "tts": backend_identity(self.tts), "voice": self.voice, "streaming": self.streaming,
-                **self.settings.identity()}
+        ident = {"type": "cascade", "asr": backend_identity(self.asr), "llm": backend_identity(self.llm),
+                 "tts": backend_identity(self.tts), "voice": self.voice, "streaming": self.streaming,
+                 **self.settings.identity()}
+        if self.streaming:  # how the reply is cut changes the streamed audio, not the sequential one
+            ident["chunking"] = self.chunking.identity()
+        return ident
+
+    def warmup(self) -> None:
+        """Load the TTS model and run it once, so the first turn's first audio does not pay for it."""
+        warm = getattr(self.tts, "warmup", None)
+        if callable(warm):
+            warm(self.voice)
+        else:
+            self._speak("Hello.")
 
     def _speak(self, text: str):
         try:
             with self._tts_lock:
                 return self.tts.synthesize(text, self.voice)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise TTSFailure(f"{type(e).__name__}: {e}") from e
 
     def respond(self, context: Context, user_turn: Turn, audio_out: Path | None = None) -> SystemReply:
@@ -97,9 +119,13 @@ class CascadeSystem:
         return [audio]
 
     def _streaming(self, msgs, reply: SystemReply, t0: float) -> list:
+        policy = self.chunking
         text: list[str] = []
-        first: list[float] = []
+        waiting: queue.SimpleQueue = queue.SimpleQueue()  # chunk texts for the TTS worker; None: no more
+        spoken: list[tuple[str, Any, float]] = []  # (text, audio, ready time from t0) per synthesis call
         tts_time: list[float] = []
+        failure: list[BaseException] = []
+        abort = threading.Event()  # set by either side when the other should stop early
 
         def pieces():
             t = time.perf_counter()
@@ -110,21 +136,77 @@ class CascadeSystem:
                 yield p
             reply.timings["llm"] = time.perf_counter() - t
 
-        def synth(sentence: str):
-            t = time.perf_counter()
-            out = self._speak(sentence)
-            tts_time.append(time.perf_counter() - t)
-            if not first:
-                first.append(time.perf_counter() - t0)
-            return out
+        def worker() -> None:
+            more = True
+            while more:
+                chunk = waiting.get()
+                if chunk is None or abort.is_set():
+                    return
+                batch = [chunk]
+                if policy.merge_ready and spoken:  # the first chunk is spoken alone: it sets first_audio
+                    while True:
+                        try:
+                            nxt = waiting.get_nowait()
+                        except queue.Empty:
+                            break
+                        if nxt is None:
+                            more = False
+                            break
+                        batch.append(nxt)
+                said = " ".join(batch)
+                t = time.perf_counter()
+                try:
+                    audio = self._speak(said)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    failure.append(e)
+                    abort.set()
+                    return
+                now = time.perf_counter()
+                tts_time.append(now - t)
+                spoken.append((said, audio, now - t0))
 
-        futures: list[Future] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts") as pool:
-            for sentence in sentence_chunks(pieces()):
-                futures.append(pool.submit(synth, sentence))
-            chunks = [f.result() for f in futures]  # re-raises a TTS failure here
+        tts_thread = threading.Thread(target=worker, name="spokentod-tts", daemon=True)
+        tts_thread.start()
+        try:
+            chunks = sentence_chunks(pieces(), policy)
+            try:
+                for chunk in chunks:
+                    reply.timings.setdefault("first_chunk", time.perf_counter() - t0)
+                    waiting.put(chunk)
+                    if abort.is_set():  # the TTS failed: stop generating
+                        break
+            finally:
+                chunks.close()  # closes the LLM stream too, which stops its generation thread
+        except BaseException:
+            abort.set()
+            raise
+        finally:
+            waiting.put(None)
+            tts_thread.join()
+        if failure:
+            raise failure[0]
         reply.text = "".join(text).strip()
         reply.timings["tts"] = sum(tts_time)
-        if first:
-            reply.timings["first_audio"] = first[0]
-        return chunks
+        if spoken:
+            reply.timings["first_audio"] = spoken[0][2]
+            reply.timings["stall"] = playback_stall([(ready, _seconds(a)) for _, a, ready in spoken], PAUSE_S)
+            reply.extra["tts_chunks"] = [said for said, _, _ in spoken]
+        return [a for _, a, _ in spoken]
+
+
+def _seconds(audio: Any) -> float:
+    return len(audio.samples) / audio.rate if audio.rate else 0.0
+
+
+def playback_stall(chunks: list[tuple[float, float]], gap: float = 0.0) -> float:
+    """Total wait of a listener who starts playing the first chunk as soon as it is ready and plays the
+    chunks in order with `gap` seconds between them; `chunks` holds (ready time, audio seconds)."""
+    stall, end = 0.0, None
+    for ready, seconds in chunks:
+        if end is not None:
+            end += gap
+            stall += max(0.0, ready - end)
+            end = max(end, ready) + seconds
+        else:
+            end = ready + seconds
+    return stall

@@ -8,6 +8,7 @@ lazily: the registry imports every backend module, and listing backends must sta
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -147,13 +148,29 @@ def token_logprobs(tokenizer: Any, ids: list[int], logits: Any, top_k: int, text
     return out
 
 
+def _renice_this_thread(increment: int) -> None:
+    """Lower the calling thread's priority (Linux: nice applies per thread; the thread ends with the
+    generation, so nothing else is affected). Quietly does nothing where that is not supported."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except (AttributeError, OSError):
+        pass
+
+
 class ChatGenerator:
     """Wraps a loaded (model, tokenizer) pair with chat-template prompting and threaded streaming."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, chat_template: str | None = None, template_fallback: bool = False
+        self, model: Any, tokenizer: Any, chat_template: str | None = None, template_fallback: bool = False,
+        decode_nice: int = 0,
     ):
+        """`decode_nice` > 0 lowers the generation thread's CPU priority (Linux per-thread nice) from the
+        first generated token on: the prompt is read at full priority, and a TTS speaking the first
+        sentence on the same cores gets the CPU first. Only the generating thread is reniced, so it is
+        meant for threads=1 (torch's extra intra-op threads keep their priority)."""
         self.model, self.tokenizer = model, tokenizer
+        self.decode_nice = max(0, int(decode_nice or 0))
         self.chat_template = chat_template
         if not chat_template and not getattr(tokenizer, "chat_template", None):
             if not template_fallback:
@@ -200,10 +217,14 @@ class ChatGenerator:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
 
+        nice = self.decode_nice
+
         class _Cancel(StoppingCriteria):  # lets an abandoned stream stop the worker thread early
             def __call__(self, input_ids, scores, **kw):
                 if run.first is None:
                     run.first = time.perf_counter() - run.start  # first new token exists once scores do
+                    if nice:
+                        _renice_this_thread(nice)
                 return torch.full(
                     (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
                 )

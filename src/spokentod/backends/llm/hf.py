@@ -1,7 +1,9 @@
 """Local Hugging Face causal LMs (any `AutoModelForCausalLM` checkpoint with a chat template).
 
 Config: ``{"name": "hf", "model": "<path or hub id>", "revision": ..., "dtype": "float32|bfloat16|auto",
-"device": "cpu|cuda|auto", "chat_template": <Jinja>, "template_fallback": false, "threads": N}``.
+"device": "cpu|cuda|auto", "chat_template": <Jinja>, "template_fallback": false, "threads": N,
+"decode_nice": N}`` (decode_nice: lower the generating thread's CPU priority after the first token, e.g.
+so a TTS on the same cores goes first; see ChatGenerator).
 Hub ids load from the local Hugging Face cache only when HF_HUB_OFFLINE=1 (spokentod never needs the
 network at run time). The embedded SmolLM2 and Gemma-3-270M backends are this class pointed at a
 converted directory (see smollm2.py, gemma3.py).
@@ -36,6 +38,7 @@ class HFCausalLM(Backend):
         template_fallback: bool = False,
         threads: int | None = None,
         trust_remote_code: bool = False,
+        decode_nice: int = 0,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,7 +52,7 @@ class HFCausalLM(Backend):
             self.model_ref, dtype=_hf.resolve_dtype(dtype), **kw
         )
         self.model.to(self.device).eval()
-        self.gen = ChatGenerator(self.model, self.tokenizer, chat_template, template_fallback)
+        self.gen = ChatGenerator(self.model, self.tokenizer, chat_template, template_fallback, decode_nice)
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity() | _hf.model_identity(self.model_ref, self.revision, self.model)

@@ -12,7 +12,9 @@ constructor in a warm process (the weights alone 0.3 s; a cold process also pays
 imports); greedy decoding 6-7 tokens/s with threads=1 and ~2 tokens/s with threads=2 (torch's intra-op
 threads spin when the cores are oversubscribed), time to first token 0.3 s for a 40-token prompt.
 DESIGN.md measured ~29 tokens/s on the idle machine. Pass threads=1 when something else (TTS) runs beside
-it. A weak model: fine for smoke runs and demos, not for research conclusions.
+it. decode_nice=N lowers the decoding thread's priority after the first token (see ChatGenerator): in the
+streaming cascade on the shared 2 cores, N=10 cut the first chunk's synthesis from 2.2 to 1.6 s but let the
+other machine's jobs starve the LLM (total 0.93x -> 1.02x sequential), so it is off by default. A weak model: fine for smoke runs and demos, not for research conclusions.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def gguf_path() -> Path:
 class SmolLM2(Backend):
     """The `hf` backend on the converted directory (composition, so generation code is shared)."""
 
-    def __init__(self, threads: int | None = None, device: str = "cpu"):
+    def __init__(self, threads: int | None = None, device: str = "cpu", decode_nice: int = 0):
         from spokentod.backends.llm.hf import HFCausalLM
 
         src = gguf_path()
@@ -58,7 +60,8 @@ class SmolLM2(Backend):
         )
         self.was_cached = _gguf.is_converted(_gguf.converted_dir(SLUG, self.sha256))
         self.model_dir = _gguf.ensure_converted(SLUG, self.sha256, lambda: src)
-        self.hf = HFCausalLM(self.model_dir, dtype="float32", device=device, threads=threads)
+        self.hf = HFCausalLM(self.model_dir, dtype="float32", device=device, threads=threads,
+                             decode_nice=decode_nice)
 
     def identity(self) -> dict[str, Any]:
         return super().identity() | {

@@ -220,6 +220,11 @@ class KokoroTTS(Backend):
         )[0]
         return _trim(np.asarray(audio, dtype=np.float32).ravel())
 
+    def warmup(self, voice: str | None = None) -> None:
+        """Load the ONNX session and espeak and run one short synthesis, so that the first real call (a
+        streaming cascade's first chunk) does not pay for them. The session is shared and stays loaded."""
+        self.synthesize("Hello there.", voice)
+
     def synthesize(self, text: str, voice: str | None = None) -> AudioOut:
         t0 = time.perf_counter()
         voice = self.check_voice(voice)

@@ -116,6 +116,9 @@ def test_early_stopping_waits_for_patience():
     assert not s.update(0.15) and not s.stop
     assert not s.update(0.19) and s.stop
     assert not EarlyStopping(None, best=1.0, bad=50).stop
+    t = EarlyStopping(patience=1)
+    assert t.update([0.0, 0.1]) and t.update([0.0, 0.3])  # same JGA, better slot F1: a new best
+    assert not t.update([0.0, 0.2]) and t.stop
 
 
 def test_stream_order_is_reproducible_and_covers_every_item():

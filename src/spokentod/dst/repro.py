@@ -856,7 +856,8 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
                 "parse_errors": track_info.get("stats", {}).get("parse_errors"),
                 "track_s": track_info.get("stats", {}).get("wall_s"),
                 "best_step": summary.get("best_step"), "steps": summary.get("step"),
-                "dev_best": summary.get("best"),
+                "dev_best": (summary.get("best") or [None])[0] if isinstance(summary.get("best"), list)
+                else summary.get("best"),  # the best dev JGA (its slot-F1 tie-breaker left out)
                 "dev_curve": [{"step": e["step"], "jga": e.get("jga")} for e in evals],
                 "mode": cfg.conditions[condition].eval.mode, "asr": cfg.conditions[condition].eval.asr,
             })

@@ -81,9 +81,13 @@ class EarlyStopping:
     def __init__(self, patience: int | None, best: float | None = None, bad: int = 0):
         self.patience, self.best, self.bad = patience, best, bad
 
-    def update(self, metric: float) -> bool:
-        """Record one evaluation; True when it is a new best."""
-        if self.best is None or metric > self.best:
+    def update(self, metric: float | list[float]) -> bool:
+        """Record one evaluation; True when it is a new best. A list compares in order (ties on the first
+        number are broken by the next: dev JGA, then slot F1)."""
+        def key(m):
+            return tuple(m) if isinstance(m, (list, tuple)) else (m,)
+
+        if self.best is None or key(metric) > key(self.best):
             self.best, self.bad = metric, 0
             return True
         self.bad += 1
@@ -276,7 +280,8 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
                 f.write(json.dumps({"dialogue_id": e.dialogue_id, "turn": e.turn, "state": e.state,
                                     "transcript": e.transcript}) + "\n")
     s = score_files(pred_path, ref_path, ontology=cfg.ontology)
-    return {"metric": s["jga"], "jga": s["jga"], "slot_f1": s["slot_f1"], "wer": s.get("wer"),
+    # JGA first; slot F1 breaks ties (early in training every dev JGA is often 0).
+    return {"metric": [s["jga"], s["slot_f1"]], "jga": s["jga"], "slot_f1": s["slot_f1"], "wer": s.get("wer"),
             "repaired": sum(bool(getattr(p, "repaired", False)) for p in preds)}
 
 

@@ -132,14 +132,18 @@ def test_kill9_many_times_then_resume_equals_uninterrupted_run(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps({
         "dataset": {"corpus": "demo", "limit": 4}, "cache": {"enabled": False}, "concurrency": {"workers": 3},
-        "systems": {"gold": {"type": "bench_slow:Slow", "delay": 0.03, "concurrency": 3},
-                    "own": {"type": "bench_slow:Slow", "delay": 0.02, "history": "self", "concurrency": 2}}}))
+        "systems": {"gold": {"type": "bench_slow:Slow", "delay": 0.12, "concurrency": 3},
+                    "own": {"type": "bench_slow:Slow", "delay": 0.08, "history": "self", "concurrency": 2}}}))
     ref = tmp_path / "ref"
+    t0 = time.monotonic()
     done = subprocess.run(_cmd(cfg, ref), env=_env(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=300)
+    wall = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
     seed = random.randrange(1 << 30)
-    print("kill schedule seed", seed)
-    out = _kill_resume(cfg, tmp_path, [(0, 1.5)] + [(3, 0.1)] * 5, seed, timeout=300, min_kills=4)
+    print("kill schedule seed", seed, "reference run", wall)
+    # The first kill lands somewhere in start-up or the first records: within the first half of a whole run
+    # (a fixed window would let a fast machine finish the run before any kill).
+    out = _kill_resume(cfg, tmp_path, [(0, wall / 2)] + [(3, 0.1)] * 5, seed, timeout=300, min_kills=4)
     _compare(ref, out, audio=True)
     # nothing a record points at is a leftover partial file, and each turn has one final WAV
     for r in _final(out).values():

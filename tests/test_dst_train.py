@@ -213,3 +213,30 @@ def test_tts_augmentation_renders_text_turns_into_speech_examples(tmp_path):
     again = load_set("target_text", spec, None, tmp_path / "run")  # resumable: nothing re-rendered
     assert [e.audio for e in again] == [e.audio for e in examples]
     assert [os.stat(e.audio).st_mtime_ns for e in again] == stamps
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_launch(tmp_path, tiny_llm):
+    """The same recipe under `accelerate launch` with 2 CPU processes (DDP over gloo): both phases run to
+    the end, and only the main process writes logs and checkpoints."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    raw = _recipe(tmp_path, tiny_llm)
+    raw["phase1"] |= {"steps": 2, "dev": None}
+    raw["phase2"] |= {"steps": 3, "eval_every": 3, "patience": 1}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "spokentod.cli", "dst", "train", str(path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = _losses(tmp_path / "run")
+    assert [r["step"] for r in log] == [1, 2, 3]  # one writer: no duplicated lines
+    assert len((tmp_path / "run/phase2/eval.jsonl").read_text().splitlines()) == 1
+    SpeechDST.from_pretrained(tmp_path / "run/phase2/best")

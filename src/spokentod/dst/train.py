@@ -302,13 +302,16 @@ class _FeatureSource:
 
 
 def _accelerator(cfg: RecipeConfig):
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=not cuda, mixed_precision=mp)
+    # Some conditions leave parts unused in a step (a text-only recipe never touches the connector's convs):
+    # DDP must not wait for their gradients.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=not cuda, mixed_precision=mp, kwargs_handlers=[ddp])
 
 
 def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool = True,
@@ -441,6 +444,9 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
                         save_checkpoint(out / "best", model, None)
                     _append(out / "eval.jsonl", {"step": step, **ev, "improved": improved,
                                                  "bad_evals": state["bad_evals"]})
+                if acc.num_processes > 1:  # every process stops together (else DDP waits forever)
+                    flag = torch.tensor(float(state["stopped_early"]), device=acc.device)
+                    state["stopped_early"] = bool(acc.reduce(flag, reduction="max").item())
             if acc.is_main_process and (step % phase.save_every == 0 or final or state["stopped_early"]
                                         or done_here == stop_after):
                 save_checkpoint(last, model, trainer_state())

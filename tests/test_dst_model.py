@@ -63,7 +63,7 @@ def test_sequences_and_masks(model):
         p_ids, t_ids = model._ids([p])[0], model._ids([t])[0]
         assert e.shape[0] == len(model.bos) + n + len(p_ids) + len(t_ids) + 1
         assert lab[lab != -100].tolist() == t_ids + [model.eos]  # loss only on target + eos
-    emb, mask, labels = model._stack(seqs, left=True)
+    emb, mask, _ = model._stack(seqs, left=True)
     lens = [len(e) for e, _ in seqs]
     assert mask.sum(1).tolist() == lens and mask[0, -1] == 1 and mask[1, -1] == 1  # left padded
     assert (emb[mask == 0] == 0).all()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 import pytest
 import soundfile as sf
+import torch
 
 from spokentod.data.manifest import write_manifest
 from spokentod.data.schema import Audio, Dialogue, Speaker, Turn

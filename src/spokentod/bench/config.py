@@ -232,13 +232,6 @@ def parse_config(data: Any, source: str = "<config>") -> BenchConfig:
 
 
 def load_config(path: str | Path) -> BenchConfig:
-    import yaml
+    from spokentod.config_file import read_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path, ConfigError, "config"), str(path))

@@ -158,13 +158,6 @@ def parse_recipe(data: Any, where: str, overrides: list[str] = ()) -> RecipeConf
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeConfig:
-    import yaml
+    from spokentod.config_file import read_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise RecipeError(f"cannot read recipe {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
-    return parse_recipe(data, str(path), overrides)
+    return parse_recipe(read_yaml(path, RecipeError, "recipe"), str(path), overrides)

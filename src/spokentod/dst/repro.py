@@ -243,16 +243,9 @@ def parse_repro(data: Any, where: str, overrides: list[str] = ()) -> ReproConfig
 
 
 def load_repro(path: str | os.PathLike, overrides: list[str] = ()) -> ReproConfig:
-    import yaml
+    from spokentod.config_file import read_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ReproError(f"cannot read {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ReproError(f"{path}: not valid YAML: {e}") from None
-    return parse_repro(data, str(path), overrides)
+    return parse_repro(read_yaml(path, ReproError, ""), str(path), overrides)
 
 
 # ---------------------------------------------------------------------------------------------- layout

@@ -108,14 +108,21 @@ class Features:
         self.cache = FeatureCache(encoder, root, progress=False) if cache and not self.trainable else None
 
     def __call__(self, paths: list[str]):
-        if self.cache is not None:
-            return self.cache.get(paths), None
-        from spokentod.audio import load_audio
-
-        waves = [load_audio(p, 16000).samples for p in paths]
+        """(features, lengths) for a training step: padded with gradients for a trainable encoder, else a
+        list of [T_i, dim] (lengths None)."""
         if self.trainable:
-            return self.encoder.forward(waves)
-        return self.encoder.encode(waves), None
+            from spokentod.audio import load_audio
+
+            return self.encoder.forward([load_audio(p, 16000).samples for p in paths])
+        return self.get(paths), None
+
+    def get(self, paths: list[str]) -> list[torch.Tensor]:
+        """No-grad features, [T_i, dim] each: the form infer.track takes."""
+        if self.cache is not None:
+            return self.cache.get(paths)
+        from spokentod.dst.infer import EncoderFeatures
+
+        return EncoderFeatures(self.encoder).get(paths)
 
 
 class StepLoss(nn.Module):
@@ -270,7 +277,7 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
     from spokentod.dst.score import score_files
 
     mode = phase.losses[0].prefix if phase.losses[0].prefix != "text_encoder" else "speech"
-    preds = infer.track(model, group_dialogues(dev), prefix_mode=mode, features=_FeatureSource(features),
+    preds = infer.track(model, group_dialogues(dev), prefix_mode=mode, features=features,
                         batch_size=phase.batch_size, max_new_tokens=phase.max_new_tokens, progress=False)
     pred_path, ref_path = out / f"dev_step{step}.jsonl", out / "dev_references.jsonl"
     infer.write_predictions(preds, pred_path)
@@ -283,19 +290,6 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
     # JGA first; slot F1 breaks ties (early in training every dev JGA is often 0).
     return {"metric": [s["jga"], s["slot_f1"]], "jga": s["jga"], "slot_f1": s["slot_f1"], "wer": s.get("wer"),
             "repaired": sum(bool(getattr(p, "repaired", False)) for p in preds)}
-
-
-class _FeatureSource:
-    """infer.track wants `.get(paths) -> list[Tensor]`."""
-
-    def __init__(self, features: Features):
-        self.features = features
-
-    def get(self, paths: list[str]) -> list[torch.Tensor]:
-        feats, lengths = self.features(paths)
-        if lengths is None:
-            return feats
-        return [f[: int(k)] for f, k in zip(feats, lengths)]
 
 
 # ---------------------------------------------------------------------------- the loop

@@ -41,7 +41,7 @@ def tiny_llm(tmp_path_factory, smol_tokenizer_dir):
     out = tmp_path_factory.mktemp("tiny-llm")
     tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       initializer_range=0.5)  # peaked logits: a frozen random head can still be steered
     torch.manual_seed(0)

@@ -34,21 +34,6 @@ from spokentod.dst.score import read_states, score_files
 FEAT = 16
 
 
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory, smol_tokenizer_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny-llm")
-    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def tiny_config(llm_dir) -> ModelConfig:
     return ModelConfig(
         llm=str(llm_dir),

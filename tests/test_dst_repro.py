@@ -87,6 +87,7 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
         assert x["jga_ci"] and x["wer"] is not None and "slot_key_f1" in x
     main = [x for x in results["comparisons"] if x["main"]]
     assert len(main) == 1 and main[0]["seeds"] == [0] and "ci" in main[0]["pooled"]
+    assert set(main[0]["secondary"]) == {"slot_f1", "slot_key_f1"} and "ci" in main[0]["secondary"]["slot_f1"]
     assert any(a["test_set"] == "target_test" for a in results["asr"].values())
     cascade = json.loads((repro.eval_dir(out, "Cascade", 0, "target_test") / "track.json").read_text())
     assert cascade["key"]["mode"]["mode"] == "text_direct"
@@ -96,7 +97,7 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     for c in cfg.conditions:
         assert f"| {c} |" in text, c
     statement = contrast_statement(main[0], results["contrast"])
-    assert statement in text
+    assert statement in text and "Secondary metrics" in text
     for png in ("jga.png", "per_domain.png", "learning_curves.png", "wer_slot_key_f1.png"):
         assert (report.parent / "dst_repro" / png).stat().st_size > 1000, png
     assert "spokentod dst repro" in text and "--set eval.bootstrap=100" in text and "## Wall time" in text
@@ -193,7 +194,7 @@ def test_splits_are_seeded_disjoint_and_test_first():
         repro.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 30}), 0)
 
 
-def test_dialogue_rights_add_up_to_the_file_score(tmp_path):
+def test_dialogue_counts_add_up_to_the_file_score(tmp_path):
     from spokentod.dst.score import score_files
 
     refs, preds = [], []
@@ -208,8 +209,18 @@ def test_dialogue_rights_add_up_to_the_file_score(tmp_path):
     r, p = tmp_path / "refs.jsonl", tmp_path / "preds.jsonl"
     r.write_text("".join(json.dumps(x) + "\n" for x in refs))
     p.write_text("".join(json.dumps(x) + "\n" for x in preds))
-    per = repro.dialogue_rights(p, r, "multiwoz")
+    per = repro.dialogue_counts(p, r, "multiwoz")
     whole = score_files(p, r, ontology="multiwoz")
-    assert sum(n for _, n in per.values()) == whole["turns"] == 6
-    assert sum(x for x, _ in per.values()) / 6 == pytest.approx(whole["jga"]) and 0 < whole["jga"] < 1
-    assert per == {"d0": (1, 1), "d1": (1, 2), "d2": (1, 3)}
+    jga = {d: c["jga"] for d, c in per.items()}
+    assert sum(n for _, n in jga.values()) == whole["turns"] == 6
+    assert sum(x for x, _ in jga.values()) / 6 == pytest.approx(whole["jga"]) and 0 < whole["jga"] < 1
+    assert jga == {"d0": (1, 1), "d1": (1, 2), "d2": (1, 3)}
+    # pooled over dialogues, the per-dialogue F1 counts give the file's micro F1s (denominators differ
+    # between the sides, unlike JGA's turns)
+    empty = {d: (0, c["slot_f1"][1]) for d, c in per.items()}
+    for m in ("slot_f1", "slot_key_f1"):
+        tab = {d: c[m] for d, c in per.items()}
+        assert repro.paired_bootstrap([tab], [tab], 0)["treatment_value"] == pytest.approx(whole[m])
+        assert 0 < whole[m] < 1
+    b = repro.paired_bootstrap([empty], [{d: c["slot_f1"] for d, c in per.items()}], 200)
+    assert b["diff"] == pytest.approx(whole["slot_f1"]) and b["base_value"] == 0 and b["ci"][1] > 0

@@ -774,9 +774,14 @@ def _ontology(spec: str, refs):
     return O.load(spec, None, True)
 
 
-def dialogue_rights(pred_path: Path, ref_path: Path, ontology: str) -> dict[str, tuple[int, int]]:
-    """Per reference dialogue: (turns right, turns), scored exactly as score_files scores the whole file
-    (same ontology, thresholds, policy), one dialogue at a time — for paired bootstraps over dialogues."""
+# Per-dialogue (numerator, denominator) of each compared metric: pooled over dialogues they give the file's
+# score (JGA = right turns / turns; micro F1 = 2 tp / (predicted + gold slots)).
+PAIRED_METRICS = ("jga", "slot_f1", "slot_key_f1")
+
+
+def dialogue_counts(pred_path: Path, ref_path: Path, ontology: str) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per reference dialogue: {metric: (numerator, denominator)}, scored exactly as score_files scores the
+    whole file (same ontology, thresholds, policy), one dialogue at a time — for paired bootstraps."""
     from spokentod.dst import normalize as N
     from spokentod.dst.ontology import Matcher
     from spokentod.dst.score import read_predictions, read_references, score
@@ -788,32 +793,43 @@ def dialogue_rights(pred_path: Path, ref_path: Path, ontology: str) -> dict[str,
     for dlg in refs:
         if dlg:
             r = score([dlg], preds, matcher)
-            out[dlg[0].dialogue_id] = (round(r["jga"] * r["turns"]), int(r["turns"]))
+            slots = int(r["slot_pred"] + r["slot_gold"])
+            out[dlg[0].dialogue_id] = {"jga": (round(r["jga"] * r["turns"]), int(r["turns"])),
+                                       "slot_f1": (2 * int(r["slot_tp"]), slots),
+                                       "slot_key_f1": (2 * int(r["slot_key_tp"]), slots)}
     return out
 
 
-def paired_bootstrap(base: list[dict[str, tuple[int, int]]], treat: list[dict[str, tuple[int, int]]],
+def paired_bootstrap(base: list[dict[str, tuple[float, float]]], treat: list[dict[str, tuple[float, float]]],
                      samples: int, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
-    """JGA(treat) − JGA(base) with a percentile CI, dialogues resampled with replacement; each list holds one
-    per-dialogue table per seed (paired by position: same seed). Seeds are pooled by averaging a
-    dialogue's right-turn counts over them, so the dialogue stays the resampling unit."""
+    """metric(treat) − metric(base) for a pooled ratio metric (sum of numerators / sum of denominators, e.g.
+    JGA or micro F1) with a percentile CI, dialogues resampled with replacement. Each list holds one
+    per-dialogue table {id: (numerator, denominator)} per seed (paired by position: same seed). Seeds are
+    pooled by averaging a dialogue's numerator and denominator over them, so the dialogue stays the
+    resampling unit."""
     if not base or len(base) != len(treat):
         raise ValueError("paired_bootstrap needs the same number (>0) of seeds on both sides")
     ids = sorted(base[0])
     for table in base + treat:
         if sorted(table) != ids:
             raise ValueError("paired_bootstrap: the runs scored different dialogues")
-    n = np.array([base[0][i][1] for i in ids], dtype=float)
-    a = np.mean([[t[i][0] for i in ids] for t in base], axis=0)
-    b = np.mean([[t[i][0] for i in ids] for t in treat], axis=0)
-    diff = float((b.sum() - a.sum()) / max(n.sum(), 1))
-    out: dict[str, Any] = {"diff": diff, "base_jga": float(a.sum() / max(n.sum(), 1)),
-                           "treatment_jga": float(b.sum() / max(n.sum(), 1)),
-                           "dialogues": len(ids), "turns": int(n.sum()), "samples": samples, "level": ci}
+
+    def side(tables):
+        arr = np.array([[t[i] for i in ids] for t in tables], dtype=float).reshape(len(tables), len(ids), 2)
+        return arr.mean(axis=0).T  # (numerators, denominators) per dialogue
+
+    (an, ad), (bn, bd) = side(base), side(treat)
+
+    def ratio(num, den):
+        return num.sum(-1) / np.maximum(den.sum(-1), 1e-12)
+
+    out: dict[str, Any] = {"diff": float(ratio(bn, bd) - ratio(an, ad)), "base_value": float(ratio(an, ad)),
+                           "treatment_value": float(ratio(bn, bd)), "dialogues": len(ids),
+                           "samples": samples, "level": ci}
     if samples > 0 and ids:
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, len(ids), size=(samples, len(ids)))
-        stats = (b[idx].sum(1) - a[idx].sum(1)) / np.maximum(n[idx].sum(1), 1)
+        stats = ratio(bn[idx], bd[idx]) - ratio(an[idx], ad[idx])
         lo, hi = np.quantile(stats, [(1 - ci) / 2, 1 - (1 - ci) / 2])
         out |= {"ci": [float(lo), float(hi)], "p_not_greater": float(np.mean(stats <= 0))}
     return out
@@ -823,7 +839,7 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
     """Score every tracked (run, test set), then the paired comparisons; the content of results.json."""
     from spokentod.dst.score import score_files
 
-    rows, rights = [], {}
+    rows, counts = [], {}
     for condition, seed in cfg.runs():
         rd = run_dir(out, condition, seed)
         summary = _read_json(rd / "phase2" / "summary.json", {})
@@ -834,9 +850,9 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
             if not (d / "predictions.done").is_file():
                 continue
             s = score_files(pred, ref, ontology=cfg.eval.ontology, bootstrap=cfg.eval.bootstrap, seed=0)
-            per = dialogue_rights(pred, ref, cfg.eval.ontology)
-            rights[(condition, seed, test_set)] = per
-            right, turns = sum(r for r, _ in per.values()), sum(n for _, n in per.values())
+            per = dialogue_counts(pred, ref, cfg.eval.ontology)
+            counts[(condition, seed, test_set)] = per
+            right, turns = (sum(c["jga"][k] for c in per.values()) for k in (0, 1))
             track_info = _read_json(d / "track.json", {})
             _atomic_json(d / "score.json", s)
             rows.append({
@@ -861,17 +877,24 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
             continue
         for test_set in cfg.eval.test_sets:
             seeds = [s for s in cfg.seeds_of(condition) if s in cfg.seeds_of(base)
-                     and (base, s, test_set) in rights and (condition, s, test_set) in rights]
+                     and (base, s, test_set) in counts and (condition, s, test_set) in counts]
             if not seeds:
                 continue
             entry = {"baseline": base, "treatment": condition, "test_set": test_set, "seeds": seeds}
+
+            def tables(cond, metric, which=seeds):
+                return [{i: c[metric] for i, c in counts[(cond, s, test_set)].items()} for s in which]
+
             try:
-                entry["pooled"] = paired_bootstrap([rights[(base, s, test_set)] for s in seeds],
-                                                   [rights[(condition, s, test_set)] for s in seeds],
+                entry["pooled"] = paired_bootstrap(tables(base, "jga"), tables(condition, "jga"),
                                                    cfg.eval.bootstrap)
-                entry["per_seed"] = {str(s): paired_bootstrap([rights[(base, s, test_set)]],
-                                                              [rights[(condition, s, test_set)]],
-                                                              cfg.eval.bootstrap) for s in seeds}
+                entry["per_seed"] = {str(s): paired_bootstrap(tables(base, "jga", [s]),
+                                                              tables(condition, "jga", [s]), cfg.eval.bootstrap)
+                                     for s in seeds}
+                # secondary: more sensitive than JGA when every JGA is near 0; the verdict stays on JGA
+                entry["secondary"] = {m: paired_bootstrap(tables(base, m), tables(condition, m),
+                                                          cfg.eval.bootstrap)
+                                      for m in PAIRED_METRICS if m != "jga"}
             except ValueError as e:
                 entry["error"] = str(e)
             entry["main"] = (condition == cfg.contrast.treatment and test_set == cfg.contrast.test_set)

@@ -57,8 +57,8 @@ def contrast_statement(comparison: dict | None, contrast: dict) -> str:
         return f"**Not determined:** the paired comparison {t} − {b} on {ts} could not be computed ({why})."
     p = comparison["pooled"]
     seeds = ", ".join(map(str, comparison["seeds"]))
-    head = (f"{t} − {b} on {ts} JGA = {pct(p['diff'], True)} points ({pct(p['treatment_jga'])} % vs "
-            f"{pct(p['base_jga'])} %; paired bootstrap over {p['dialogues']} dialogues, {p['samples']} samples, "
+    head = (f"{t} − {b} on {ts} JGA = {pct(p['diff'], True)} points ({pct(p['treatment_value'])} % vs "
+            f"{pct(p['base_value'])} %; paired bootstrap over {p['dialogues']} dialogues, {p['samples']} samples, "
             f"seeds {seeds} pooled)")
     if "ci" not in p:
         return f"**Not determined:** {head}; no CI was computed (eval.bootstrap is 0)."
@@ -277,9 +277,20 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
         p = c["pooled"]
         verdict = ("higher, CI excludes 0" if p.get("ci") and p["ci"][0] > 0 else
                    "lower, CI excludes 0" if p.get("ci") and p["ci"][1] < 0 else "CI includes 0")
-        L.append(f"- **{c['treatment']}** on {c['test_set']}: {pct(p['treatment_jga'])} % vs "
-                 f"{pct(p['base_jga'])} % → {pct(p['diff'], True)} {ci_text(p.get('ci'), True)} ({verdict}; "
+        L.append(f"- **{c['treatment']}** on {c['test_set']}: {pct(p['treatment_value'])} % vs "
+                 f"{pct(p['base_value'])} % → {pct(p['diff'], True)} {ci_text(p.get('ci'), True)} ({verdict}; "
                  f"seeds {', '.join(map(str, c['seeds']))})")
+    sec = [c for c in comps if c.get("secondary")]
+    if sec:
+        names = {"slot_f1": "slot F1", "slot_key_f1": "slot-key F1"}
+        L += ["", ("Secondary metrics, the same paired bootstrap (micro F1 pooled over a resampled set of dialogues; "
+              "points, 95% CI). They can move when JGA cannot (a turn is right only when every slot is), but "
+              "the verdict above is on JGA:"), ""]
+        L += _table(["treatment − " + contrast["baseline"], "test set"] + [f"{n} diff [CI]" for n in names.values()],
+                    [[c["treatment"], c["test_set"]]
+                     + [f"{pct(c['secondary'][m]['treatment_value'])} vs {pct(c['secondary'][m]['base_value'])} → "
+                        f"{pct(c['secondary'][m]['diff'], True)} {ci_text(c['secondary'][m].get('ci'), True)}"
+                        for m in names] for c in sec])
     bad = [f"{r['condition']}/seed{r['seed']}/{r['test_set']}" for r in rows if not r["per_dialogue_consistent"]]
     if bad:
         L += ["", (f"Warning: the per-dialogue scores behind the paired bootstrap do not add up to the file "

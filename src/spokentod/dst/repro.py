@@ -882,7 +882,7 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
                 continue
             entry = {"baseline": base, "treatment": condition, "test_set": test_set, "seeds": seeds}
 
-            def tables(cond, metric, which=seeds):
+            def tables(cond, metric, which=seeds, test_set=test_set):
                 return [{i: c[metric] for i, c in counts[(cond, s, test_set)].items()} for s in which]
 
             try:

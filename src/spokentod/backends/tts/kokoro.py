@@ -124,7 +124,8 @@ def _session(threads: int, precision: str = "int8", sha256: str = ""):
     # no busy-waiting between ops: with ASR/LLM/other jobs on the same cores, spinning threads burned
     # ~25 % more CPU per audio second here and were slower in wall time too (2.7 vs 2.9-4.3 s/s, loaded)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(_model_file(precision, sha256), sess_options=opts, providers=["CPUExecutionProvider"])
+    path = _model_file(precision, sha256)
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _package_data():
@@ -280,9 +281,10 @@ class KokoroTTS(Backend):
             "phoneme_map": self.phoneme_map,
             "pause": self.pause,
             "max_tokens": self.max_tokens,
-            "precision": self.precision,  # the float32 graph's audio differs slightly (durations, spectra)
             "espeakng_loader": version("espeakng-loader"),
             "phonemizer": version("phonemizer-fork"),
+            # float32 audio differs slightly (durations, spectra); int8 keeps the old key so caches stay valid
+            **({"precision": self.precision} if self.precision != "int8" else {}),
         }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spokentod.dst import repro
+from spokentod.dst import repro, repro_stats
 from spokentod.dst.repro_report import contrast_statement
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,18 +162,18 @@ def test_config_errors_name_the_field():
 def test_paired_bootstrap_and_statement():
     base = [{"a": (0, 4), "b": (1, 4), "c": (0, 2)}, {"a": (1, 4), "b": (1, 4), "c": (0, 2)}]
     better = [{"a": (3, 4), "b": (4, 4), "c": (2, 2)}, {"a": (4, 4), "b": (3, 4), "c": (2, 2)}]
-    p = repro.paired_bootstrap(base, better, 500)
+    p = repro_stats.paired_bootstrap(base, better, 500)
     assert p["diff"] == pytest.approx((9 - 1.5) / 10) and p["ci"][0] > 0 and p["p_not_greater"] == 0
     contrast = {"baseline": "S", "treatment": "S+T", "test_set": "target_test"}
     s = contrast_statement({"pooled": p, "seeds": [0, 1]}, contrast)
     assert s.startswith("**Reproduced:**") and "excludes 0" in s
-    worse = repro.paired_bootstrap(better, base, 500)
+    worse = repro_stats.paired_bootstrap(better, base, 500)
     assert contrast_statement({"pooled": worse, "seeds": [0, 1]}, contrast).startswith("**Not reproduced (opposite")
-    same = repro.paired_bootstrap(base, base, 500)
+    same = repro_stats.paired_bootstrap(base, base, 500)
     assert same["diff"] == 0 and "includes 0" in contrast_statement({"pooled": same, "seeds": [0]}, contrast)
     assert contrast_statement(None, contrast).startswith("**Not determined:**")
     with pytest.raises(ValueError, match="different dialogues"):
-        repro.paired_bootstrap(base, [{"a": (1, 4)}, {"a": (1, 4)}], 10)
+        repro_stats.paired_bootstrap(base, [{"a": (1, 4)}, {"a": (1, 4)}], 10)
 
 
 def test_splits_are_seeded_disjoint_and_test_first():
@@ -209,7 +209,7 @@ def test_dialogue_counts_add_up_to_the_file_score(tmp_path):
     r, p = tmp_path / "refs.jsonl", tmp_path / "preds.jsonl"
     r.write_text("".join(json.dumps(x) + "\n" for x in refs))
     p.write_text("".join(json.dumps(x) + "\n" for x in preds))
-    per = repro.dialogue_counts(p, r, "multiwoz")
+    per = repro_stats.dialogue_counts(p, r, "multiwoz")
     whole = score_files(p, r, ontology="multiwoz")
     jga = {d: c["jga"] for d, c in per.items()}
     assert sum(n for _, n in jga.values()) == whole["turns"] == 6
@@ -220,7 +220,7 @@ def test_dialogue_counts_add_up_to_the_file_score(tmp_path):
     empty = {d: (0, c["slot_f1"][1]) for d, c in per.items()}
     for m in ("slot_f1", "slot_key_f1"):
         tab = {d: c[m] for d, c in per.items()}
-        assert repro.paired_bootstrap([tab], [tab], 0)["treatment_value"] == pytest.approx(whole[m])
+        assert repro_stats.paired_bootstrap([tab], [tab], 0)["treatment_value"] == pytest.approx(whole[m])
         assert 0 < whole[m] < 1
-    b = repro.paired_bootstrap([empty], [{d: c["slot_f1"] for d, c in per.items()}], 200)
+    b = repro_stats.paired_bootstrap([empty], [{d: c["slot_f1"] for d, c in per.items()}], 200)
     assert b["diff"] == pytest.approx(whole["slot_f1"]) and b["base_value"] == 0 and b["ci"][1] > 0

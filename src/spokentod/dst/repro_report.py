@@ -14,19 +14,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from spokentod.dst.repro_config import TARGET_SETS, ReproError, read_json, run_dir
+
 # A target-domain JGA below this for every condition means the models have barely learned the task; the
 # report then says the comparison has little power (a fixed rule, applied to the numbers).
 UNDERTRAINED_JGA = 0.05
 
 
-def _read(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return default
-
-
-def _lines(path: Path) -> list[dict]:
+def _step_log(path: Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:
@@ -95,7 +90,6 @@ def _plots(out: Path, fig_dir: Path, results: dict, conditions: list[str], runs:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spokentod.dst.repro import run_dir
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
@@ -165,10 +159,10 @@ def _plots(out: Path, fig_dir: Path, results: dict, conditions: list[str], runs:
     # 4. Learning curves: phase 1 ASR loss, phase 2 first loss and total loss, dev JGA.
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     axes = axes.ravel()
-    p1 = _lines(out / "shared" / "phase1" / "log.jsonl")
+    p1 = _step_log(out / "shared" / "phase1" / "log.jsonl")
     if p1:
         axes[0].plot([r["step"] for r in p1], [r["loss"] for r in p1], ".-", color="k")
-    p1e = _lines(out / "shared" / "phase1" / "eval.jsonl")
+    p1e = _step_log(out / "shared" / "phase1" / "eval.jsonl")
     if p1e:
         tw = axes[0].twinx()
         tw.plot([r["step"] for r in p1e], [100 * r["wer"] for r in p1e], "s--", color="C3")
@@ -178,15 +172,15 @@ def _plots(out: Path, fig_dir: Path, results: dict, conditions: list[str], runs:
     for i, (c, s) in enumerate(runs):
         ci = conditions.index(c)
         style = "-" if s == runs[0][1] or sum(1 for x in runs if x[0] == c) == 1 else "--"
-        mark = "." if len(_lines(run_dir(out, c, s) / "phase2" / "log.jsonl")) < 50 else ""
-        log = _lines(run_dir(out, c, s) / "phase2" / "log.jsonl")
+        mark = "." if len(_step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")) < 50 else ""
+        log = _step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")
         if log:
             first = next((k for k in log[0] if k.startswith("loss_")), "loss")
             axes[1].plot([r["step"] for r in log], [r[first] for r in log], mark + style, color=f"C{ci}",
                          label=f"{c} s{s} ({first[5:]})")
             axes[2].plot([r["step"] for r in log], [r["loss"] for r in log], mark + style, color=f"C{ci}",
                          label=f"{c} s{s}")
-        ev = _lines(run_dir(out, c, s) / "phase2" / "eval.jsonl")
+        ev = _step_log(run_dir(out, c, s) / "phase2" / "eval.jsonl")
         if ev:
             axes[3].plot([r["step"] for r in ev], [100 * r["jga"] for r in ev], "o" + style, color=f"C{ci}",
                          label=f"{c} s{s}")
@@ -209,7 +203,6 @@ def _plots(out: Path, fig_dir: Path, results: dict, conditions: list[str], runs:
 
 def _weight(loss: dict, cfg: dict) -> float:
     """The weight a loss trained with (repro.condition_recipe: target-data losses default to target_weight)."""
-    from spokentod.dst.repro import TARGET_SETS
 
     if "weight" in loss:
         return loss["weight"]
@@ -231,14 +224,13 @@ def _hms(seconds: float | None) -> str:
 def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     """Write the markdown report at `report_path` and its plots in a folder beside it named after it."""
     out, report_path = Path(out_dir), Path(report_path)
-    results = _read(out / "results.json")
+    results = read_json(out / "results.json")
     if results is None:
-        from spokentod.dst.repro import ReproError
 
         raise ReproError(f"{out / 'results.json'} does not exist: run the eval stage first")
-    repro = _read(out / "repro.json", {})
-    split = _read(out / "data" / "split.json", {})
-    timings = _read(out / "timings.json", {})
+    repro = read_json(out / "repro.json", {})
+    split = read_json(out / "data" / "split.json", {})
+    timings = read_json(out / "timings.json", {})
     cfg = repro.get("config", {})
     conditions = list(cfg.get("conditions", {}))
     seeds = cfg.get("seeds", [])
@@ -347,11 +339,10 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     # --- learning curves
     L += ["## Learning curves", "", f"![learning curves]({rel}/{files['curves']})", ""]
     lc = []
-    from spokentod.dst.repro import run_dir
 
     for c, s in runs:
-        log = _lines(run_dir(out, c, s) / "phase2" / "log.jsonl")
-        ev = _lines(run_dir(out, c, s) / "phase2" / "eval.jsonl")
+        log = _step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")
+        ev = _step_log(run_dir(out, c, s) / "phase2" / "eval.jsonl")
         k = max(1, len(log) // 5)
         first = sum(r["loss"] for r in log[:k]) / k if log else None
         last = sum(r["loss"] for r in log[-k:]) / k if log else None
@@ -365,7 +356,7 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
           "first loss: a text-only condition (the Cascade) is validated on gold transcripts, so its dev JGA is not "
           "comparable with the speech conditions'. Total losses differ in scale because the conditions sum "
           "different numbers of losses.")]
-    p1e = _lines(out / "shared" / "phase1" / "eval.jsonl")
+    p1e = _step_log(out / "shared" / "phase1" / "eval.jsonl")
     if p1e:
         L += ["", "Phase 1 (shared ASR pre-training) dev WER by step: "
               + ", ".join(f"{e['step']}: {pct(e['wer'])} %" for e in p1e) + "."]
@@ -394,11 +385,10 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
                       (", ".join(f"{r} {n}" for r, n in split["examples"].get(k, {}).get("counts", {}).items())
                        or "none")]
                      for k, v in split["voices"].items()])
-    from spokentod.dst.repro import run_dir as _run_dir
 
     base = cfg.get("base", {})
     p1, p2 = base.get("phase1") or {}, base.get("phase2") or {}
-    resolved = _read(_run_dir(out, *runs[0]) / "recipe.json", {}) if runs else {}
+    resolved = read_json(run_dir(out, *runs[0]) / "recipe.json", {}) if runs else {}
     model = resolved.get("model") or base.get("model", {})  # the full model config as trained
 
     def short(d: Any, keys: tuple[str, ...]) -> str:

@@ -21,6 +21,12 @@ spokentod.metrics.text.normalize_for_wer):
   * speed: 1.25-1.3 CPU seconds per audio second (2 intra-op threads), so RTF ≈ 0.65 at best on two idle
     cores; measured RTF 1.08 at load average 3 and 1.9-3 at 5-8 (cores shared with other jobs). The
     design note's 0.34 was not reproduced here. benchmarks/synth_speed.py prints both numbers.
+  * precision="float32" (the int8 graph dequantized once into ~/.cache/spokentod/models, 325 MB, < 10 s;
+    _kokoro_float.py): 0.79-0.86× the int8 wall time per call at 1 thread (4 sentences incl. a 4-word
+    phrase, loaded machine; benchmarks/kokoro_precision.py). A plain float Conv1d was no faster than
+    ConvInteger here (AVX-512 VNNI CPU); the gain comes from running the convs as 1×k Conv2d (onnxruntime's
+    NCHWc kernels). Parity: length ratio 0.98-1.02, DTW-aligned log-mel correlation 0.95-0.99 (1.5-3.1 dB),
+    Whisper tiny.en WER 2.3 % for both (the same transcripts). Default stays int8 for now.
 Style vectors (`voices_ja.npz`, 510×1×256 per voice) are indexed by token count.
 """
 
@@ -41,6 +47,7 @@ import numpy as np
 
 from spokentod.backends.base import AudioOut, Backend, Timings, register
 from spokentod.backends.tts._common import TTSError, check_text, split_sentences
+from spokentod.backends.tts._kokoro_float import REWRITE_VERSION
 
 SAMPLE_RATE = 24000
 MAX_TOKENS = 510  # the model's context is 512 with the two pad tokens
@@ -284,7 +291,7 @@ class KokoroTTS(Backend):
             "espeakng_loader": version("espeakng-loader"),
             "phonemizer": version("phonemizer-fork"),
             # float32 audio differs slightly (durations, spectra); int8 keeps the old key so caches stay valid
-            **({"precision": self.precision} if self.precision != "int8" else {}),
+            **({"precision": self.precision, "rewrite_version": REWRITE_VERSION} if self.precision != "int8" else {}),
         }
 
 

@@ -98,6 +98,10 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
         assert f"| {c} |" in text, c
     statement = contrast_statement(main[0], results["contrast"])
     assert statement in text and "Secondary metrics" in text
+    floor = results["trivial"]["target_test"]  # predicting {} everywhere: right only where gold is empty
+    refs = _lines(out / "data/target_test/references.jsonl")
+    assert floor["turns"] == len(refs) and floor["jga"] == pytest.approx(sum(not x["state"] for x in refs) / len(refs))
+    assert "Floor — predicting an empty state" in text
     for png in ("jga.png", "per_domain.png", "learning_curves.png", "wer_slot_key_f1.png"):
         assert (report.parent / "dst_repro" / png).stat().st_size > 1000, png
     assert "spokentod dst repro" in text and "--set eval.bootstrap=100" in text and "## Wall time" in text

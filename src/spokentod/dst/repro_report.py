@@ -322,6 +322,11 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
             f"{', ' + a['asr'].get('model') if a.get('asr') and a['asr'].get('model') else ''})"
             for a in results["asr"].values()) + "."]
 
+    if results.get("trivial"):
+        L += ["", "Floor — predicting an empty state at every turn scores JGA " + "; ".join(
+            f"{pct(t['jga'])} % on {ts} ({t['turns']} turns)" for ts, t in results["trivial"].items())
+            + " (turns whose gold state is still empty count right)."]
+
     # --- per domain
     L += ["", "## Per-domain JGA (mean over seeds)", "", f"![per-domain JGA]({rel}/{files['per_domain']})", ""]
     for ts in test_sets:

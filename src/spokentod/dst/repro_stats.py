@@ -161,6 +161,23 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
         a = read_json(p, {})
         asr[f"{p.parent.name}/{p.stem}"] = {"asr": a.get("key", {}).get("asr"), "test_set": p.stem,
                                             "wer": a.get("wer"), "errors": len(a.get("errors", []))}
-    return {"rows": rows, "comparisons": comparisons, "asr": asr,
+    trivial = {ts: trivial_baseline(cfg, out, ts) for ts in cfg.eval.test_sets
+               if (data_dir(out) / ts / "references.jsonl").is_file()}
+    return {"rows": rows, "comparisons": comparisons, "asr": asr, "trivial": trivial,
             "contrast": cfg.contrast.model_dump(), "seeds": cfg.seeds,
             "bootstrap": cfg.eval.bootstrap, "ontology": cfg.eval.ontology, "at": now_iso()}
+
+
+def trivial_baseline(cfg: ReproConfig, out: Path, test_set: str) -> dict[str, Any]:
+    """The score of predicting an empty state at every turn: the floor a JGA near 0 should be read against
+    (turns whose gold state is still empty count right)."""
+    from spokentod.dst.score import score_files
+
+    ref = data_dir(out) / test_set / "references.jsonl"
+    pred = out / "eval" / "trivial" / test_set / "predictions.jsonl"
+    lines = [json.dumps({"dialogue_id": r["dialogue_id"], "turn": r["turn"], "state": {}}) + "\n"
+             for r in map(json.loads, read_lines(ref))]
+    pred.parent.mkdir(parents=True, exist_ok=True)
+    pred.write_text("".join(lines), encoding="utf-8")
+    s = score_files(pred, ref, ontology=cfg.eval.ontology, bootstrap=0)
+    return {k: s.get(k) for k in ("jga", "slot_f1", "slot_key_f1", "turns")}

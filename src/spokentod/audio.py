@@ -10,6 +10,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from spokentod.atomic import atomic_write
 from spokentod.errors import AudioError
 
 MAX_SECONDS = 600.0  # one user turn / reply; a 2-hour file is a mistake, not a turn
@@ -77,10 +78,9 @@ def from_array(samples: np.ndarray, rate: int, target_rate: int | None = 16000,
 
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, rate: int) -> None:
-    """16-bit PCM WAV, written to a temp name then renamed so a crash never leaves a partial file."""
-    tmp = f"{path}.part"
-    sf.write(tmp, np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    """16-bit PCM WAV, written atomically so a crash never leaves a partial file."""
+    clipped = np.clip(samples, -1.0, 1.0)
+    atomic_write(path, lambda f: sf.write(f, clipped, rate, subtype="PCM_16", format="WAV"))
 
 
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spokentod.atomic import atomic_write, write_json
 from spokentod.errors import SpokenTODError
 
 Key = tuple[str, str, int, int]  # (system, dialogue_id, turn, seed)
@@ -205,18 +206,9 @@ class ResultFile:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file, fsync, rename: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, default=str) + "\n"
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A run directory's JSON (plan, run meta, summaries): fsynced, then renamed in, so readers see the old
+    or the new file, never half."""
+    write_json(path, obj, indent=2, ensure_ascii=False, sort_keys=False, default=str, fsync=True)
 
 
 # ---------------------------------------------------------------- reading run directories (status, merge)
@@ -408,13 +400,7 @@ def merge_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> MergeRe
                     except OSError:
                         shutil.copy2(src / audio, dst)
             lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True, default=str) + "\n")
-        path = out / "results" / results_name(system)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(out / "results" / results_name(system), "".join(lines), fsync=True)
     first = metas[0][1] if metas else {}
     plan = {"shard": [1, 1], "protocol_hash": next(iter(hashes - {None}), None),
             "systems": sorted({s for r in runs for p in r.plans for s in p["systems"]}),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from spokentod.atomic import atomic_write
 from spokentod.data.manifest import read_manifest, resolve_audio_path
 from spokentod.data.validate import SOUNDFILE_ERRORS
 from spokentod.errors import DataError, Problem
@@ -94,9 +95,14 @@ def export_lhotse(manifest: str | os.PathLike, out_dir: str | os.PathLike, gzip:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # renamed into place: no half-written manifest on a crash
-    opener = gz.open if path.name.endswith(".gz") else open
-    with opener(tmp, "wt", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    if not path.name.endswith(".gz"):
+        atomic_write(path, data)  # no half-written manifest on a crash
+        return
+
+    def write_gz(f) -> None:
+        # filename= names the member after the target, not the temporary file
+        with gz.GzipFile(filename=path.name, mode="wb", fileobj=f) as z:
+            z.write(data)
+
+    atomic_write(path, write_gz)

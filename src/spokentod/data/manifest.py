@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from spokentod.atomic import atomic_write
 from spokentod.data.schema import Dialogue
 from spokentod.errors import DataError, Problem
 
@@ -104,17 +105,13 @@ def resolve_audio_path(base: str | os.PathLike, audio_path: str,
 
 def write_manifest(path: str | os.PathLike, dialogues: Iterable[Dialogue]) -> int:
     """Write dialogues as JSONL (atomically: a crash never leaves half a manifest). Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for d in dialogues:
-                f.write(d.model_dump_json(exclude_none=True) + "\n")
-                n += 1
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write (bad input iterator, disk full) leaves no debris
-        raise
-    os.replace(tmp, path)
+
+    def write(f) -> None:  # streamed: `dialogues` may be a generator too large to hold as one string
+        nonlocal n
+        for d in dialogues:
+            f.write((d.model_dump_json(exclude_none=True) + "\n").encode("utf-8"))
+            n += 1
+
+    atomic_write(path, write)  # a failed write (bad input iterator, disk full) leaves no debris
     return n

@@ -46,6 +46,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from spokentod.atomic import atomic_write
 from spokentod.audio import resample, write_wav
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.schema import Audio, Dialogue, Speaker
@@ -113,10 +114,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
                 f"{path}); use a new --out directory or delete it"
             )
     else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(settings, indent=2, sort_keys=True, default=str))  # creates out_dir
 
 
 def synthesize_manifest(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spokentod.atomic import atomic_write, write_json
 from spokentod.audio import load_audio
 from spokentod.dst.encoders import RATE, EncoderError, SpeechEncoder
 from spokentod.paths import cache_dir
@@ -55,19 +55,6 @@ def identity_hash(encoder: SpeechEncoder) -> str:
     return hashlib.sha256(json.dumps(encoder.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """`write(fileobj)` into a temporary file beside `path`, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FeatureCache:
     """``get(audio_paths)`` → one [T_i, dim] float32 CPU tensor per path, computing only what is not on disk.
 
@@ -88,8 +75,7 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "identity.json"
         if not meta.is_file():
-            text = json.dumps(self.identity, sort_keys=True, indent=2) + "\n"
-            _atomic_write(meta, lambda f: f.write(text.encode()))
+            write_json(meta, self.identity, sort_keys=True)
         self.memory, self.progress = int(memory), progress
         self._lru: OrderedDict[str, Tensor] = OrderedDict()
         self.hits = self.misses = 0
@@ -122,7 +108,7 @@ class FeatureCache:
 
     def _store(self, sha: str, t: Tensor) -> None:
         arr = np.ascontiguousarray(t.numpy(), dtype=np.float32)
-        _atomic_write(self.path_for(sha), lambda f: np.save(f, arr, allow_pickle=False))
+        atomic_write(self.path_for(sha), lambda f: np.save(f, arr, allow_pickle=False))
         self._remember(sha, t)
 
     def get(self, audio_paths: list[str | os.PathLike]) -> list[Tensor]:

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from spokentod.atomic import atomic_write, write_json
 from spokentod.errors import SpokenTODError
 
 HistoryMode = Literal["predicted", "gold"]
@@ -297,20 +298,11 @@ def _grouped(preds: Iterable[TurnPrediction]) -> dict[str, list[TurnPrediction]]
     return out
 
 
-def _atomic_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def write_predictions(preds: Iterable[TurnPrediction], path: str | os.PathLike) -> Path:
     """Our JSONL: one {"dialogue_id", "turn" (Turn.index), "transcript", "state"} per user turn, plus "raw",
     "repaired", "error" when set. Read by ``spokentod dst score`` (default --turn-index index)."""
     lines = [json.dumps(p.record(), ensure_ascii=False) + "\n" for p in preds]
-    return _atomic_text(path, "".join(lines))
+    return atomic_write(path, "".join(lines))
 
 
 def active_domains(state: dict | None) -> list[str]:
@@ -344,7 +336,7 @@ def write_multiwoz_eval(preds: Iterable[TurnPrediction], path: str | os.PathLike
                 e["error"] = p.error
             entries.append(e)
         out[key] = entries
-    return _atomic_text(path, json.dumps(out, ensure_ascii=False, indent=1) + "\n")
+    return write_json(path, out, indent=1, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------- a whole run
@@ -572,6 +564,6 @@ def run_track(settings) -> dict[str, Any]:
     failed = [f"{p.dialogue_id}:{p.turn}: {p.error}" for p in preds if p.state is None][:20]
     if failed:
         result["failed_examples"] = failed
-    _atomic_text(out / "track.json", json.dumps(result, indent=1, default=str) + "\n")
+    write_json(out / "track.json", result, indent=1, default=str)
     return result
 

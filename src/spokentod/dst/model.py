@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from spokentod.atomic import atomic_write
 from spokentod.dst.data import HistoryFormat, format_history
 from spokentod.dst.encoders import EncoderConfig
 from spokentod.errors import SpokenTODError
@@ -251,14 +252,13 @@ class SpeechDST(nn.Module):
 
     def save_pretrained(self, out: str | os.PathLike) -> None:
         """model.json (config + feature width) and trainable.safetensors (deltas only: a few MB)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"config": self.cfg.model_dump(mode="json"), "feature_dim": self.connector.convs[0].in_channels}
-        tmp = out / "trainable.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in self.trainable_state_dict().items()}, str(tmp))
-        os.replace(tmp, out / "trainable.safetensors")
+        atomic_write(out / "trainable.safetensors",
+                     save({k: v.contiguous() for k, v in self.trainable_state_dict().items()}))
         (out / "model.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod

@@ -21,7 +21,6 @@ Per-step losses go to ``<out>/phaseN/log.jsonl`` (learning curves), evaluations 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spokentod.atomic import atomic_write, replace_dir
 from spokentod.dst.data import AsrItem, Example, asr_target, load_asr_items, make_examples, target_json
 from spokentod.dst.encoders import build_encoder
 from spokentod.dst.features import FeatureCache
@@ -223,12 +223,7 @@ def save_checkpoint(path: Path, model: SpeechDST, trainer: dict | None) -> None:
     model.save_pretrained(tmp)
     if trainer is not None:
         torch.save(trainer, tmp / "trainer.pt")
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, path)  # the previous checkpoint stays whole (as .<name>.old) until the new one is in
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -242,9 +237,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError):
             continue
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(x + "\n" for x in keep))
 
 
 def _append(path: Path, record: dict) -> None:

@@ -36,6 +36,7 @@ from typing import Annotated, Any
 
 import typer
 
+from spokentod.atomic import atomic_write
 from spokentod.metrics.registry import (
     Metric,
     MetricResult,
@@ -297,13 +298,8 @@ def _read_old(path: Path) -> dict[tuple, dict[str, Any]]:
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records),
+                 fsync=True)
 
 
 def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None, judge: Any = None,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spokentod.atomic import atomic_write, replace_dir
 from spokentod.paths import cache_dir
 
 MARKER = "spokentod-gguf.json"
@@ -38,9 +39,7 @@ def sha256_cached(path: Path, memo: Path) -> str:
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(key | {"sha256": h.hexdigest()}))
-    os.replace(tmp, memo)
+    atomic_write(memo, json.dumps(key | {"sha256": h.hexdigest()}))
     return h.hexdigest()
 
 
@@ -68,8 +67,7 @@ def ensure_converted(slug: str, sha256: str, gguf: Callable[[], Path]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         meta = _convert(src, tmp) | {"gguf": src.name, "gguf_sha256": sha256}
         (tmp / MARKER).write_text(json.dumps(meta, indent=1))
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover (no MARKER) from a crash
-        os.replace(tmp, target)
+        replace_dir(tmp, target)  # over an incomplete leftover (no MARKER) from a crash, if any
     return target
 
 

@@ -12,7 +12,8 @@ arithmetic whatever the stage costs: asr + max(llm, tts) ≥ (asr + llm + tts) /
 overlap gives 0.5× only with a free ASR and llm = tts exactly.
 
     .venv/bin/python benchmarks/cascade_latency.py [--turns 6] [--max-tokens 40] [--llm-threads N]
-        [--llm-nice N] [--tts-threads N] [--first-chunk-words 5] [--no-merge] [--work DIR]
+        [--llm-nice N] [--tts-threads N] [--tts-precision int8|float32] [--first-chunk-words 5] [--no-merge]
+        [--work DIR]
 
 --work DIR keeps the synthesized user turns between runs (they take minutes to render on 2 cores).
 """
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--llm-nice", type=int, default=0,
                     help="lower the LLM's decode priority by this much (SmolLM2 decode_nice; both modes)")
     ap.add_argument("--tts-threads", type=int, default=None, help="onnxruntime threads for Kokoro (default: all)")
+    ap.add_argument("--tts-precision", choices=("int8", "float32"), default="int8",
+                    help="Kokoro graph: the shipped int8 one or its float32 rewrite")
     ap.add_argument("--first-chunk-words", type=int, default=ChunkPolicy().first_chunk_words,
                     help="streaming: cut the first chunk after this many words (0: whole sentences)")
     ap.add_argument("--no-merge", action="store_true", help="streaming: one TTS call per chunk")
@@ -90,7 +93,7 @@ def main() -> None:
 
     asr = create("asr", {"name": "whisper-ct2"})
     llm = create("llm", {"name": "smollm2", "threads": args.llm_threads, "decode_nice": args.llm_nice})
-    tts = create("tts", {"name": "kokoro", "threads": args.tts_threads})
+    tts = create("tts", {"name": "kokoro", "threads": args.tts_threads, "precision": args.tts_precision})
     settings = SystemSettings(params=GenParams(max_tokens=args.max_tokens))
     policy = ChunkPolicy(first_chunk_words=args.first_chunk_words, merge_ready=not args.no_merge)
     clocks = {k: _Clock(b) for k, b in (("asr", asr), ("llm", llm), ("tts", tts))}
@@ -133,7 +136,7 @@ def main() -> None:
 
     mean = statistics.mean
     print(f"{len(items)} turns, max_tokens={args.max_tokens}, llm threads {args.llm_threads or 'all'}, "
-          f"llm nice {args.llm_nice}, tts threads {args.tts_threads or 'all'}, {os.cpu_count()} CPUs; first_chunk_words="
+          f"llm nice {args.llm_nice}, tts threads {args.tts_threads or 'all'} ({args.tts_precision}), {os.cpu_count()} CPUs; first_chunk_words="
           f"{policy.first_chunk_words}, merge_ready={policy.merge_ready}; embedded cascade on this CPU")
     print(f"load average (1/5/15 min) during the run: {' -> '.join(loads)}")
     same = sum(a == b for a, b in zip(texts["sequential"], texts["streaming"]))

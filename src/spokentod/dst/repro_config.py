@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from spokentod import atomic
 from spokentod.errors import SpokenTODError
 
 STAGES = ("prepare", "phase1", "train", "eval", "report")
@@ -310,10 +311,7 @@ def now_iso() -> str:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_json(path, obj, indent=1, default=str)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -10,19 +10,19 @@ We dequantize the weights, W = (W_q - w_zp) * w_scale, and replace each chain
 by a float Conv(x, W, b) / MatMul(x, W) writing the Mul's output; the int bias is traced back to the float
 bias it was computed from (floor(b / (x_scale * w_scale))). DynamicQuantizeLSTM becomes a plain LSTM (its
 weights are stored transposed). The embedding DequantizeLinear nodes stay (a Gather, cheap). Dead nodes and
-initializers are dropped. The result lives in ``cache_dir("models")/kokoro-float32-<sha256[:12]>.onnx``,
+initializers are dropped. The result lives in ``cache_dir("models")/kokoro-float32-v<REWRITE_VERSION>-<sha256[:12]>.onnx``,
 written to a temp file and renamed under a file lock, like the GGUF conversion in backends/llm/_gguf.py.
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from spokentod.atomic import atomic_write
 from spokentod.backends.llm._gguf import LOCK_TIMEOUT_S
 from spokentod.paths import cache_dir
 
@@ -48,9 +48,8 @@ def ensure_float32(sha256: str, source: Callable[[], Path]) -> Path:
         import onnx
 
         model = to_float32(onnx.load(str(source())))
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        onnx.save(model, str(tmp))
-        os.replace(tmp, target)  # a crash never leaves a half-written file under the final name
+        # a crash never leaves a half-written file under the final name
+        atomic_write(target, model.SerializeToString())
     return target
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import jiwer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from spokentod.data import corpora
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.stats import corpus_stats, render_stats
 from spokentod.metrics.text import normalize_for_wer
+from spokentod.progress import progress_bar
 
 
 def run_demo(out: str | Path, n: int | None = None, tts: str = "kokoro", asr: str = "whisper-ct2") -> dict:
@@ -44,8 +44,7 @@ def run_demo(out: str | Path, n: int | None = None, tts: str = "kokoro", asr: st
     rows, refs, hyps = [], [], []
     turns = [(d, t) for d in read_manifest(spoken) for t in d.user_turns if t.audio]
     asr_s = audio_s = 0.0
-    with Progress(TextColumn("transcribing"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), console=console) as bar:
+    with progress_bar("transcribing", unit="turns", console=console) as bar:
         task = bar.add_task("asr", total=len(turns))
         for d, t in turns:
             tr = model.transcribe(out / "spoken" / t.audio.path)

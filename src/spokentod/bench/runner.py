@@ -52,15 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import ProgressColumn
 from rich.text import Text
 
 from spokentod.bench.config import BenchConfig, ConfigError, load_config, parse_config
@@ -75,6 +67,7 @@ from spokentod.bench.store import (
 )
 from spokentod.data.schema import Audio, Dialogue, Speaker, Turn
 from spokentod.errors import SpokenTODError
+from spokentod.progress import progress_bar
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -586,11 +579,10 @@ class Runner:
     def execute(self, jobs: list[_Job], systems: dict[tuple[str, int], Any], stores: dict[str, ResultFile],
                 finals: dict[Key, dict], attempts: dict[Key, int], pool_sizes: dict[str, int]) -> None:
         total = sum(j.runs for j in jobs)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         pools = {name: ThreadPoolExecutor(max_workers=pool_sizes[name], thread_name_prefix=f"bench-{name}")
                  for name in self.cfg.systems}
-        with Progress(*columns, console=console, disable=not self.progress, speed_estimate_period=60) as bar:
+        with progress_bar(extra=(_Rate(),), console=console, disable=not self.progress,
+                          speed_estimate_period=60) as bar:
             task = bar.add_task("bench", total=total)
 
             def advance() -> None:

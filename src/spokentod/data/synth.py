@@ -37,20 +37,13 @@ from typing import Any
 
 import soundfile as sf
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from spokentod.atomic import atomic_write
 from spokentod.audio import resample, write_wav
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.schema import Audio, Dialogue, Speaker
 from spokentod.errors import SpokenTODError
+from spokentod.progress import progress_bar
 
 SPEAKERS = {"user": (Speaker.user,), "agent": (Speaker.agent,), "all": (Speaker.user, Speaker.agent)}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -152,15 +145,7 @@ def synthesize_manifest(
     failures: list[tuple[str, int, str]] = []
     rendered = skipped = 0
     audio_s, t0 = 0.0, time.perf_counter()
-    columns = (
-        TextColumn("synth"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, disable=not progress) as bar:
+    with progress_bar("synth", console=console, disable=not progress) as bar:
         task = bar.add_task("synth", total=len(jobs))
         for d, turn in jobs:
             voice = assign_voice(d.id, voices)

@@ -148,10 +148,9 @@ def _check_jobs(jobs: list[_Job], root, limits: Limits, workers: int | None) -> 
 
 
 def _with_progress(results, total: int):
-    from rich.console import Console
-    from rich.progress import Progress
+    from spokentod.progress import progress_bar
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    with progress_bar("checking audio", transient=True) as bar:
         task = bar.add_task("checking audio", total=total)
         for r in results:
             bar.advance(task)

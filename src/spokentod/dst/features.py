@@ -130,15 +130,12 @@ class FeatureCache:
         return [found[s] for s in shas]
 
     def _compute(self, todo: dict[str, str]) -> dict[str, Tensor]:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from spokentod.progress import progress_bar
 
         items, out = list(todo.items()), {}
         step = max(1, int(getattr(getattr(self.encoder, "cfg", None), "batch_size", 8)))
-        columns = (TextColumn("encoding speech"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeRemainingColumn())
         show = self.progress and len(items) > step
-        with Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as bar:
+        with progress_bar("encoding speech", unit="utterances", transient=True, disable=not show) as bar:
             task = bar.add_task("encode", total=len(items))
             for i in range(0, len(items), step):
                 chunk = items[i: i + step]

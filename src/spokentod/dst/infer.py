@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spokentod.atomic import atomic_write, write_json
 from spokentod.errors import SpokenTODError
+from spokentod.progress import progress_bar
 
 HistoryMode = Literal["predicted", "gold"]
 TEXT_MODES = ("text_encoder", "text_direct", "none")
@@ -155,23 +156,6 @@ def interleave(dialogues: Sequence[Sequence[Any]], batch_size: int) -> Iterable[
         active = [s for s in active if s[1] < len(dialogues[s[0]])]
 
 
-def progress_bar(enabled: bool, what: str = "tracking"):
-    """A rich progress bar over turns with ETA on stderr (disabled: a no-op with the same interface)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("turns"),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not enabled)
-
-
 # --------------------------------------------------------------------------------------- tracking
 
 
@@ -223,7 +207,7 @@ def track(model, dialogues: Sequence[Sequence[Any]], prefix_mode: str = "speech"
 def _run(model, dialogues, prefix_mode, features, history, batch_size, max_new_tokens, num_beams, user_texts,
          progress, stats, on_prediction, done) -> None:
     total = sum(len(d) for d in dialogues)
-    with progress_bar(progress) as bar, torch.no_grad():
+    with progress_bar("tracking", unit="turns", disable=not progress) as bar, torch.no_grad():
         task = bar.add_task("track", total=total)
         for step in interleave(dialogues, batch_size):
             exs = [dialogues[d][pos] for d, pos in step]
@@ -269,7 +253,7 @@ def transcribe_turns(asr, dialogues: Sequence[Sequence[Any]], progress: bool = T
     texts: dict[tuple[str, int], str] = {}
     errors: dict[tuple[str, int], str] = {}
     exs = [ex for d in dialogues for ex in d]
-    with progress_bar(progress, "transcribing") as bar:
+    with progress_bar("transcribing", unit="turns", disable=not progress) as bar:
         task = bar.add_task("asr", total=len(exs))
         for ex in exs:
             key = (ex.dialogue_id, ex.turn)

@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 from spokentod.backends.base import GenParams, Message
 from spokentod.dst.data import Example, HistoryFormat, format_history, target_json
-from spokentod.dst.infer import HistoryMode, TrackStats, TurnPrediction, history_for, progress_bar
+from spokentod.dst.infer import HistoryMode, TrackStats, TurnPrediction, history_for
 from spokentod.dst.ontology import Ontology
 from spokentod.dst.parse import parse_output
+from spokentod.progress import progress_bar
 
 # MultiWOZ's tracked slots by domain, in canonical names (normalize.py: "book day" → "day"); the value
 # ontology adds DB columns (address, phone, postcode, ref, ...) that no state ever holds.
@@ -202,7 +203,7 @@ class PromptedTracker:
         stats = stats if stats is not None else TrackStats()
         t0 = time.perf_counter()
         total = sum(len(d) for d in dialogues)
-        with progress_bar(progress, "tracking (prompted)") as bar:
+        with progress_bar("tracking (prompted)", unit="turns", disable=not progress) as bar:
             task = bar.add_task("track", total=total)
 
             def one(d: Sequence[Example]) -> list[TurnPrediction]:

@@ -384,11 +384,12 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
                 "streams": {k: s.state_dict() for k, s in streams.items()}, "state": dict(state)}
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import TextColumn
 
-    bar = Progress(TextColumn(f"phase {n}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   disable=not progress or not acc.is_main_process)
+    from spokentod.progress import progress_bar
+
+    bar = progress_bar(f"phase {n}", unit="steps", extra=(TextColumn("loss {task.fields[loss]}"),),
+                       disable=not progress or not acc.is_main_process)
     done_here = 0
     with bar:
         task = bar.add_task("train", total=phase.steps, completed=state["step"], loss="-")

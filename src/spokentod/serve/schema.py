@@ -139,7 +139,8 @@ def completion_body(model: str, text: str, out: Any, audio: Any = None, logprobs
     gave them (`out.logprobs`), else null, as OpenAI's for a request that did not ask."""
     content = getattr(out, "logprobs", None) if logprobs else None
     tokens = getattr(out, "tokens", 0) or 0
-    prompt = int((getattr(out, "timings", None) and out.timings.extra.get("prompt_tokens")) or 0)
+    extra = out.timings.extra if getattr(out, "timings", None) else {}
+    prompt, cached = int(extra.get("prompt_tokens") or 0), int(extra.get("cached_prompt_tokens") or 0)
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if audio is not None:
         message["audio"] = {"id": f"audio_{uuid.uuid4().hex}", "expires_at": int(time.time()) + 3600,
@@ -149,4 +150,5 @@ def completion_body(model: str, text: str, out: Any, audio: Any = None, logprobs
             "model": model, "choices": [{"index": 0, "message": message,
                                          "logprobs": {"content": content} if content is not None else None,
                                          "finish_reason": getattr(out, "finish_reason", None) or "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}}
+            "usage": {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens,
+                      "prompt_tokens_details": {"cached_tokens": cached}}}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spokentod.backends.base import Completion, GenParams, Message, Timings
+from spokentod.backends.llm._prefix_cache import PrefixCache
 from spokentod.errors import SpokenTODError
 
 # Used only when a model has no chat template and the caller opted in with template_fallback=True.
@@ -76,6 +77,7 @@ class _Run:
     start: float = field(default_factory=time.perf_counter)
     first: float | None = None
     prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
     new_tokens: int = 0
     stopped: bool = False  # a stop string ended the text
     error: BaseException | None = None
@@ -163,9 +165,10 @@ class ChatGenerator:
 
     def __init__(
         self, model: Any, tokenizer: Any, chat_template: str | None = None, template_fallback: bool = False,
-        decode_nice: int = 0,
+        decode_nice: int = 0, prefix_cache: int = 8,
     ):
-        """`decode_nice` > 0 lowers the generation thread's CPU priority (Linux per-thread nice) from the
+        """`prefix_cache`: how many recent prompts' keys/values to keep for reuse by a later prompt that
+        starts with the same tokens (0: off; see _prefix_cache). `decode_nice` > 0 lowers the generation thread's CPU priority (Linux per-thread nice) from the
         first generated token on: the prompt is read at full priority, and a TTS speaking the first
         sentence on the same cores gets the CPU first. Only the generating thread is reniced, so it is
         meant for threads=1 (torch's extra intra-op threads keep their priority)."""
@@ -180,6 +183,7 @@ class ChatGenerator:
                 )
             self.chat_template = FALLBACK_TEMPLATE
         self._lock = threading.Lock()
+        self.prefixes = PrefixCache(prefix_cache, getattr(model, "config", None))
         # Generation-time default of Llama-family tokenizers is no pad token; reuse EOS so batching warnings
         # and the attention-mask inference do not fire.
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
@@ -242,9 +246,15 @@ class ChatGenerator:
                 with self._lock, torch.inference_mode():
                     if kw.get("do_sample") and params.seed is not None:
                         torch.manual_seed(params.seed)
+                    ids = inputs["input_ids"][0].tolist()
+                    kv, run.reused_tokens = self.prefixes.lookup(ids) if self.prefixes.size else (None, 0)
+                    extra = {self.prefixes.kwarg: kv} if kv is not None else {}
                     out = self.model.generate(
-                        **inputs, **kw, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()])
+                        **inputs, **kw, **extra, streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Cancel()]),
                     )
+                    if kv is not None:  # holds the prompt even when the consumer stopped early
+                        self.prefixes.store(ids, kv)
                 seqs = out.sequences if want_logprobs else out
                 run.new_tokens = int(seqs.shape[1]) - run.prompt_tokens
                 if want_logprobs:
@@ -292,7 +302,7 @@ class ChatGenerator:
         wall = time.perf_counter() - run.start
         finish = "stop" if run.stopped or run.new_tokens < params.max_tokens else "length"
         decode_s = wall - (run.first or 0.0)
-        extra = {"prompt_tokens": float(run.prompt_tokens)}
+        extra = {"prompt_tokens": float(run.prompt_tokens), "cached_prompt_tokens": float(run.reused_tokens)}
         if run.new_tokens > 1 and decode_s > 0:
             extra["tokens_per_s"] = (run.new_tokens - 1) / decode_s  # decode rate, prefill excluded
         logprobs = None

@@ -56,14 +56,16 @@ def converted_model_dir() -> Path:
 
 @register("llm", "gemma3-270m")
 class Gemma3(Backend):
-    def __init__(self, threads: int | None = None, device: str = "cpu", chat_template: str = GEMMA_TEMPLATE):
+    def __init__(self, threads: int | None = None, device: str = "cpu", chat_template: str = GEMMA_TEMPLATE,
+                 prefix_cache: int = 8):
         from spokentod.backends.llm.hf import HFCausalLM
 
         pkg = _package()
         self.gguf_name, self.sha256 = pkg.MODEL_NAME, pkg.EXPECTED_SHA256
         self.model_dir = converted_model_dir()
         self.hf = HFCausalLM(
-            self.model_dir, dtype="float32", device=device, threads=threads, chat_template=chat_template
+            self.model_dir, dtype="float32", device=device, threads=threads, chat_template=chat_template,
+            prefix_cache=prefix_cache,
         )
         # A turn ends at <end_of_turn>, not only at <eos>.
         tok = self.hf.tokenizer
@@ -79,7 +81,7 @@ class Gemma3(Backend):
             "dtype": "float32",
             "device": self.hf.device,
             "chat_template": self.hf.gen.chat_template,
-        }
+        } | ({"prefix_cache": True} if self.hf.gen.prefixes.size else {})
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         return self.hf.chat(messages, params)

@@ -2,8 +2,9 @@
 
 Config: ``{"name": "hf", "model": "<path or hub id>", "revision": ..., "dtype": "float32|bfloat16|auto",
 "device": "cpu|cuda|auto", "chat_template": <Jinja>, "template_fallback": false, "threads": N,
-"decode_nice": N}`` (decode_nice: lower the generating thread's CPU priority after the first token, e.g.
-so a TTS on the same cores goes first; see ChatGenerator).
+"decode_nice": N, "prefix_cache": 8}`` (decode_nice: lower the generating thread's CPU priority after the
+first token, e.g. so a TTS on the same cores goes first; see ChatGenerator. prefix_cache: how many recent
+prompts' keys/values a later prompt with the same leading tokens reuses, 0 to turn off; see _prefix_cache).
 Hub ids load from the local Hugging Face cache only when HF_HUB_OFFLINE=1 (spokentod never needs the
 network at run time). The embedded SmolLM2 and Gemma-3-270M backends are this class pointed at a
 converted directory (see smollm2.py, gemma3.py).
@@ -39,6 +40,7 @@ class HFCausalLM(Backend):
         threads: int | None = None,
         trust_remote_code: bool = False,
         decode_nice: int = 0,
+        prefix_cache: int = 8,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -52,11 +54,14 @@ class HFCausalLM(Backend):
             self.model_ref, dtype=_hf.resolve_dtype(dtype), **kw
         )
         self.model.to(self.device).eval()
-        self.gen = ChatGenerator(self.model, self.tokenizer, chat_template, template_fallback, decode_nice)
+        self.gen = ChatGenerator(self.model, self.tokenizer, chat_template, template_fallback, decode_nice,
+                                 prefix_cache)
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity() | _hf.model_identity(self.model_ref, self.revision, self.model)
         ident.update(dtype=_hf.dtype_name(self.model), device=self.device)
+        if self.gen.prefixes.size:  # reused keys/values round differently: a near-tie may flip
+            ident["prefix_cache"] = True
         if self.gen.chat_template:  # a custom or fallback template changes every prompt
             ident["chat_template"] = self.gen.chat_template
         return ident

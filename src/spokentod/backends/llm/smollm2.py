@@ -50,7 +50,8 @@ def gguf_path() -> Path:
 class SmolLM2(Backend):
     """The `hf` backend on the converted directory (composition, so generation code is shared)."""
 
-    def __init__(self, threads: int | None = None, device: str = "cpu", decode_nice: int = 0):
+    def __init__(self, threads: int | None = None, device: str = "cpu", decode_nice: int = 0,
+                 prefix_cache: int = 8):
         from spokentod.backends.llm.hf import HFCausalLM
 
         src = gguf_path()
@@ -61,7 +62,7 @@ class SmolLM2(Backend):
         self.was_cached = _gguf.is_converted(_gguf.converted_dir(SLUG, self.sha256))
         self.model_dir = _gguf.ensure_converted(SLUG, self.sha256, lambda: src)
         self.hf = HFCausalLM(self.model_dir, dtype="float32", device=device, threads=threads,
-                             decode_nice=decode_nice)
+                             decode_nice=decode_nice, prefix_cache=prefix_cache)
 
     def identity(self) -> dict[str, Any]:
         return super().identity() | {
@@ -69,7 +70,7 @@ class SmolLM2(Backend):
             "gguf_sha256": self.sha256,
             "dtype": "float32",
             "device": self.hf.device,
-        }
+        } | ({"prefix_cache": True} if self.hf.gen.prefixes.size else {})
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         return self.hf.chat(messages, params)

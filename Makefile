@@ -25,7 +25,7 @@ install: $(STAMP)
 
 # The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 2 dialogues,
 # scored (DNSMOS, WER, voice similarity, judge-free metrics, latency, and the embedded SmolLM2 as a
-# smoke-test judge, flagged too weak to trust) and reported in runs/demo/bench/report.html.
+# smoke-test judge, flagged too weak to trust) and reported in runs/demo/bench/report/report.html.
 # Raise --limit for more of the demo corpus; pass an OpenAI-compatible --judge for real judgements.
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo --n 5

@@ -1,7 +1,7 @@
 """The embedded demo: demo corpus → stats → user turns rendered to speech → round-trip transcription.
 
 Everything runs offline on a CPU with the embedded defaults (Kokoro-82M TTS, Whisper tiny.en ASR).
-Outputs in `out/`: stats.json, audio/ + manifest.jsonl, roundtrip.jsonl (per turn), summary.json.
+Outputs in `out/`: stats.json, demo.jsonl, spoken/manifest.jsonl + spoken/audio/, roundtrip.jsonl (per turn), summary.json.
 """
 
 from __future__ import annotations

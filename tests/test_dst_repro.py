@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from spokentod.dst import repro, repro_stats
-from spokentod.dst.repro_report import contrast_statement
+from spokentod.dst.repro_report import contrast_statement, likely_reasons
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dst" / "repro_multiwoz.yaml"
@@ -178,6 +178,24 @@ def test_paired_bootstrap_and_statement():
     assert contrast_statement(None, contrast).startswith("**Not determined:**")
     with pytest.raises(ValueError, match="different dialogues"):
         repro_stats.paired_bootstrap(base, [{"a": (1, 4)}, {"a": (1, 4)}], 10)
+
+
+def test_likely_reasons_follow_the_numbers():
+    rows = [{"condition": c, "seed": 0, "test_set": "target_test", "jga": j, "wer": w}
+            for c, j, w in (("S", 0.10, 0.95), ("S+T", 0.12, 0.97), ("Cascade", 0.02, None))]
+    results = {"rows": rows, "contrast": {"baseline": "S", "treatment": "S+T", "test_set": "target_test"},
+               "trivial": {"target_test": {"jga": 0.11}},
+               "asr": {"asr/target_test": {"test_set": "target_test", "wer": 0.2, "asr": {"model": "tiny.en"}}}}
+    lines = likely_reasons(results, [{"step": 40, "wer": 0.97}, {"step": 80, "wer": 0.9}], ["Cascade"])
+    assert "best dev WER was 90.0 % (step 80 of 80)" in lines[0]
+    assert "WER 95.0–97.0 %" in lines[1]
+    assert lines[2].startswith("1 of 3 runs score above the empty-state floor on target_test (11.0 %")
+    assert "tiny.en transcripts (WER 20.0 %)" in lines[3] and "too small" in lines[3]
+    # a phase 1 that learned, usable transcripts and runs above the floor: none of those lines
+    rows[0].update(jga=0.4, wer=0.3)
+    rows[1].update(jga=0.5, wer=0.3)
+    good = likely_reasons(results, [{"step": 40, "wer": 0.3}], [])
+    assert good == ["2 of 3 runs score above the empty-state floor on target_test (11.0 %; best run 50.0 %)."]
 
 
 def test_splits_are_seeded_disjoint_and_test_first():

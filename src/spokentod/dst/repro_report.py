@@ -68,6 +68,45 @@ def contrast_statement(comparison: dict | None, contrast: dict) -> str:
             f"show that {t} > {b}. {head}.")
 
 
+def likely_reasons(results: dict, phase1_evals: list[dict], cascades: list[str]) -> list[str]:
+    """Rule-based diagnosis of a weak result, each line computed from the run's numbers: did phase 1 teach
+    the connector to transcribe, are the trackers' own transcripts usable, does any run beat the empty-state
+    floor, and does the Cascade (good transcripts, same LLM) do better than the speech conditions."""
+    rows, contrast = results["rows"], results["contrast"]
+    ts = contrast["test_set"]
+    out: list[str] = []
+    if phase1_evals:
+        best = min(phase1_evals, key=lambda e: e["wer"])
+        if best["wer"] >= 0.8:
+            out.append(f"Phase 1 did not teach the connector to transcribe: its best dev WER was {pct(best['wer'])} % "
+                       f"(step {best['step']} of {phase1_evals[-1]['step']}). The LLM gets next to nothing usable "
+                       "from the speech embeddings, so whatever the speech conditions learn in phase 2 has to come "
+                       "through an almost closed channel.")
+    speech_wers = [r["wer"] for r in rows if r["test_set"] == ts and r["condition"] not in cascades
+                   and r.get("wer") is not None]
+    if speech_wers and min(speech_wers) >= 0.8:
+        out.append(f"The speech trackers' own transcripts of the {ts} user turns are mostly wrong (WER "
+                   f"{pct(min(speech_wers))}–{pct(max(speech_wers))} %), and the state is tracked from them and from "
+                   "the predicted history.")
+    floor = (results.get("trivial") or {}).get(ts, {}).get("jga")
+    jgas = [r["jga"] for r in rows if r["test_set"] == ts]
+    if floor is not None and jgas:
+        above = sum(j > floor for j in jgas)
+        out.append(f"{above} of {len(jgas)} runs score above the empty-state floor on {ts} ({pct(floor)} %; best run "
+                   f"{pct(max(jgas))} %)." + (" No condition has learned to track target-domain state at all." if not
+                                               above else ""))
+    asr = next((a for a in (results.get("asr") or {}).values() if a.get("test_set") == ts), None)
+    for c in cascades:
+        cj = [r["jga"] for r in rows if r["test_set"] == ts and r["condition"] == c]
+        if cj and asr and asr.get("wer") is not None:
+            out.append(f"The {c} reads {(asr.get('asr') or {}).get('model') or 'ASR'} transcripts (WER {pct(asr['wer'])} %) "
+                       f"with the same LLM and budget and scores {pct(max(cj))} %: "
+                       + ("so the budget is too small to learn the state format on new domains even from good "
+                          "text, and the speech path is not the only bottleneck." if max(cj) < UNDERTRAINED_JGA else
+                          "the text path learns where the speech path does not."))
+    return out
+
+
 def _by_condition(rows: list[dict]) -> dict[str, dict[str, list[dict]]]:
     out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -260,6 +299,10 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
               f"{pct(max(target_jgas))} %): at this budget the models have barely learned the task, so the "
               "comparison has little power either way; scale the steps and data up (see the config) before "
               "reading anything into the differences."), ""]
+    cascades = [c for c in conditions if (cfg["conditions"][c].get("eval") or {}).get("asr")]
+    reasons = likely_reasons(results, _step_log(out / "shared" / "phase1" / "eval.jsonl"), cascades)
+    if reasons:
+        L += ["Likely reasons, read off this run's numbers:", ""] + [f"- {x}" for x in reasons] + [""]
     L += [("What the other conditions show (paired bootstrap against "
           f"{contrast['baseline']}, seeds they share pooled; points of JGA, 95% CI):"), ""]
     for c in comps:

@@ -45,7 +45,7 @@ clean:
 
 # The issue-8 reproduction (spoken DST: does target-domain text lift target-domain JGA?): data, shared
 # phase 1, every condition, scoring, reports/dst_repro.md. Resumable: run it again after a stop.
-# Estimated ~2 h on a 2-core CPU (see configs/dst/repro_multiwoz.yaml).
+# Measured: 2 h 02 min on a 2-core CPU from a fresh clone (stage times in configs/dst/repro_multiwoz.yaml).
 .PHONY: dst-repro
 dst-repro: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst repro configs/dst/repro_multiwoz.yaml

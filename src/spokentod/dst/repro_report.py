@@ -93,7 +93,7 @@ def likely_reasons(results: dict, phase1_evals: list[dict], cascades: list[str])
     if floor is not None and jgas:
         above = sum(j > floor for j in jgas)
         out.append(f"{above} of {len(jgas)} runs score above the empty-state floor on {ts} ({pct(floor)} %; best run "
-                   f"{pct(max(jgas))} %)." + (" No condition has learned to track target-domain state at all." if not
+                   f"{pct(max(jgas))} %)." + (" On JGA no run does better than predicting nothing." if not
                                                above else ""))
     asr = next((a for a in (results.get("asr") or {}).values() if a.get("test_set") == ts), None)
     for c in cascades:

@@ -168,7 +168,9 @@ class ChatGenerator:
         decode_nice: int = 0, prefix_cache: int = 8,
     ):
         """`prefix_cache`: how many recent prompts' keys/values to keep for reuse by a later prompt that
-        starts with the same tokens (0: off; see _prefix_cache). `decode_nice` > 0 lowers the generation thread's CPU priority (Linux per-thread nice) from the
+        starts with the same tokens (0: off; see _prefix_cache).
+
+        `decode_nice` > 0 lowers the generation thread's CPU priority (Linux per-thread nice) from the
         first generated token on: the prompt is read at full priority, and a TTS speaking the first
         sentence on the same cores gets the CPU first. Only the generating thread is reniced, so it is
         meant for threads=1 (torch's extra intra-op threads keep their priority)."""

@@ -13,10 +13,12 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -163,9 +165,15 @@ def test_kill9_resume_with_the_real_text_system(tmp_path):
     ref = tmp_path / "ref"
     done = subprocess.run(_cmd(cfg, ref), env=_env(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
+    # Kill windows from the reference run's own timings, so the kills land before the run can finish however
+    # fast the machine (or the model: a prefix-cached turn takes ~0.1 s): once during start-up, then twice
+    # within one turn of a new record.
     session = json.loads((ref / "run.json").read_text())["sessions"][0]
-    turn_s = session["wall_s"] / session["ran"]  # start-up included: an upper bound on one turn
+    recs = read_records(ref / "results" / "text.jsonl")[0]
+    startup = min(datetime.fromisoformat(r["started"]) for r in recs) - datetime.fromisoformat(session["started"])
+    turn_s = statistics.median(r["runner"]["respond_s"] for r in recs)
     seed = random.randrange(1 << 30)
-    print("kill schedule seed", seed)
-    out = _kill_resume(cfg, tmp_path, [(0, 4.0), (1, turn_s), (2, turn_s)], seed, timeout=900, min_kills=2)
+    print("kill schedule seed", seed, "start-up", startup.total_seconds(), "turn", turn_s)
+    kills = [(0, startup.total_seconds()), (1, turn_s), (2, turn_s)]
+    out = _kill_resume(cfg, tmp_path, kills, seed, timeout=900, min_kills=2)
     _compare(ref, out, audio=False)

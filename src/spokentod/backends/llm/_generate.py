@@ -249,7 +249,7 @@ class ChatGenerator:
                     if kw.get("do_sample") and params.seed is not None:
                         torch.manual_seed(params.seed)
                     ids = inputs["input_ids"][0].tolist()
-                    kv, run.reused_tokens = self.prefixes.lookup(ids) if self.prefixes.size else (None, 0)
+                    kv, run.reused_tokens = self.prefixes.lookup(ids)
                     extra = {self.prefixes.kwarg: kv} if kv is not None else {}
                     out = self.model.generate(
                         **inputs, **kw, **extra, streamer=streamer,

@@ -37,10 +37,12 @@ class PrefixCache:
         self.size, self.config = max(0, int(size)), config  # config: the model's, for its layer types
         self._entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # prompt ids -> its KV cache
         self.kwarg = _cache_kwarg()
-        self.hits = self.reused_tokens = 0
 
     def lookup(self, ids: list[int]) -> tuple[Any, int]:
-        """A fresh cache to generate into, and how many leading prompt tokens it already holds."""
+        """A fresh cache to generate into, and how many leading prompt tokens it already holds; (None, 0)
+        when the prefix cache is off (generate() then makes its own)."""
+        if not self.size:
+            return None, 0
         best, best_len = None, 0
         for key in self._entries:
             n = _common_prefix(key, ids)
@@ -55,13 +57,11 @@ class PrefixCache:
             _crop(kv, usable)
         except (RuntimeError, ValueError):  # a layer that cannot roll back this far (sliding window)
             return self._empty(), 0
-        self.hits += 1
-        self.reused_tokens += usable
         return kv, usable
 
     def store(self, ids: list[int], kv: Any) -> None:
         """Keep `kv` (filled by a generation from prompt `ids`) cut back to the prompt."""
-        if not self.size or not getattr(kv, "is_croppable", hasattr(kv, "crop")) or kv.get_seq_length() < len(ids):
+        if not getattr(kv, "is_croppable", hasattr(kv, "crop")) or kv.get_seq_length() < len(ids):
             return
         try:
             _crop(kv, len(ids))

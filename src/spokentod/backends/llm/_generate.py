@@ -191,6 +191,12 @@ class ChatGenerator:
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token
 
+    def identity(self) -> dict[str, Any]:
+        """What this generator adds to its backend's identity: a custom or fallback template changes every
+        prompt; reused keys/values round differently, so a greedy near-tie may flip."""
+        return ({"chat_template": self.chat_template} if self.chat_template else {}) | (
+            {"prefix_cache": True} if self.prefixes.size else {})
+
     def prompt(self, messages: list[Message]) -> dict[str, Any]:
         enc = self.tokenizer.apply_chat_template(
             text_messages(messages),

@@ -59,12 +59,7 @@ class HFCausalLM(Backend):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity() | _hf.model_identity(self.model_ref, self.revision, self.model)
-        ident.update(dtype=_hf.dtype_name(self.model), device=self.device)
-        if self.gen.prefixes.size:  # reused keys/values round differently: a near-tie may flip
-            ident["prefix_cache"] = True
-        if self.gen.chat_template:  # a custom or fallback template changes every prompt
-            ident["chat_template"] = self.gen.chat_template
-        return ident
+        return ident | {"dtype": _hf.dtype_name(self.model), "device": self.device} | self.gen.identity()
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         return self.gen.chat(messages, params)

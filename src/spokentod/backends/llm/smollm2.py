@@ -70,7 +70,7 @@ class SmolLM2(Backend):
             "gguf_sha256": self.sha256,
             "dtype": "float32",
             "device": self.hf.device,
-        } | ({"prefix_cache": True} if self.hf.gen.prefixes.size else {})
+        } | self.hf.gen.identity()
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> Completion:
         return self.hf.chat(messages, params)

@@ -300,7 +300,8 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
               "comparison has little power either way; scale the steps and data up (see the config) before "
               "reading anything into the differences."), ""]
     cascades = [c for c in conditions if (cfg["conditions"][c].get("eval") or {}).get("asr")]
-    reasons = likely_reasons(results, _step_log(out / "shared" / "phase1" / "eval.jsonl"), cascades)
+    p1e = _step_log(out / "shared" / "phase1" / "eval.jsonl")  # phase 1 dev WER by step: reasons and text
+    reasons = likely_reasons(results, p1e, cascades)
     if reasons:
         L += ["Likely reasons, read off this run's numbers:", ""] + [f"- {x}" for x in reasons] + [""]
     L += [("What the other conditions show (paired bootstrap against "
@@ -404,7 +405,6 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
           "first loss: a text-only condition (the Cascade) is validated on gold transcripts, so its dev JGA is not "
           "comparable with the speech conditions'. Total losses differ in scale because the conditions sum "
           "different numbers of losses.")]
-    p1e = _step_log(out / "shared" / "phase1" / "eval.jsonl")
     if p1e:
         L += ["", "Phase 1 (shared ASR pre-training) dev WER by step: "
               + ", ".join(f"{e['step']}: {pct(e['wer'])} %" for e in p1e) + "."]

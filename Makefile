@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install chromium demo test test-fast clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 
 install: $(STAMP)
 
+# Headless Chromium for the report rendering test (apt, when missing); the only set-up outside PyPI.
+chromium:
+	.ci/ensure-chromium
+
 # The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 2 dialogues,
 # scored (DNSMOS, WER, voice similarity, judge-free metrics, latency, and the embedded SmolLM2 as a
 # smoke-test judge, flagged too weak to trust) and reported in runs/demo/bench/report/report.html.
@@ -33,12 +37,18 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench status runs/demo/bench
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench score runs/demo/bench --judge smollm2 --judge-max-tokens 48
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench report runs/demo/bench
+	@echo
+	@echo "The report: $(CURDIR)/runs/demo/bench/report/report.html (self-contained; report.md beside it)"
+	@echo "Open it in a browser: xdg-open runs/demo/bench/report/report.html (macOS: open), or go to"
+	@echo "  file://$(CURDIR)/runs/demo/bench/report/report.html"
 
-test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+# Every set-up step is done here, on a machine with nothing cached: the venv, the packages and Chromium.
+# PYTEST_ARGS: extra pytest arguments (e.g. test files in another order; .ci/run --reverse uses it).
+test: install chromium
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

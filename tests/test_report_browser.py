@@ -29,7 +29,7 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_report_renders_in_chromium(tmp_path):
-    assert Path(CHROMIUM).exists(), "Chromium is missing: `apt-get install -y chromium` (.ci/run installs it)"
+    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs it (.ci/ensure-chromium)"
     files = write_report([build_run(tmp_path)])
     url = files["report.html"].resolve().as_uri()
     n_figures = sum(1 for k in files if k.startswith("figures/"))

@@ -6,7 +6,7 @@ import pytest
 
 from spokentod.bench.config import ConfigError, load_config
 from spokentod.dst.recipe import RecipeError, load_recipe
-from spokentod.dst.repro import ReproError, load_repro
+from spokentod.studies.dst_repro.config import ReproError, load_repro
 
 
 @pytest.mark.parametrize(("load", "error", "what"), [(load_config, ConfigError, "config "),

@@ -1,4 +1,4 @@
-"""The issue-8 reproduction recipe's plumbing, end to end on a tiny random LLM: the shipped config's conditions
+"""The DST reproduction study's plumbing, end to end on a tiny random LLM: the shipped config's conditions
 on a handful of real MultiWOZ dialogues (espeak speech, real frozen Whisper encoder and Whisper ASR), 1-2 steps
 per phase, every stage's outputs, the computed report, and a re-run that redoes nothing."""
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spokentod.dst import repro, repro_stats
-from spokentod.dst.repro_report import contrast_statement, likely_reasons
+from spokentod.studies.dst_repro import config as repro_config
+from spokentod.studies.dst_repro import layout, prepare, stages
+from spokentod.studies.dst_repro import stats as repro_stats
+from spokentod.studies.dst_repro.report import contrast_statement, likely_reasons
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dst" / "repro_multiwoz.yaml"
@@ -57,7 +59,7 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     r = CliRunner().invoke(app, ["dst", "repro", str(cfg_path), "--no-progress", "--set", "eval.bootstrap=100"])
     assert r.exit_code == 0, r.output
 
-    cfg = repro.load_repro(cfg_path)
+    cfg = repro_config.load_repro(cfg_path)
     # prepare: manifests for every set, references for dev/test, split bookkeeping
     split = json.loads((out / "data/split.json").read_text())
     for name in ("source_train", "target_train", "target_tts", "dev", "source_test", "target_test"):
@@ -72,9 +74,9 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     assert (out / "shared/phase1/best/model.json").is_file()
     runs = cfg.runs()
     assert runs == [(c, 0) for c in cfg.conditions] and len(runs) == 6
-    assert repro.parse_repro(raw, "x", ["seeds=[0, 1]"]).runs().count(("S+T", 1)) == 1  # all_seeds conditions
+    assert repro_config.parse_repro(raw, "x", ["seeds=[0, 1]"]).runs().count(("S+T", 1)) == 1  # all_seeds conditions
     for c, s in runs:
-        rd = repro.run_dir(out, c, s)
+        rd = layout.run_dir(out, c, s)
         assert json.loads((rd / "recipe.json").read_text())["init_from"].endswith("shared/phase1/best")
         assert [x["step"] for x in _lines(rd / "phase2/log.jsonl")] == [1, 2]
         assert _lines(rd / "phase2/eval.jsonl")
@@ -89,7 +91,7 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     assert len(main) == 1 and main[0]["seeds"] == [0] and "ci" in main[0]["pooled"]
     assert set(main[0]["secondary"]) == {"slot_f1", "slot_key_f1"} and "ci" in main[0]["secondary"]["slot_f1"]
     assert any(a["test_set"] == "target_test" for a in results["asr"].values())
-    cascade = json.loads((repro.eval_dir(out, "Cascade", 0, "target_test") / "track.json").read_text())
+    cascade = json.loads((layout.eval_dir(out, "Cascade", 0, "target_test") / "track.json").read_text())
     assert cascade["key"]["mode"]["mode"] == "text_direct"
     # report: every condition, the computed statement, the plots, the command and the wall time
     report = Path(raw["report"])
@@ -106,37 +108,37 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
         assert (report.parent / "dst_repro" / png).stat().st_size > 1000, png
     assert "spokentod dst repro" in text and "--set eval.bootstrap=100" in text and "## Wall time" in text
     timings = json.loads((out / "timings.json").read_text())
-    assert set(timings["stages"]) == set(repro.STAGES)
+    assert set(timings["stages"]) == set(repro_config.STAGES)
 
     # A re-run redoes nothing: no retraining, no re-tracking, no re-rendering.
-    before = {c: (repro.run_dir(out, c, s) / "phase2/log.jsonl").read_text() for c, s in runs}
-    stamp = (repro.eval_dir(out, "S", 0, "target_test") / "predictions.done").stat().st_mtime_ns
-    done = repro.run(cfg, progress=False, command="rerun")
+    before = {c: (layout.run_dir(out, c, s) / "phase2/log.jsonl").read_text() for c, s in runs}
+    stamp = (layout.eval_dir(out, "S", 0, "target_test") / "predictions.done").stat().st_mtime_ns
+    done = stages.run(cfg, progress=False, command="rerun")
     assert done["prepare"] == {"skipped": True} and done["phase1"]["skipped"]
     assert done["train"]["trained"] == [] and len(done["train"]["skipped"]) == len(runs)
     assert done["eval"]["tracked"] == [] and len(done["eval"]["skipped"]) == 2 * len(runs)
-    assert before == {c: (repro.run_dir(out, c, s) / "phase2/log.jsonl").read_text() for c, s in runs}
-    assert (repro.eval_dir(out, "S", 0, "target_test") / "predictions.done").stat().st_mtime_ns == stamp
+    assert before == {c: (layout.run_dir(out, c, s) / "phase2/log.jsonl").read_text() for c, s in runs}
+    assert (layout.eval_dir(out, "S", 0, "target_test") / "predictions.done").stat().st_mtime_ns == stamp
     again = json.loads((out / "timings.json").read_text())
     last = [x for x in again["invocations"] if x["command"] == "rerun"]
-    assert [x["stage"] for x in last] == list(repro.STAGES)
+    assert [x["stage"] for x in last] == list(repro_config.STAGES)
     assert next(x for x in last if x["stage"] == "train")["work"]["trained"] == []
 
     # A stopped eval continues with exactly what is missing.
-    (repro.eval_dir(out, "Oracle", 0, "source_test") / "predictions.done").unlink()
-    redo = repro.run(cfg, stage="eval", progress=False, command="resume eval")
+    (layout.eval_dir(out, "Oracle", 0, "source_test") / "predictions.done").unlink()
+    redo = stages.run(cfg, stage="eval", progress=False, command="resume eval")
     assert redo["eval"]["tracked"] == ["Oracle/seed0/source_test"]
 
     # A changed recipe is refused rather than silently mixed with finished work.
-    with pytest.raises(repro.ReproError, match="phase2.lr"):
-        repro.run(repro.parse_repro(raw, "x", ["base.phase2.lr=0.1"]), stage="train", progress=False)
+    with pytest.raises(repro_config.ReproError, match="phase2.lr"):
+        stages.run(repro_config.parse_repro(raw, "x", ["base.phase2.lr=0.1"]), stage="train", progress=False)
 
 
 def test_shipped_config_parses_and_builds_every_condition():
-    cfg = repro.load_repro(CONFIG)
+    cfg = repro_config.load_repro(CONFIG)
     assert list(cfg.conditions) == ["S", "S+T", "S+T-noenc", "S+TTS", "Oracle", "Cascade"]
     out = Path(cfg.out)
-    recipes = {c: repro.condition_recipe(cfg, out, c, s) for c, s in cfg.runs()}
+    recipes = {c: repro_config.condition_recipe(cfg, out, c, s) for c, s in cfg.runs()}
     steps = {r.phase2.steps for r in recipes.values()}
     batches = {r.phase2.batch_size for r in recipes.values()}
     assert len(steps) == 1 and len(batches) == 1  # the same budget for every condition
@@ -145,22 +147,22 @@ def test_shipped_config_parses_and_builds_every_condition():
     assert {x.prefix for x in recipes["S+T-noenc"].phase2.losses if x.name == "target"} == {"text_direct"}
     assert all(r.init_from and r.init_from.endswith("shared/phase1/best") for r in recipes.values())
     # --set reaches list items and the target weight applies to target-data losses only
-    cfg8 = repro.load_repro(CONFIG, ["target_weight=8", "conditions.S.losses.0.weight=2"])
-    r8 = repro.condition_recipe(cfg8, out, "S+T", 0)
+    cfg8 = repro_config.load_repro(CONFIG, ["target_weight=8", "conditions.S.losses.0.weight=2"])
+    r8 = repro_config.condition_recipe(cfg8, out, "S+T", 0)
     assert {x.name: x.weight for x in r8.phase2.losses} == {"speech": 1.0, "target": 8.0, "asr_text": 1.0}
-    assert repro.condition_recipe(cfg8, out, "S", 0).phase2.losses[0].weight == 2
+    assert repro_config.condition_recipe(cfg8, out, "S", 0).phase2.losses[0].weight == 2
 
 
 def test_config_errors_name_the_field():
     raw = yaml.safe_load(CONFIG.read_text())
-    with pytest.raises(repro.ReproError, match="contrast"):
-        repro.parse_repro(raw, "r.yaml", ["contrast.treatment=nope"])
-    with pytest.raises(repro.ReproError, match="not one of"):
-        repro.parse_repro(raw, "r.yaml", ["conditions.S.losses.0.data=elsewhere"])
-    with pytest.raises(repro.ReproError, match="heldout voices"):
-        repro.parse_repro(raw, "r.yaml", ["prepare.render.heldout.voices=[en-us]"])
-    with pytest.raises(repro.ReproError, match=r"(?s)r.yaml: .*conditions.S: phase2.steps"):
-        repro.parse_repro(raw, "r.yaml", ["base.phase2.steps=-1"])
+    with pytest.raises(repro_config.ReproError, match="contrast"):
+        repro_config.parse_repro(raw, "r.yaml", ["contrast.treatment=nope"])
+    with pytest.raises(repro_config.ReproError, match="not one of"):
+        repro_config.parse_repro(raw, "r.yaml", ["conditions.S.losses.0.data=elsewhere"])
+    with pytest.raises(repro_config.ReproError, match="heldout voices"):
+        repro_config.parse_repro(raw, "r.yaml", ["prepare.render.heldout.voices=[en-us]"])
+    with pytest.raises(repro_config.ReproError, match=r"(?s)r.yaml: .*conditions.S: phase2.steps"):
+        repro_config.parse_repro(raw, "r.yaml", ["base.phase2.steps=-1"])
 
 
 def test_paired_bootstrap_and_statement():
@@ -204,16 +206,16 @@ def test_splits_are_seeded_disjoint_and_test_first():
             self.id = f"d{i:03d}"
 
     src, tgt = [D(i) for i in range(30)], [D(100 + i) for i in range(30)]
-    sizes = repro.Sizes(source_train=5, source_dev=2, source_test=4, target_train=None, target_dev=0,
+    sizes = repro_config.Sizes(source_train=5, source_dev=2, source_test=4, target_train=None, target_dev=0,
                         target_test=6)
-    a = repro.assign_splits(src, tgt, sizes, 0)
-    assert [len(a[k]) for k in repro.SPLITS] == [5, 2, 4, 24, 0, 6]
-    assert a == repro.assign_splits(list(reversed(src)), tgt, sizes, 0)  # input order does not matter
-    bigger = repro.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 20}), 0)
+    a = prepare.assign_splits(src, tgt, sizes, 0)
+    assert [len(a[k]) for k in repro_config.SPLITS] == [5, 2, 4, 24, 0, 6]
+    assert a == prepare.assign_splits(list(reversed(src)), tgt, sizes, 0)  # input order does not matter
+    bigger = prepare.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 20}), 0)
     assert bigger["source_test"] == a["source_test"] and bigger["source_dev"] == a["source_dev"]
-    assert repro.assign_splits(src, tgt, sizes, 1)["source_test"] != a["source_test"]
-    with pytest.raises(repro.ReproError, match="need"):
-        repro.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 30}), 0)
+    assert prepare.assign_splits(src, tgt, sizes, 1)["source_test"] != a["source_test"]
+    with pytest.raises(repro_config.ReproError, match="need"):
+        prepare.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 30}), 0)
 
 
 def test_dialogue_counts_add_up_to_the_file_score(tmp_path):

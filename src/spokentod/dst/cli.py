@@ -209,10 +209,11 @@ def repro(
     report: Annotated[Path | None, Opt(help="Report path (default: the config's `report`).")] = None,
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
-    """The issue-8 reproduction: data, shared phase 1, every condition, scoring, report (resumable)."""
+    """The DST reproduction study: data, shared phase 1, every condition, scoring, report (resumable)."""
     import shlex
 
-    from spokentod.dst.repro import load_repro, run
+    from spokentod.studies.dst_repro.config import load_repro
+    from spokentod.studies.dst_repro.stages import run
 
     command = shlex.join(["spokentod", "dst", "repro", str(config)] + (["--out", str(out)] if out else [])
                          + (["--stage", stage] if stage != "all" else [])

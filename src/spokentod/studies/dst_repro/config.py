@@ -1,5 +1,5 @@
-"""The repro recipe's config (configs/dst/repro_*.yaml), the training recipes it derives for phase 1 and for
-each condition × seed, and the layout of its out dir (paths and the small JSON files every stage reads)."""
+"""The reproduction's config (configs/dst/repro_*.yaml) and the training recipes it derives for phase 1
+and for each condition × seed (the out dir's layout is in layout.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import copy
 import json
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from spokentod import atomic
+from spokentod.config_file import read_yaml
+from spokentod.dst.recipe import RecipeError, parse_recipe
 from spokentod.errors import SpokenTODError
+from spokentod.studies.dst_repro.layout import data_dir, run_dir, slug
 
 STAGES = ("prepare", "phase1", "train", "eval", "report")
 # Data sets every condition recipe may name in its losses (prepare makes the ones some condition uses).
@@ -31,9 +33,6 @@ class ReproError(SpokenTODError, ValueError):
 
 class _Cfg(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# ---------------------------------------------------------------------------------------------- config
 
 
 class Voices(_Cfg):
@@ -162,10 +161,6 @@ class ReproConfig(_Cfg):
         return [(c, s) for c in self.conditions for s in self.seeds_of(c)]
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", name) or "_"
-
-
 def _index(key: str) -> int | str:
     return int(key) if re.fullmatch(r"-?\d+", key) else key
 
@@ -186,8 +181,6 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def parse_repro(data: Any, where: str, overrides: list[str] = ()) -> ReproConfig:
-    import yaml
-
     data = copy.deepcopy(dict(data or {}))
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -212,24 +205,10 @@ def parse_repro(data: Any, where: str, overrides: list[str] = ()) -> ReproConfig
 
 
 def load_repro(path: str | os.PathLike, overrides: list[str] = ()) -> ReproConfig:
-    from spokentod.config_file import read_yaml
-
     return parse_repro(read_yaml(path, ReproError, ""), str(path), overrides)
 
 
-# ---------------------------------------------------------------------------------------------- layout
-
-
-def data_dir(out: Path) -> Path:
-    return out / "data"
-
-
-def run_dir(out: Path, condition: str, seed: int) -> Path:
-    return out / "runs" / slug(condition) / f"seed{seed}"
-
-
-def eval_dir(out: Path, condition: str, seed: int, test_set: str) -> Path:
-    return out / "eval" / slug(condition) / f"seed{seed}" / test_set
+# ---------------------------------------------------------------------------------------------- recipes
 
 
 def feature_root(cfg: ReproConfig, out: Path) -> str:
@@ -260,8 +239,6 @@ def _common(cfg: ReproConfig, out: Path) -> dict:
 
 def phase1_recipe(cfg: ReproConfig, out: Path):
     """The shared phase-1 recipe (None when the base has no phase1)."""
-    from spokentod.dst.recipe import RecipeError, parse_recipe
-
     if not cfg.base.get("phase1"):
         return None
     raw = _common(cfg, out)
@@ -275,8 +252,6 @@ def phase1_recipe(cfg: ReproConfig, out: Path):
 
 def condition_recipe(cfg: ReproConfig, out: Path, condition: str, seed: int):
     """base + the condition's losses and overrides → a phase-2 RecipeConfig for one seed."""
-    from spokentod.dst.recipe import RecipeError, parse_recipe
-
     cond = cfg.conditions[condition]
     raw = _common(cfg, out)
     raw.pop("phase1", None)
@@ -301,28 +276,3 @@ def used_sets(cfg: ReproConfig) -> set[str]:
     for cond in cfg.conditions.values():
         names |= {x["data"] for x in cond.losses if x.get("data")}
     return names
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic.write_json(path, obj, indent=1, default=str)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return default
-
-
-def read_lines(path: Path) -> list[str]:
-    try:
-        return [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    except OSError:
-        return []

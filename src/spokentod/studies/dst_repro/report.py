@@ -1,37 +1,25 @@
-"""The reproduction report (markdown + PNG plots) written from a repro out dir's files only.
+"""The reproduction report (markdown; plots.py draws its figures), written from a repro out dir's files only.
 
     write_report("runs/dst/repro", "reports/dst_repro.md")   # plots go to reports/dst_repro/*.png
 
 Every number and every verdict in it is computed here from <out>/results.json, split.json, timings.json,
-repro.json and the runs' phase logs; nothing is typed in by hand. The headline states whether the seed's
-direction was reproduced: S+T > S on target-domain JGA with a paired-bootstrap 95% CI that excludes 0.
+repro.json and the runs' phase logs; nothing is typed in by hand. The headline states whether the reference
+recipe's direction was reproduced: S+T > S on target-domain JGA with a paired-bootstrap 95% CI that excludes 0.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from spokentod.dst.repro_config import TARGET_SETS, ReproError, read_json, run_dir
+from spokentod.studies.dst_repro.config import TARGET_SETS, ReproError
+from spokentod.studies.dst_repro.layout import read_json, run_dir, step_log
+from spokentod.studies.dst_repro.plots import by_condition, mean, write_plots
 
 # A target-domain JGA below this for every condition means the models have barely learned the task; the
 # report then says the comparison has little power (a fixed rule, applied to the numbers).
 UNDERTRAINED_JGA = 0.05
-
-
-def _step_log(path: Path) -> list[dict]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    out: dict[int, dict] = {}
-    for line in text.splitlines():
-        if line.strip():
-            r = json.loads(line)
-            out[r["step"]] = r  # a resumed run may log a step twice: the later one stands
-    return [out[k] for k in sorted(out)]
 
 
 def pct(x: float | None, signed: bool = False) -> str:
@@ -107,139 +95,6 @@ def likely_reasons(results: dict, phase1_evals: list[dict], cascades: list[str])
     return out
 
 
-def _by_condition(rows: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        out[r["condition"]][r["test_set"]].append(r)
-    return out
-
-
-def _mean(xs: list[float | None]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
-# ---------------------------------------------------------------------------------------------- plots
-
-
-def _plots(out: Path, fig_dir: Path, results: dict, conditions: list[str], runs: list[tuple[str, int]],
-           test_sets: list[str]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    rows = results["rows"]
-    byc = _by_condition(rows)
-
-    # 1. JGA per condition with the bootstrap CI of each run, one panel per test set.
-    fig, axes = plt.subplots(1, len(test_sets), figsize=(5.5 * len(test_sets), 4), squeeze=False)
-    for ax, ts in zip(axes[0], test_sets):
-        for i, c in enumerate(conditions):
-            rs = byc.get(c, {}).get(ts, [])
-            for j, r in enumerate(rs):
-                x = i + (j - (len(rs) - 1) / 2) * 0.15
-                lo, hi = (r.get("jga_ci") or [r["jga"], r["jga"]])
-                ax.errorbar(x, 100 * r["jga"], yerr=[[100 * (r["jga"] - lo)], [100 * (hi - r["jga"])]],
-                            fmt="o", capsize=3, color=f"C{i}")
-        ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
-        ax.set_ylabel("JGA (%)")
-        top = max([100 * ((r.get("jga_ci") or [0, r["jga"]])[1]) for c in conditions for r in byc.get(c, {}).get(ts, [])]
-                  or [0])
-        ax.set_ylim(0, max(5.0, 1.1 * top))
-        ax.set_title(f"{ts}: JGA, 95% bootstrap CI (one point per seed)")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(fig_dir / "jga.png", dpi=110)
-    plt.close(fig)
-    files["jga"] = "jga.png"
-
-    # 2. Per-domain JGA (seed mean) per condition, one panel per test set.
-    fig, axes = plt.subplots(1, len(test_sets), figsize=(5.5 * len(test_sets), 4), squeeze=False)
-    for ax, ts in zip(axes[0], test_sets):
-        domains = sorted({d for c in conditions for r in byc.get(c, {}).get(ts, []) for d in r["per_domain"]})
-        width = 0.8 / max(len(conditions), 1)
-        for i, c in enumerate(conditions):
-            rs = byc.get(c, {}).get(ts, [])
-            vals = [_mean([r["per_domain"].get(d) for r in rs]) for d in domains]
-            ax.bar([k + (i - (len(conditions) - 1) / 2) * width for k in range(len(domains))],
-                   [100 * (v or 0) for v in vals], width, label=c, color=f"C{i}")
-        ax.set_xticks(range(len(domains)), domains)
-        ax.set_ylabel("JGA (%)")
-        ax.set_title(f"{ts}: per-domain JGA (mean over seeds)")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(fig_dir / "per_domain.png", dpi=110)
-    plt.close(fig)
-    files["per_domain"] = "per_domain.png"
-
-    # 3. WER and slot-key F1 per condition and test set (seed mean).
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.8 / max(len(test_sets), 1)
-    for k, (metric, title) in enumerate((("wer", "transcript WER (%)"), ("slot_key_f1", "slot-key F1 (%)"))):
-        ax = axes[k]
-        for j, ts in enumerate(test_sets):
-            vals = [_mean([r.get(metric) for r in byc.get(c, {}).get(ts, [])]) for c in conditions]
-            ax.bar([i + (j - (len(test_sets) - 1) / 2) * width for i in range(len(conditions))],
-                   [100 * (v or 0) for v in vals], width, label=ts)
-        ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(fig_dir / "wer_slot_key_f1.png", dpi=110)
-    plt.close(fig)
-    files["metrics"] = "wer_slot_key_f1.png"
-
-    # 4. Learning curves: phase 1 ASR loss, phase 2 first loss and total loss, dev JGA.
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
-    axes = axes.ravel()
-    p1 = _step_log(out / "shared" / "phase1" / "log.jsonl")
-    if p1:
-        axes[0].plot([r["step"] for r in p1], [r["loss"] for r in p1], ".-", color="k")
-    p1e = _step_log(out / "shared" / "phase1" / "eval.jsonl")
-    if p1e:
-        tw = axes[0].twinx()
-        tw.plot([r["step"] for r in p1e], [100 * r["wer"] for r in p1e], "s--", color="C3")
-        tw.set_ylabel("dev WER (%)", color="C3")
-    axes[0].set_title("phase 1 (shared): ASR loss")
-    axes[0].set_xlabel("step")
-    for i, (c, s) in enumerate(runs):
-        ci = conditions.index(c)
-        style = "-" if s == runs[0][1] or sum(1 for x in runs if x[0] == c) == 1 else "--"
-        mark = "." if len(_step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")) < 50 else ""
-        log = _step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")
-        if log:
-            first = next((k for k in log[0] if k.startswith("loss_")), "loss")
-            axes[1].plot([r["step"] for r in log], [r[first] for r in log], mark + style, color=f"C{ci}",
-                         label=f"{c} s{s} ({first[5:]})")
-            axes[2].plot([r["step"] for r in log], [r["loss"] for r in log], mark + style, color=f"C{ci}",
-                         label=f"{c} s{s}")
-        ev = _step_log(run_dir(out, c, s) / "phase2" / "eval.jsonl")
-        if ev:
-            axes[3].plot([r["step"] for r in ev], [100 * r["jga"] for r in ev], "o" + style, color=f"C{ci}",
-                         label=f"{c} s{s}")
-    axes[1].set_title("phase 2: first loss of each condition")
-    axes[2].set_title("phase 2: weighted total loss")
-    axes[3].set_title("phase 2: dev JGA (%)")
-    for ax in axes[1:]:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(fig_dir / "learning_curves.png", dpi=110)
-    plt.close(fig)
-    files["curves"] = "learning_curves.png"
-    return files
-
-
-# ---------------------------------------------------------------------------------------------- markdown
-
-
 def _weight(loss: dict, cfg: dict) -> float:
     """The weight a loss trained with (repro.condition_recipe: target-data losses default to target_weight)."""
 
@@ -278,15 +133,15 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     test_sets = cfg.get("eval", {}).get("test_sets", [])
     contrast = results["contrast"]
     fig_dir = report_path.with_suffix("")
-    files = _plots(out, fig_dir, results, conditions, runs, test_sets)
+    files = write_plots(out, fig_dir, results, conditions, runs, test_sets)
     rel = fig_dir.name
     rows = results["rows"]
-    byc = _by_condition(rows)
+    byc = by_condition(rows)
     comps = results["comparisons"]
     main = next((c for c in comps if c.get("main")), None)
 
     L: list[str] = ["# DST reproduction: does target-domain text lift target-domain JGA on speech?", ""]
-    L += [("Written by `spokentod.dst.repro_report.write_report` from the files of the run in "
+    L += [("Written by `spokentod.studies.dst_repro.report.write_report` from the files of the run in "
           f"`{out}`; every number and verdict below is computed from them."), ""]
     L += ["## Result", "", contrast_statement(main, contrast), ""]
     if main and "per_seed" in main:
@@ -300,7 +155,7 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
               "comparison has little power either way; scale the steps and data up (see the config) before "
               "reading anything into the differences."), ""]
     cascades = [c for c in conditions if (cfg["conditions"][c].get("eval") or {}).get("asr")]
-    p1e = _step_log(out / "shared" / "phase1" / "eval.jsonl")  # phase 1 dev WER by step: reasons and text
+    p1e = step_log(out / "shared" / "phase1" / "eval.jsonl")  # phase 1 dev WER by step: reasons and text
     reasons = likely_reasons(results, p1e, cascades)
     if reasons:
         L += ["Likely reasons, read off this run's numbers:", ""] + [f"- {x}" for x in reasons] + [""]
@@ -353,9 +208,9 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     for c in conditions:
         if sum(1 for x in runs if x[0] == c) > 1:
             table.append([f"**{c}** (mean)", "all"]
-                         + [pct(_mean([r["jga"] for r in byc[c][ts]])) for ts in test_sets]
-                         + [pct(_mean([r.get("slot_key_f1") for r in byc[c][ts]])) for ts in test_sets]
-                         + [pct(_mean([r.get("wer") for r in byc[c][ts]])) for ts in test_sets] + ["", ""])
+                         + [pct(mean([r["jga"] for r in byc[c][ts]])) for ts in test_sets]
+                         + [pct(mean([r.get("slot_key_f1") for r in byc[c][ts]])) for ts in test_sets]
+                         + [pct(mean([r.get("wer") for r in byc[c][ts]])) for ts in test_sets] + ["", ""])
     L += _table(header, table)
     L += ["", ("JGA: normalized + fuzzy-matched to the MultiWOZ ontology (score.py), predicted transcripts of earlier "
           "user turns in the history; CI: percentile bootstrap over dialogues "
@@ -380,7 +235,7 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
         turns = next((r["per_domain_turns"] for r in rows if r["test_set"] == ts), {})
         L += [f"{ts}:", ""]
         L += _table(["condition"] + [f"{d} ({turns.get(d, '?')} turns)" for d in domains],
-                    [[c] + [pct(_mean([r["per_domain"].get(d) for r in byc.get(c, {}).get(ts, [])]))
+                    [[c] + [pct(mean([r["per_domain"].get(d) for r in byc.get(c, {}).get(ts, [])]))
                             for d in domains] for c in conditions])
         L.append("")
     L += [f"![WER and slot-key F1]({rel}/{files['metrics']})", ""]
@@ -390,8 +245,8 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     lc = []
 
     for c, s in runs:
-        log = _step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")
-        ev = _step_log(run_dir(out, c, s) / "phase2" / "eval.jsonl")
+        log = step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")
+        ev = step_log(run_dir(out, c, s) / "phase2" / "eval.jsonl")
         k = max(1, len(log) // 5)
         first = sum(r["loss"] for r in log[:k]) / k if log else None
         last = sum(r["loss"] for r in log[-k:]) / k if log else None

@@ -1,4 +1,4 @@
-"""Scoring the repro runs: every (run, test set) through score.score_files, per-dialogue counts, and paired
+"""Scoring the reproduction's runs: every (run, test set) through score_files, per-dialogue counts, and paired
 bootstraps of each condition against the baseline (JGA, and slot F1 / slot-key F1 as secondary metrics)
 → the content of <out>/results.json."""
 
@@ -10,8 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from spokentod.dst.repro_config import (
-    ReproConfig,
+from spokentod.dst import normalize as N
+from spokentod.dst import ontology as O
+from spokentod.dst.ontology import Matcher
+from spokentod.dst.score import read_predictions, read_references, score, score_files
+from spokentod.studies.dst_repro.config import ReproConfig
+from spokentod.studies.dst_repro.layout import (
     data_dir,
     eval_dir,
     now_iso,
@@ -23,9 +27,6 @@ from spokentod.dst.repro_config import (
 
 
 def _ontology(spec: str, refs):
-    from spokentod.dst import normalize as N
-    from spokentod.dst import ontology as O
-
     if spec == "auto":
         spec = O.guess({N.canonical_domain(it[0]) for d in refs for t in d for it in t.items})
     return O.load(spec, None, True)
@@ -39,10 +40,6 @@ PAIRED_METRICS = ("jga", "slot_f1", "slot_key_f1")
 def dialogue_counts(pred_path: Path, ref_path: Path, ontology: str) -> dict[str, dict[str, tuple[int, int]]]:
     """Per reference dialogue: {metric: (numerator, denominator)}, scored exactly as score_files scores the
     whole file (same ontology, thresholds, policy), one dialogue at a time — for paired bootstraps."""
-    from spokentod.dst import normalize as N
-    from spokentod.dst.ontology import Matcher
-    from spokentod.dst.score import read_predictions, read_references, score
-
     refs = read_references(ref_path)
     preds = read_predictions(pred_path)
     matcher = Matcher(_ontology(ontology, refs), 90.0, 80.0, N.DEFAULT_POLICY)
@@ -94,8 +91,6 @@ def paired_bootstrap(base: list[dict[str, tuple[float, float]]], treat: list[dic
 
 def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
     """Score every tracked (run, test set), then the paired comparisons; the content of results.json."""
-    from spokentod.dst.score import score_files
-
     rows, counts = [], {}
     for condition, seed in cfg.runs():
         rd = run_dir(out, condition, seed)
@@ -171,8 +166,6 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
 def trivial_baseline(cfg: ReproConfig, out: Path, test_set: str) -> dict[str, Any]:
     """The score of predicting an empty state at every turn: the floor a JGA near 0 should be read against
     (turns whose gold state is still empty count right)."""
-    from spokentod.dst.score import score_files
-
     ref = data_dir(out) / test_set / "references.jsonl"
     pred = out / "eval" / "trivial" / test_set / "predictions.jsonl"
     lines = [json.dumps({"dialogue_id": r["dialogue_id"], "turn": r["turn"], "state": {}}) + "\n"

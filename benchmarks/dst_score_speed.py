@@ -1,4 +1,4 @@
-"""DST scoring speed: spokentod.dst.score vs a straightforward per-turn implementation of the same rules.
+"""DST scoring speed: spokentod.dst.score.scorer vs a straightforward per-turn implementation of the same rules.
 
 The baseline is what the seed's evaluation fork does structurally: for every slot of every turn, normalize
 the value from scratch and scan the whole ontology list with a fuzzy scorer (fuzzywuzzy's extractOne is a
@@ -50,9 +50,11 @@ from pathlib import Path
 
 from rapidfuzz import fuzz, process
 
-from spokentod.dst import normalize as N
-from spokentod.dst import ontology as O
-from spokentod.dst.score import UNKNOWN, Predictions, read_predictions, references_from_dialogues, score
+from spokentod.dst.data import normalize as N
+from spokentod.dst.data import ontology as O
+from spokentod.dst.score.matching import UNKNOWN
+from spokentod.dst.score.scorer import score
+from spokentod.dst.score.states import Predictions, read_predictions, references_from_dialogues
 
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else (O.default_data_dir() or Path("../shared/data"))
 REPEAT = int(sys.argv[2]) if len(sys.argv) > 2 else 5

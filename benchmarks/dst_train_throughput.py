@@ -32,11 +32,13 @@ import torch
 
 from spokentod.data import corpora
 from spokentod.data.synth import synthesize_manifest
-from spokentod.dst.data import AsrItem
-from spokentod.dst.encoders import EncoderConfig, build_encoder
-from spokentod.dst.model import SpeechDST
-from spokentod.dst.recipe import DataSpec, LossSpec, load_recipe
-from spokentod.dst.train import Features, StepLoss, Stream, load_set
+from spokentod.dst.data.asr_items import AsrItem
+from spokentod.dst.model.config import EncoderConfig
+from spokentod.dst.model.encoders import build_encoder
+from spokentod.dst.model.speechdst import SpeechDST
+from spokentod.dst.train.batches import Features, Stream, load_set
+from spokentod.dst.train.loop import StepLoss
+from spokentod.dst.train.recipe import DataSpec, LossSpec, load_recipe
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 4

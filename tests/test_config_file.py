@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spokentod.bench.config import ConfigError, load_config
-from spokentod.dst.recipe import RecipeError, load_recipe
+from spokentod.dst.train.recipe import RecipeError, load_recipe
 from spokentod.studies.dst_repro.config import ReproError, load_repro
 
 

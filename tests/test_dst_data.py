@@ -13,16 +13,16 @@ import soundfile as sf
 from spokentod.data.corpora import multiwoz21
 from spokentod.data.manifest import write_manifest
 from spokentod.data.schema import Audio, Dialogue, Speaker, Turn
-from spokentod.dst.data import (
+from spokentod.dst.data.asr_items import load_asr_items
+from spokentod.dst.data.domains import split_by_domain
+from spokentod.dst.data.examples import (
     DropReport,
     Filters,
     HistoryFormat,
     asr_target,
     dialogue_examples,
     format_history,
-    load_asr_items,
     make_examples,
-    split_by_domain,
     target_json,
 )
 from spokentod.errors import DataError
@@ -198,7 +198,7 @@ def test_target_json_is_sorted_and_round_trips():
     assert out == ('{"transcript": "say \\"hi\\"", "state": {"hotel": {"area": "north"}, '
                    '"train": {"day": "monday", "leaveat": "10:00"}}}')
     assert target_json("x", {}) == '{"transcript": "x", "state": {}}'
-    from spokentod.dst.parse import parse_output
+    from spokentod.dst.infer.parse import parse_output
 
     p = parse_output(out)
     assert (p.transcript, p.state, p.repaired, p.error) == ('say "hi"', json.loads(out)["state"], False, None)

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from spokentod.audio import write_wav
-from spokentod.dst import features as feat_mod
-from spokentod.dst.encoders import EncoderConfig, EncoderError, SpeechEncoder, build_encoder
-from spokentod.dst.features import FeatureCache, identity_hash
+from spokentod.dst.model import features as feat_mod
+from spokentod.dst.model.config import EncoderConfig
+from spokentod.dst.model.encoders import EncoderError, SpeechEncoder, build_encoder
+from spokentod.dst.model.features import FeatureCache, identity_hash
 
 RATE = 16000
 

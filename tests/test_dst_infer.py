@@ -1,4 +1,4 @@
-"""Multi-turn DST inference (dst/infer.py) and `spokentod dst track` on a tiny random Llama SpeechDST.
+"""Multi-turn DST inference (dst/infer/track.py) and `spokentod dst track` on a tiny random Llama SpeechDST.
 
 Features come from a small in-memory source (fixed random tensors per audio path): it stands in for the
 frozen-encoder FeatureCache, which infer.track only needs `.get(paths)` from. A random model emits no
@@ -18,18 +18,13 @@ import torch
 from typer.testing import CliRunner
 
 from spokentod.dst.cli import app
-from spokentod.dst.data import Example
-from spokentod.dst.infer import (
-    TrackStats,
-    TurnPrediction,
-    interleave,
-    predicted_history,
-    track,
-    write_multiwoz_eval,
-    write_predictions,
-)
-from spokentod.dst.model import ConnectorConfig, LoraSettings, ModelConfig, SpeechDST, TextEncoderConfig
-from spokentod.dst.score import read_states, score_files
+from spokentod.dst.data.examples import Example
+from spokentod.dst.infer.predictions import write_multiwoz_eval, write_predictions
+from spokentod.dst.infer.track import TrackStats, TurnPrediction, interleave, predicted_history, track
+from spokentod.dst.model.config import ConnectorConfig, LoraSettings, ModelConfig, TextEncoderConfig
+from spokentod.dst.model.speechdst import SpeechDST
+from spokentod.dst.score.scorer import score_files
+from spokentod.dst.score.states import read_states
 
 FEAT = 16
 
@@ -317,7 +312,8 @@ def test_track_cli_speech_mode_through_the_feature_cache(tmp_path, tiny_llm):
     from spokentod.audio import write_wav
     from spokentod.backends.base import create
     from spokentod.data.schema import Audio, Dialogue, Speaker, Turn
-    from spokentod.dst.encoders import EncoderConfig, build_encoder
+    from spokentod.dst.model.config import EncoderConfig
+    from spokentod.dst.model.encoders import build_encoder
 
     dim = build_encoder(EncoderConfig()).dim
     torch.manual_seed(0)

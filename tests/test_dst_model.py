@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spokentod.dst.model import ConnectorConfig, LoraSettings, ModelConfig, SpeechDST, TextEncoderConfig
+from spokentod.dst.model.config import ConnectorConfig, LoraSettings, ModelConfig, TextEncoderConfig
+from spokentod.dst.model.speechdst import SpeechDST
 
 FEAT = 16
 

@@ -1,11 +1,11 @@
-"""One hand-built case per normalization rule (see the rule list in spokentod.dst.normalize)."""
+"""One hand-built case per normalization rule (see the rule list in spokentod.dst.data.normalize)."""
 
 from __future__ import annotations
 
 import pytest
 
-from spokentod.dst import normalize as N
-from spokentod.dst import ontology as O
+from spokentod.dst.data import normalize as N
+from spokentod.dst.data import ontology as O
 
 
 def nv(domain, slot, value, **policy):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from spokentod.dst.data import target_json
-from spokentod.dst.parse import parse_output
+from spokentod.dst.data.examples import target_json
+from spokentod.dst.infer.parse import parse_output
 
 GOOD = {"hotel": {"area": "north", "stars": "4"}}
 JUNK_VALUES = ('{"transcript": "a hotel", "state": {"hotel": {"area": "north", "stars": "4", "name": null, '

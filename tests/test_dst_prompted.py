@@ -10,12 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from spokentod.backends.base import Backend, GenParams, create
-from spokentod.dst import ontology as O
 from spokentod.dst.cli import app
-from spokentod.dst.data import Example, dialogue_examples
-from spokentod.dst.infer import TrackStats, write_predictions
-from spokentod.dst.prompted import PromptedTracker, backend_spec, schema_slots, schema_text, select_shots
-from spokentod.dst.score import score_files
+from spokentod.dst.cli.tracking import backend_spec
+from spokentod.dst.data import ontology as O
+from spokentod.dst.data.examples import Example, dialogue_examples
+from spokentod.dst.infer.predictions import write_predictions
+from spokentod.dst.infer.prompted import PromptedTracker, schema_slots, schema_text, select_shots
+from spokentod.dst.infer.track import TrackStats
+from spokentod.dst.score.scorer import score_files
 
 
 def ex(did, turn, ordinal, history, text, state, audio=None):

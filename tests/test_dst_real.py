@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from spokentod.dst import ontology as O
-from spokentod.dst.score import score_files
+from spokentod.dst.data import ontology as O
+from spokentod.dst.score.scorer import score_files
 
 CORRUPT = "zzqx qqq"
 

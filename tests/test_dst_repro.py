@@ -219,7 +219,7 @@ def test_splits_are_seeded_disjoint_and_test_first():
 
 
 def test_dialogue_counts_add_up_to_the_file_score(tmp_path):
-    from spokentod.dst.score import score_files
+    from spokentod.dst.score.scorer import score_files
 
     refs, preds = [], []
     states = [{"train": {"day": "monday"}}, {"train": {"day": "monday", "destination": "cambridge"}},

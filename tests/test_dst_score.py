@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from spokentod.dst import ontology as O
-from spokentod.dst.normalize import Policy
-from spokentod.dst.score import Predictions, TurnState, score, score_files
+from spokentod.dst.data import ontology as O
+from spokentod.dst.data.normalize import Policy
+from spokentod.dst.score.scorer import score, score_files
+from spokentod.dst.score.states import Predictions, TurnState
 from spokentod.errors import DataError
 
 REFS = [  # dialogue d1: user turns 0, 2, 4; d2: 0, 2
@@ -226,8 +227,8 @@ def test_prefetch_batches_like_extract_one():
 
 def _turn_by_turn(refs, preds, onto):
     """The definitions, written the slow obvious way: per turn, dictionaries of accepted values."""
-    from spokentod.dst import normalize as N
-    from spokentod.dst.score import UNKNOWN
+    from spokentod.dst.data import normalize as N
+    from spokentod.dst.score.matching import UNKNOWN
 
     m = O.Matcher(onto)
     for d in refs:
@@ -291,10 +292,10 @@ def test_vectorized_scores_equal_a_turn_by_turn_definition(seed, dense, monkeypa
     """Random states with every awkward case (several gold values, list predictions, two names for one slot,
     empties, dontcare, unknown slots and domains, listed active domains, missing and extra turns, predicted
     items equal to reference ones), with the direct-address tables and with the sorting fallback."""
-    from spokentod.dst import score as S
+    from spokentod.dst.score import matching
 
     if not dense:
-        monkeypatch.setattr(S, "_DENSE", 0)
+        monkeypatch.setattr(matching, "_DENSE", 0)
     rng = random.Random(seed)
     names = {"hotel": ["area", "pricerange", "price range", "book people", "name", "colour"],
              "hotle": ["area"], "train": ["leaveAt", "leave at", "day", "departure"], "taxi": ["destination"]}

@@ -12,9 +12,10 @@ import torch
 
 from spokentod.data.manifest import write_manifest
 from spokentod.data.schema import Audio, Dialogue, Speaker, Turn
-from spokentod.dst.model import SpeechDST
-from spokentod.dst.recipe import RecipeError, parse_recipe
-from spokentod.dst.train import EarlyStopping, Stream, train_phase
+from spokentod.dst.model.speechdst import SpeechDST
+from spokentod.dst.train.batches import Stream
+from spokentod.dst.train.loop import EarlyStopping, train_phase
+from spokentod.dst.train.recipe import RecipeError, parse_recipe
 
 STATES = [{"hotel": {"area": "north"}}, {"hotel": {"area": "north", "stars": "4"}},
           {"taxi": {"leaveat": "10:00"}}, {"taxi": {"leaveat": "10:00", "destination": "cambridge"}}]
@@ -199,8 +200,8 @@ def test_unfrozen_encoder_trains_in_phase1_and_travels_with_checkpoints(tmp_path
 
 
 def test_tts_augmentation_renders_text_turns_into_speech_examples(tmp_path):
-    from spokentod.dst.recipe import DataSpec, RenderSpec
-    from spokentod.dst.train import load_set
+    from spokentod.dst.train.batches import load_set
+    from spokentod.dst.train.recipe import DataSpec, RenderSpec
 
     text = _manifest(tmp_path, 2, False, 5)
     spec = DataSpec(manifest=text, modality="text", render=RenderSpec(tts="espeak", voices=["en-gb"]))

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from spokentod.config_file import read_yaml
-from spokentod.dst.recipe import RecipeError, parse_recipe
+from spokentod.dst.train.recipe import RecipeError, parse_recipe
 from spokentod.errors import SpokenTODError
 from spokentod.studies.dst_repro.layout import data_dir, run_dir, slug
 
@@ -87,7 +87,7 @@ class EvalMode(_Cfg):
 
 class Condition(_Cfg):
     all_seeds: bool = False  # run every seed in `seeds` (the main contrast); else the first only
-    losses: list[dict[str, Any]] = Field(min_length=1)  # spokentod.dst.recipe.LossSpec, data from DATA_NAMES
+    losses: list[dict[str, Any]] = Field(min_length=1)  # spokentod.dst.train.recipe.LossSpec, data from DATA_NAMES
     phase2: dict[str, Any] = Field(default_factory=dict)  # overrides of base.phase2 (keep budgets equal!)
     eval: EvalMode = Field(default_factory=EvalMode)
 
@@ -120,7 +120,7 @@ class ReproConfig(_Cfg):
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
     target_weight: float = Field(1.0, ge=0)  # weight of every loss on target-domain data (unless it sets one)
     prepare: Prepare
-    base: dict[str, Any]  # a spokentod.dst.recipe.RecipeConfig without data/out/seed/init_from/phase2.losses
+    base: dict[str, Any]  # a spokentod.dst.train.recipe.RecipeConfig without data/out/seed/init_from/phase2.losses
     conditions: dict[str, Condition] = Field(min_length=1)
     contrast: Contrast = Field(default_factory=Contrast)
     eval: Evaluation = Field(default_factory=Evaluation)

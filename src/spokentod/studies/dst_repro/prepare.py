@@ -14,10 +14,11 @@ import numpy as np
 from spokentod.data import corpora
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.synth import synthesize_manifest
-from spokentod.dst.data import Filters, make_examples, split_by_domain
-from spokentod.dst.encoders import build_encoder
-from spokentod.dst.features import FeatureCache
-from spokentod.dst.model import ModelConfig
+from spokentod.dst.data.domains import split_by_domain
+from spokentod.dst.data.examples import Filters, make_examples
+from spokentod.dst.model.config import ModelConfig
+from spokentod.dst.model.encoders import build_encoder
+from spokentod.dst.model.features import FeatureCache
 from spokentod.studies.dst_repro.config import (
     TARGET_SPEECH,
     TARGET_TTS,

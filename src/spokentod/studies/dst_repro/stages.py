@@ -13,12 +13,13 @@ import torch
 
 from spokentod.backends.base import create
 from spokentod.data.manifest import read_manifest
-from spokentod.dst.data import DropReport, Filters, dialogue_examples
-from spokentod.dst.encoders import build_encoder
-from spokentod.dst.features import FeatureCache
-from spokentod.dst.infer import EncoderFeatures, TrackStats, track, transcribe_turns, write_predictions
-from spokentod.dst.model import SpeechDST
-from spokentod.dst.train import train_phase
+from spokentod.dst.data.examples import DropReport, Filters, dialogue_examples
+from spokentod.dst.infer.predictions import write_predictions
+from spokentod.dst.infer.track import TrackStats, track, transcribe_turns
+from spokentod.dst.model.encoders import build_encoder
+from spokentod.dst.model.features import EncoderFeatures, FeatureCache
+from spokentod.dst.model.speechdst import SpeechDST
+from spokentod.dst.train.loop import train_phase
 from spokentod.metrics.text import normalize_for_wer
 from spokentod.studies.dst_repro.config import (
     STAGES,

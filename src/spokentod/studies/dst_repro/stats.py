@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from spokentod.dst import normalize as N
-from spokentod.dst import ontology as O
-from spokentod.dst.ontology import Matcher
-from spokentod.dst.score import read_predictions, read_references, score, score_files
+from spokentod.dst.data import normalize as N
+from spokentod.dst.data import ontology as O
+from spokentod.dst.data.ontology import Matcher
+from spokentod.dst.score.scorer import score, score_files
+from spokentod.dst.score.states import read_predictions, read_references
 from spokentod.studies.dst_repro.config import ReproConfig
 from spokentod.studies.dst_repro.layout import (
     data_dir,

@@ -1,4 +1,5 @@
-"""DST data: dialogues → one example per user turn, the model's targets, ASR items (output parsing: parse.py).
+"""DST examples: dialogues → one example per user turn, and the model's targets (the tracker's output is read
+back by infer/parse.py).
 
 An example is a user turn with ALL earlier turns (gold text) as history and the cumulative state after the
 turn. A corpus may list several gold values for a slot (MultiWOZ 2.2, SGD); a target needs one, so the
@@ -8,7 +9,6 @@ never dropped silently: every one is counted by reason in a DropReport.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections import Counter
@@ -19,9 +19,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spokentod.data.manifest import read_manifest, resolve_audio_path
+from spokentod.data.manifest import resolve_audio_path
 from spokentod.data.schema import Dialogue, Turn
-from spokentod.errors import DataError, Problem, SpokenTODError
+from spokentod.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -195,164 +195,3 @@ def make_examples(dialogues: Iterable[Dialogue], modality: Literal["speech", "te
     report = DropReport()
     groups = dialogue_examples(dialogues, modality, audio_root, filters, count_tokens, history_format, report)
     return [e for g in groups for e in g], report
-
-
-# --- ASR items (phase 1) -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AsrItem:
-    id: str
-    audio: str  # absolute path of a whole audio file
-    text: str
-    duration: float | None
-
-
-# An AsrItem is a whole file: a supervision must cover its recording but for this much at either end.
-_WHOLE_TOL_S = 0.5
-
-
-def load_asr_items(path: str | os.PathLike) -> list[AsrItem]:
-    """Items from (a) a lhotse CutSet jsonl(.gz), (b) lhotse recordings + supervisions manifests (either
-    file, or their folder), (c) a spokentod dialogue manifest (every turn with audio, both speakers, id
-    "<dialogue_id>/<turn index>"). Relative audio paths resolve against the manifest's folder. Strict:
-    a missing audio file, an empty text or a segment of a longer recording raises DataError naming each."""
-    p = Path(path)
-    if p.is_dir():
-        pairs = [(r, q) for r in sorted(p.glob("*recordings*.jsonl*"))
-                 if (q := _partner(r, "recordings", "supervisions", strict=False))]
-        if len(pairs) != 1:
-            raise DataError(str(p), message="expected one lhotse recordings+supervisions pair, found "
-                            f"{len(pairs)} {[r.name for r, _ in pairs]}")
-        return _from_lhotse(p, *pairs[0])
-    if not p.is_file():
-        raise DataError(str(p), message="does not exist")
-    first = _first_record(p)
-    if "turns" in first:
-        items, problems = [], []
-        for d in read_manifest(p):
-            for t in (t for t in d.turns if t.audio is not None):
-                try:
-                    audio = resolve_audio_path(p.parent, t.audio.path)
-                except ValueError as e:
-                    problems.append(Problem(str(p), d.id, f"turns.{t.index}.audio.path", str(e)))
-                    continue
-                item = AsrItem(f"{d.id}/{t.index}", str(audio), t.text, t.audio.duration)
-                if why := _unusable(item):
-                    problems.append(Problem(str(p), d.id, f"turns.{t.index}", why))
-                else:
-                    items.append(item)
-        return _finish(p, items, problems)
-    if "supervisions" in first or str(first.get("type", "")).endswith("Cut"):  # {type: MonoCut, ...}
-        return _from_lhotse(p, None, None)
-    if "sources" in first:
-        return _from_lhotse(p, p, _partner(p, "recordings", "supervisions"))
-    if "recording_id" in first:
-        return _from_lhotse(p, _partner(p, "supervisions", "recordings"), p)
-    raise DataError(str(p), "line 1", None,
-                    "not a dialogue manifest, lhotse CutSet or lhotse recordings/supervisions manifest")
-
-
-def _first_record(p: Path) -> dict:
-    try:
-        opener = gzip.open if p.name.endswith(".gz") else open
-        with opener(p, "rt", encoding="utf-8") as f:
-            line = next((x for x in f if x.strip()), None)
-        obj = json.loads(line) if line is not None else None
-    except (OSError, UnicodeDecodeError, EOFError, json.JSONDecodeError) as e:
-        raise DataError(str(p), "line 1", None, f"not a JSONL manifest: {e}") from None
-    if not isinstance(obj, dict):
-        raise DataError(str(p), "line 1", None, "empty file" if obj is None else "expected a JSON object")
-    return obj
-
-
-def _partner(p: Path, mine: str, other: str, strict: bool = True) -> Path | None:
-    q = p.with_name(p.name.replace(mine, other))
-    if q != p and q.is_file():
-        return q
-    if strict:
-        raise DataError(str(p), message=f"lhotse {mine} manifest without its {other} manifest ({q.name})")
-    return None
-
-
-def _from_lhotse(p: Path, recordings: Path | None, supervisions: Path | None) -> list[AsrItem]:
-    try:
-        import lhotse  # (imports torch: only when a lhotse manifest is read)
-    except ImportError:
-        raise SpokenTODError(f"{p}: reading lhotse manifests needs lhotse (pip install lhotse)") from None
-    try:  # → (recording, its supervisions, their time offset in the recording, record id)
-        if recordings is None:
-            groups = [(getattr(c, "recording", None), c.supervisions, getattr(c, "start", 0.0), c.id)
-                      for c in lhotse.CutSet.from_file(p)]
-        else:
-            recs = {r.id: r for r in lhotse.RecordingSet.from_file(recordings)}
-            groups = [(recs.get(s.recording_id), [s], 0.0, s.id)
-                      for s in lhotse.SupervisionSet.from_file(supervisions)]
-    except Exception as e:  # noqa: BLE001 - lhotse's own errors name no file
-        raise DataError(str(p), message=f"lhotse cannot read it: {type(e).__name__}: {e}") from None
-    items, problems = [], []
-    for rec, sups, offset, rid in groups:
-        if rec is None or len(rec.sources) != 1 or rec.sources[0].type != "file":
-            problems.append(Problem(str(p), rid, "recording", "needs a recording with one file source"))
-            continue
-        audio = Path(rec.sources[0].source)
-        audio = (audio if audio.is_absolute() else p.parent / audio).resolve()
-        for s in sups:
-            start, end = offset + s.start, offset + s.end
-            if start > _WHOLE_TOL_S or end < rec.duration - _WHOLE_TOL_S:
-                problems.append(Problem(str(p), s.id, "start", f"covers {start:.2f}-{end:.2f} s of a "
-                                        f"{rec.duration:.2f} s recording; cut segments into files first"))
-                continue
-            item = AsrItem(s.id, str(audio), s.text, s.duration)
-            if why := _unusable(item):
-                problems.append(Problem(str(p), s.id, None, why))
-            else:
-                items.append(item)
-    return _finish(p, items, problems)
-
-
-def _unusable(item: AsrItem) -> str | None:
-    if not Path(item.audio).is_file():
-        return f"audio file {item.audio} does not exist"
-    return None if (item.text or "").strip() else "no transcript text"
-
-
-def _finish(p: Path, items: list[AsrItem], problems: list[Problem]) -> list[AsrItem]:
-    if problems:
-        raise DataError.many(problems)
-    if not items:
-        raise DataError(str(p), message="no items with audio")
-    return items
-
-
-# --- domain split (issue 8) ----------------------------------------------------------------------------
-
-def dialogue_domains(d: Dialogue) -> set[str]:
-    """The union of the domains (with at least one slot) in the dialogue's user states."""
-    return {dom for t in d.user_turns for dom, slots in (t.state or {}).items() if slots}
-
-
-class DomainSplit(tuple):
-    """Unpacks as ``(source_only, target_only, mixed)``; `no_domain` holds the dialogues whose states name
-    no domain at all (they belong to no side), so that none disappears silently."""
-
-    def __new__(cls, source: list, target: list, mixed: list, no_domain: list):
-        self = super().__new__(cls, (source, target, mixed))
-        self.no_domain = no_domain
-        return self
-
-    source = property(lambda self: self[0])
-    target = property(lambda self: self[1])
-    mixed = property(lambda self: self[2])
-
-
-def split_by_domain(dialogues: Iterable[Dialogue], source: set[str], target: set[str]) -> DomainSplit:
-    """Source-only if all of a dialogue's domains are in `source`, target-only if all are in `target`,
-    else mixed (which includes dialogues touching a domain in neither set)."""
-    source, target = set(source), set(target)
-    if source & target:
-        raise ValueError(f"source and target domains overlap: {sorted(source & target)}")
-    src, tgt, mixed, none = [], [], [], []
-    for d in dialogues:
-        doms = dialogue_domains(d)
-        (none if not doms else src if doms <= source else tgt if doms <= target else mixed).append(d)
-    return DomainSplit(src, tgt, mixed, none)

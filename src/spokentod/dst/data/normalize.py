@@ -99,7 +99,7 @@ TABLES_DIR = None  # set by ontology.build_resources while it writes new tables;
 @cache
 def _tables() -> dict:
     """Derived tables shipped with the package (see ontology.build_resources and resources/README.md)."""
-    files = TABLES_DIR or resources.files("spokentod.dst") / "resources"
+    files = TABLES_DIR or resources.files("spokentod.dst.data") / "resources"
     out = {"aliases": {"aliases": {}}, "text_tables": {"number_words": {}, "compounds": []}}
     for key in out:  # absent only while build_resources is creating them
         if (files / f"{key}.json").is_file():

@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from spokentod.dst.data import Filters
-from spokentod.dst.model import ModelConfig, PrefixMode
+from spokentod.dst.data.examples import Filters
+from spokentod.dst.model.config import ModelConfig, PrefixMode
 from spokentod.errors import SpokenTODError
 
 

@@ -24,59 +24,34 @@ import json
 import random
 import shutil
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
+import jiwer
 import numpy as np
 import torch
+from rich.progress import TextColumn
 from torch import nn
 
 from spokentod.atomic import atomic_write, replace_dir
-from spokentod.dst.data import AsrItem, Example, asr_target, load_asr_items, make_examples, target_json
-from spokentod.dst.encoders import build_encoder
-from spokentod.dst.features import FeatureCache
-from spokentod.dst.model import SpeechDST
-from spokentod.dst.recipe import DataSpec, LossSpec, PhaseConfig, RecipeConfig
+from spokentod.dst.data.asr_items import AsrItem
+from spokentod.dst.data.examples import Example, asr_target, target_json
+from spokentod.dst.infer.predictions import write_predictions
+from spokentod.dst.infer.track import track
+from spokentod.dst.model.encoders import build_encoder
+from spokentod.dst.model.speechdst import SpeechDST
+from spokentod.dst.score.scorer import score_files
+from spokentod.dst.train.batches import Features, Stream, group_dialogues, load_set
+from spokentod.dst.train.recipe import LossSpec, PhaseConfig, RecipeConfig
 from spokentod.errors import SpokenTODError
-
-
-class Stream:
-    """Endless shuffled batches over `items`; epoch e's order is a permutation seeded by (seed, name, e)."""
-
-    def __init__(self, items: list, batch_size: int, seed: int, name: str):
-        if not items:
-            raise SpokenTODError(f"data for loss {name!r} is empty (every example was filtered out?)")
-        self.items, self.batch_size = items, batch_size
-        self.key = [seed, zlib.crc32(name.encode())]
-        self.epoch, self.index = 0, 0
-        self._order = self._perm()
-
-    def _perm(self) -> np.ndarray:
-        return np.random.default_rng(self.key + [self.epoch]).permutation(len(self.items))
-
-    def next(self, world: int = 1, rank: int = 0) -> list:
-        """The next global batch of batch_size × world items; this process's slice of it."""
-        out = []
-        for _ in range(self.batch_size * world):
-            if self.index == len(self._order):
-                self.epoch, self.index = self.epoch + 1, 0
-                self._order = self._perm()
-            out.append(self.items[self._order[self.index]])
-            self.index += 1
-        return out[rank * self.batch_size:(rank + 1) * self.batch_size]
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.epoch, self.index = sd["epoch"], sd["index"]
-        self._order = self._perm()
+from spokentod.metrics.text import normalize_for_wer
+from spokentod.progress import progress_bar
 
 
 class EarlyStopping:
     """Counts evaluations without improvement; `stop` only once `patience` of them came in a row. (The
-    reference code's check fired on every evaluation.)"""
+    reference implementation's check fired on every evaluation, so its training always stopped at the
+    first one.)"""
 
     def __init__(self, patience: int | None, best: float | None = None, bad: int = 0):
         self.patience, self.best, self.bad = patience, best, bad
@@ -96,33 +71,6 @@ class EarlyStopping:
     @property
     def stop(self) -> bool:
         return self.patience is not None and self.bad >= self.patience
-
-
-class Features:
-    """Encoder features for audio paths: from the on-disk cache when the encoder is frozen, else computed
-    (with gradients) every step."""
-
-    def __init__(self, encoder, cache: bool, root: str | None = None):
-        self.encoder = encoder
-        self.trainable = bool(getattr(encoder, "trainable", False))
-        self.cache = FeatureCache(encoder, root, progress=False) if cache and not self.trainable else None
-
-    def __call__(self, paths: list[str]):
-        """(features, lengths) for a training step: padded with gradients for a trainable encoder, else a
-        list of [T_i, dim] (lengths None)."""
-        if self.trainable:
-            from spokentod.audio import load_audio
-
-            return self.encoder.forward([load_audio(p, 16000).samples for p in paths])
-        return self.get(paths), None
-
-    def get(self, paths: list[str]) -> list[torch.Tensor]:
-        """No-grad features, [T_i, dim] each: the form infer.track takes."""
-        if self.cache is not None:
-            return self.cache.get(paths)
-        from spokentod.dst.infer import EncoderFeatures
-
-        return EncoderFeatures(self.encoder).get(paths)
 
 
 class StepLoss(nn.Module):
@@ -154,50 +102,6 @@ class StepLoss(nn.Module):
             total = total + spec.weight * loss
             parts[spec.name] = loss.item()
         return total, parts
-
-
-# ---------------------------------------------------------------------------- data
-
-
-def load_dialogues(spec: DataSpec) -> list:
-    from spokentod.data import corpora
-    from spokentod.data.manifest import read_manifest
-
-    dialogues = read_manifest(spec.manifest) if spec.manifest else corpora.load(spec.corpus, spec.path)
-    return dialogues[: spec.limit] if spec.limit else dialogues
-
-
-def rendered(name: str, spec: DataSpec, out: str | Path) -> DataSpec:
-    """TTS augmentation: the set's user turns rendered (once; resumable) and used as a speech manifest."""
-    from spokentod.data.synth import synthesize_manifest
-
-    manifest = synthesize_manifest(load_dialogues(spec), Path(out) / "rendered" / name, spec.render.tts,
-                                   spec.render.voices)
-    return spec.model_copy(update={"manifest": str(manifest), "corpus": None, "path": None,
-                                   "modality": "speech", "render": None, "limit": None})
-
-
-def load_set(name: str, spec: DataSpec, count_tokens, out: str | Path = ".") -> list:
-    """A named data set as Examples (use: dst) or AsrItems (use: asr); drops are reported, never silent."""
-    if spec.render is not None:
-        spec = rendered(name, spec, out)
-    if spec.use == "asr":
-        if not spec.manifest:
-            raise SpokenTODError(f"data.{name}: an ASR set needs a manifest (ours or lhotse)")
-        items = load_asr_items(spec.manifest)
-        return items[: spec.limit] if spec.limit else items
-    root = Path(spec.manifest).parent if spec.manifest else None
-    examples, report = make_examples(load_dialogues(spec), spec.modality, root, spec.filters, count_tokens)
-    if report.counts:
-        print(f"data.{name}: {len(examples)} examples; dropped {report.summary()}")
-    return examples
-
-
-def group_dialogues(examples: list[Example]) -> list[list[Example]]:
-    groups: dict[str, list[Example]] = {}
-    for e in examples:
-        groups.setdefault(e.dialogue_id, []).append(e)
-    return [sorted(g, key=lambda e: e.turn) for g in groups.values()]
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -253,10 +157,6 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
     """Decode the dev set and score what was generated. Returns {"metric": higher-is-better, ...}."""
     model.eval()
     if n == 1:
-        import jiwer
-
-        from spokentod.metrics.text import normalize_for_wer
-
         hyps = []
         for i in range(0, len(dev), phase.batch_size):
             items = dev[i:i + phase.batch_size]
@@ -266,14 +166,11 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
         refs = [normalize_for_wer(it.text) or "<empty>" for it in dev]
         wer = jiwer.wer(refs, [normalize_for_wer(h) for h in hyps])
         return {"metric": -wer, "wer": wer}
-    from spokentod.dst import infer
-    from spokentod.dst.score import score_files
-
     mode = phase.losses[0].prefix if phase.losses[0].prefix != "text_encoder" else "speech"
-    preds = infer.track(model, group_dialogues(dev), prefix_mode=mode, features=features,
+    preds = track(model, group_dialogues(dev), prefix_mode=mode, features=features,
                         batch_size=phase.batch_size, max_new_tokens=phase.max_new_tokens, progress=False)
     pred_path, ref_path = out / f"dev_step{step}.jsonl", out / "dev_references.jsonl"
-    infer.write_predictions(preds, pred_path)
+    write_predictions(preds, pred_path)
     if not ref_path.exists():
         with ref_path.open("w", encoding="utf-8") as f:
             for e in dev:
@@ -289,7 +186,7 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
 
 
 def _accelerator(cfg: RecipeConfig):
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator, DistributedDataParallelKwargs  # heavy: only when a phase starts
 
     cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
     mp = cfg.mixed_precision
@@ -353,7 +250,7 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
         if loss.data:
             streams[loss.name] = Stream(sets[loss.data], loss.batch_size or phase.batch_size, cfg.seed, loss.name)
 
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup  # heavy: only when a phase starts
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
@@ -383,10 +280,6 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
     def trainer_state() -> dict:
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
                 "streams": {k: s.state_dict() for k, s in streams.items()}, "state": dict(state)}
-
-    from rich.progress import TextColumn
-
-    from spokentod.progress import progress_bar
 
     bar = progress_bar(f"phase {n}", unit="steps", extra=(TextColumn("loss {task.fields[loss]}"),),
                        disable=not progress or not acc.is_main_process)

@@ -1,12 +1,12 @@
 """Prompted DST baselines: ask any LLM backend (gold text, or ASR transcripts: a cascade) or any AudioLM
-backend (the user's audio: the seed's Gemini row) for the same JSON the trained model emits,
-``{"transcript": ..., "state": {domain: {slot: value}}}``, zero-shot or few-shot.
+backend (the user's audio, like the reference recipe's prompted Gemini baseline) for the same JSON the
+trained model emits, ``{"transcript": ..., "state": {domain: {slot: value}}}``, zero-shot or few-shot.
 
 The system prompt lists the schema's domains and slots (values too when a slot has few), taken from an
-ontology (ontology.py: multiwoz, spokenwoz, sgd, a JSON file). For the MultiWOZ family only the tracked
+ontology (data/ontology.py: multiwoz, spokenwoz, sgd, a JSON file). For the MultiWOZ family only the tracked
 slots are listed (the value ontology also holds DB columns such as address or phone, which are never
 state). Few-shot examples are user/assistant message pairs built from given training Examples, chosen
-by a seeded draw so a run is reproducible. Multi-turn tracking follows infer.py: the history holds the
+by a seeded draw so a run is reproducible. Multi-turn tracking follows track.py: the history holds the
 dialogue's own earlier *predicted* user transcripts (or gold), never another dialogue's.
 
 A failed backend call is recorded as the turn's ``error`` with ``state`` None (written as null, so the
@@ -17,19 +17,17 @@ cascade's WER is its ASR's; for audio input it is the model's own transcript.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Literal
 
 from spokentod.backends.base import GenParams, Message
-from spokentod.dst.data import Example, HistoryFormat, format_history, target_json
-from spokentod.dst.infer import HistoryMode, TrackStats, TurnPrediction, history_for
-from spokentod.dst.ontology import Ontology
-from spokentod.dst.parse import parse_output
+from spokentod.dst.data.examples import Example, HistoryFormat, format_history, target_json
+from spokentod.dst.data.ontology import Ontology
+from spokentod.dst.infer.parse import parse_output
+from spokentod.dst.infer.track import HistoryMode, TrackStats, TurnPrediction, history_for
 from spokentod.progress import progress_bar
 
 # MultiWOZ's tracked slots by domain, in canonical names (normalize.py: "book day" → "day"); the value
@@ -224,27 +222,3 @@ class PromptedTracker:
         stats.dialogues += sum(1 for d in dialogues if len(d))
         stats.wall_s += time.perf_counter() - t0
         return out
-
-
-def backend_spec(value: str | dict | None) -> dict | None:
-    """A backend given as a name ("smollm2"), a JSON object string, or a .json/.yaml file → a config dict."""
-    if value is None or isinstance(value, dict):
-        return value
-    s = str(value).strip()
-    if s.startswith("{"):
-        try:
-            spec = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"backend spec {s!r} is not valid JSON: {e.msg}") from None
-    elif Path(s).suffix in (".json", ".yaml", ".yml"):
-        import yaml
-
-        p = Path(s)
-        if not p.is_file():
-            raise ValueError(f"backend spec file {s} does not exist")
-        spec = yaml.safe_load(p.read_text(encoding="utf-8"))
-    else:
-        return {"name": s}
-    if not isinstance(spec, dict) or not spec.get("name"):
-        raise ValueError(f"backend spec {s!r} must be an object with a 'name'")
-    return spec

@@ -44,6 +44,9 @@ encodes a 30 s window; the log-mel is ~0.03 s of it):
     int8:    0.26-0.58 s wall per utterance, ~0.40-0.48 CPU-s per utterance
 so roughly 2-3 utterances per second on 2 cores; batching does not help on CPU. Encode a corpus once into
 the FeatureCache (features.py) rather than per epoch.
+
+Each kind imports its runtime (CTranslate2 + faster-whisper, or transformers) when it is built: they are
+heavy, and a run uses one of them.
 """
 
 from __future__ import annotations
@@ -52,14 +55,15 @@ import math
 from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from spokentod.backends import _hf
+from spokentod.backends.asr.whisper_ct2 import ASRError, resolve_model
+from spokentod.dst.model.config import EncoderConfig
 from spokentod.errors import SpokenTODError
 
 RATE = 16000
@@ -77,20 +81,6 @@ HF_ALIASES = {
 
 class EncoderError(SpokenTODError, ValueError):
     """An encoder that cannot be built or an input it cannot encode."""
-
-
-class EncoderConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["whisper-ct2", "hf-whisper", "hf-wavlm"] = "whisper-ct2"
-    model: str = "tiny.en"  # see the module docstring for what each kind accepts
-    revision: str | None = None  # HF kinds: hub revision of a cached model
-    device: str = "cpu"  # "cpu", "cuda", "auto" (HF kinds)
-    # ct2: any CTranslate2 compute type (float32, int8, float16, ...); HF: a torch dtype (float32, bfloat16, ...)
-    compute_type: str = "float32"
-    threads: int = 0  # CPU threads (0 = library default); for HF kinds torch's process-wide setting
-    freeze: bool = True
-    batch_size: int = Field(8, ge=1)  # encode() works in chunks of this many utterances (memory bound)
 
 
 @runtime_checkable
@@ -238,8 +228,6 @@ class CT2WhisperEncoder(_WhisperBase):
                                "kind='hf-whisper' for a trainable Whisper encoder")
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
-
-        from spokentod.backends.asr.whisper_ct2 import ASRError, resolve_model
 
         try:
             ref, self.model_facts = resolve_model(cfg.model)

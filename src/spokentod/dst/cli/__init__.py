@@ -1,15 +1,28 @@
-"""``spokentod dst ...``: dialogue state tracking commands (scoring here; training and inference apart)."""
+"""``spokentod dst ...``: the dialogue state tracking commands (train, track, score) and the DST reproduction
+study (repro). Each command is a thin shell: options in, one library call, a summary out; tracking.py holds
+what a ``dst track`` run does.
+
+Training, tracking and the study import torch, so their modules are imported inside the commands: the
+``spokentod`` entry point loads this package for every command, and ``spokentod data ...`` or ``--help``
+must not pay for torch.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from spokentod.dst.cli.tracking import TrackSettings, run_track
+from spokentod.dst.data.normalize import Policy
+from spokentod.dst.score.scorer import score_files
+from spokentod.dst.train.recipe import load_recipe
 from spokentod.errors import SpokenTODError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -46,8 +59,7 @@ def train(
     resume: Annotated[bool, Opt("--resume/--restart", help="Continue from <out>/phaseN/last if present.")] = True,
 ) -> None:
     """Train the end-to-end spoken DST model: phase 1 (ASR), phase 2 (DST with speech + text losses)."""
-    from spokentod.dst.recipe import load_recipe
-    from spokentod.dst.train import run_recipe
+    from spokentod.dst.train.loop import run_recipe  # torch: see the top
 
     overrides = list(set_ or []) + ([f"out={out}"] if out else [])
     try:
@@ -83,9 +95,6 @@ def score(
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score dialogue states: JGA (exact, normalized+fuzzy), slot P/R/F1, slot-key F1, per-domain JGA, WER."""
-    from spokentod.dst.normalize import Policy
-    from spokentod.dst.score import score_files
-
     try:
         result = score_files(predictions, references, references_corpus, ontology, data_dir, fuzzy_threshold,
                              slot_threshold, exclude_test_values, Policy(dontcare, none), turn_index,
@@ -178,10 +187,6 @@ def track(
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Track dialogue states turn by turn (model or prompted tracker); write predictions for `dst score`."""
-    from pydantic import ValidationError
-
-    from spokentod.dst.infer import TrackSettings, run_track
-
     try:
         settings = TrackSettings(**{k: v for k, v in locals().items() if k in TrackSettings.model_fields})
         result = run_track(settings)
@@ -210,10 +215,8 @@ def repro(
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """The DST reproduction study: data, shared phase 1, every condition, scoring, report (resumable)."""
-    import shlex
-
     from spokentod.studies.dst_repro.config import load_repro
-    from spokentod.studies.dst_repro.stages import run
+    from spokentod.studies.dst_repro.stages import run  # torch: see the top
 
     command = shlex.join(["spokentod", "dst", "repro", str(config)] + (["--out", str(out)] if out else [])
                          + (["--stage", stage] if stage != "all" else [])

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from spokentod.dst.data import gold_state
+from spokentod.dst.data.examples import gold_state
 
 
 @dataclass(frozen=True)

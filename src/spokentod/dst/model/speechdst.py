@@ -1,12 +1,12 @@
 """End-to-end spoken DST model: speech encoder → connector → causal LLM with LoRA, plus a text encoder.
 
-Layout of one sequence (left to right, as in the seed paper):
+Layout of one sequence (left to right, as in the reference recipe):
 
     [bos] [prefix embeddings] [prompt tokens: history + instruction] [target tokens] [eos]
 
 The prefix is the connector's output for the user's speech (``mode="speech"``), the text encoder's output
 for an unpaired text turn (``"text_encoder"``), the LLM's own embeddings of the user text (``"text_direct"``:
-the seed's "text fed to the LM without the encoder" ablation and our cascade baseline), or nothing.
+the reference recipe's "text fed to the LM without the encoder" ablation and our cascade baseline), or nothing.
 Loss is cross-entropy over the target and eos only. Training pads on the right; generation pads on the
 left with matching attention masks and position ids, so a batch gives the same outputs as batch size 1
 (padding frames are zeroed after each convolution, so the connector too is batch invariant).
@@ -24,71 +24,27 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from spokentod.atomic import atomic_write
-from spokentod.dst.data import HistoryFormat, format_history
-from spokentod.dst.encoders import EncoderConfig
+from spokentod.backends._hf import resolve_dtype
+from spokentod.backends.llm import _gguf, gemma3, smollm2
+from spokentod.dst.data.examples import format_history
+from spokentod.dst.model.config import ConnectorConfig, ModelConfig, PrefixMode, TextEncoderConfig
+from spokentod.dst.model.encoders import build_encoder
 from spokentod.errors import SpokenTODError
 
-PrefixMode = Literal["speech", "text_encoder", "text_direct", "none"]
 IGNORE = -100
-
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ConnectorConfig(_Cfg):
-    width: int = 1024
-    layers: int = 4
-    heads: int = 4
-    ff: int = 4096
-    kernel: int = 7
-    strides: tuple[int, int] = (3, 2)
-    max_positions: int = 512  # after the 6x downsampling: ~61 s of 50 Hz encoder frames
-    dropout: float = 0.1
-
-
-class TextEncoderConfig(_Cfg):
-    # embedding: a fresh embedding table over the LLM's tokenizer; llm: the LLM's frozen input embeddings
-    # followed by a trained projection to the connector width.
-    mode: Literal["embedding", "llm"] = "embedding"
-    layers: int = 2
-
-
-class LoraSettings(_Cfg):
-    r: int = 32
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-
-
-class ModelConfig(_Cfg):
-    llm: str = "smollm2"  # a local HF dir, a hub id already cached, or an embedded name (smollm2, gemma3-270m)
-    dtype: str = "float32"
-    attn_implementation: str | None = None
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    connector: ConnectorConfig = Field(default_factory=ConnectorConfig)
-    text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    history: HistoryFormat = Field(default_factory=HistoryFormat)
-    dst_instruction: str = "Transcribe the user's turn and give the dialogue state as JSON:"
-    asr_instruction: str = "Transcribe:"
 
 
 def resolve_llm(name: str) -> str:
     """An embedded name → its converted local directory; anything else is passed to from_pretrained."""
     if name == "smollm2":
-        from spokentod.backends.llm import _gguf, smollm2
-
         src = smollm2.gguf_path()
         sha = _gguf.sha256_cached(src, _gguf.cache_dir("models") / f"{smollm2.SLUG}.sha256.json")
         return str(_gguf.ensure_converted(smollm2.SLUG, sha, lambda: src))
     if name == "gemma3-270m":
-        from spokentod.backends.llm import gemma3
-
         return str(gemma3.converted_model_dir())
     return name
 
@@ -202,10 +158,9 @@ class SpeechDST(nn.Module):
     def build(cls, cfg: ModelConfig, feature_dim: int, device: str = "cpu") -> SpeechDST:
         """Load the LLM and tokenizer, wrap the LLM with LoRA (peft) and create connector + text encoder.
         `feature_dim` is the speech encoder's output width (SpeechEncoder.dim)."""
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # heavy: only when a model is built
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from spokentod.backends._hf import resolve_dtype
 
         path = resolve_llm(cfg.llm)
         tok = AutoTokenizer.from_pretrained(path)
@@ -252,8 +207,6 @@ class SpeechDST(nn.Module):
 
     def save_pretrained(self, out: str | os.PathLike) -> None:
         """model.json (config + feature width) and trainable.safetensors (deltas only: a few MB)."""
-        from safetensors.torch import save
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"config": self.cfg.model_dump(mode="json"), "feature_dim": self.connector.convs[0].in_channels}
@@ -272,16 +225,12 @@ class SpeechDST(nn.Module):
         model = cls.build(cfg, meta["feature_dim"], device)
         deltas = cls.load_deltas(path, device)
         if any(k.startswith("speech_encoder.") for k in deltas):  # trained encoder weights travel along
-            from spokentod.dst.encoders import build_encoder
-
             model.attach_encoder(build_encoder(cfg.encoder.model_copy(update={"device": str(device)})))
         model.load_trainable_state_dict(deltas)
         return model
 
     @staticmethod
     def load_deltas(path: str | os.PathLike, device: str = "cpu") -> dict[str, Tensor]:
-        from safetensors.torch import load_file
-
         return load_file(str(Path(path) / "trainable.safetensors"), device=str(device))
 
     @property

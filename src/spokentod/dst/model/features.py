@@ -1,4 +1,6 @@
-"""On-disk cache of frozen speech-encoder features: each utterance is encoded once per encoder.
+"""Where the DST model's speech features come from: the on-disk cache of a frozen encoder's features (each
+utterance encoded once per encoder), or the encoder itself (EncoderFeatures, for a trainable encoder).
+Training and tracking both take either as a FeatureSource.
 
 Layout: ``root/<identity-hash>/<sha[:2]>/<sha>.npy`` where identity-hash is the first 16 hex digits of
 sha256(json.dumps(encoder.identity(), sort_keys=True)) and sha the sha256 of the audio file's bytes, so
@@ -23,6 +25,7 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,8 +33,9 @@ from torch import Tensor
 
 from spokentod.atomic import atomic_write, write_json
 from spokentod.audio import load_audio
-from spokentod.dst.encoders import RATE, EncoderError, SpeechEncoder
+from spokentod.dst.model.encoders import RATE, EncoderError, SpeechEncoder
 from spokentod.paths import cache_dir
+from spokentod.progress import progress_bar
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) → sha256, for this process
 
@@ -130,8 +134,6 @@ class FeatureCache:
         return [found[s] for s in shas]
 
     def _compute(self, todo: dict[str, str]) -> dict[str, Tensor]:
-        from spokentod.progress import progress_bar
-
         items, out = list(todo.items()), {}
         step = max(1, int(getattr(getattr(self.encoder, "cfg", None), "batch_size", 8)))
         show = self.progress and len(items) > step
@@ -148,3 +150,20 @@ class FeatureCache:
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}
+
+
+class FeatureSource(Protocol):
+    """A FeatureCache, an EncoderFeatures, or anything that maps audio paths to encoder features ([T_i, dim]
+    each, no grad)."""
+
+    def get(self, audio_paths: list[str]) -> list[Tensor]: ...
+
+
+class EncoderFeatures:
+    """Features straight from the encoder, for an encoder the on-disk cache refuses (a trainable one)."""
+
+    def __init__(self, encoder: SpeechEncoder):
+        self.encoder = encoder
+
+    def get(self, audio_paths: list[str]) -> list[Tensor]:
+        return self.encoder.encode([load_audio(p, RATE).samples for p in audio_paths])

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from spokentod.dst import normalize as N
+from spokentod.dst.data import normalize as N
 from spokentod.errors import DataError
 
 MWZ_DOMAINS = N.MWZ_DOMAINS
@@ -71,7 +71,7 @@ def from_mapping(name: str, raw: dict, excluded: bool = True) -> Ontology:
 
 
 def _shipped(name: str) -> dict:
-    return json.loads((resources.files("spokentod.dst") / "resources" / name).read_text(encoding="utf-8"))
+    return json.loads((resources.files("spokentod.dst.data") / "resources" / name).read_text(encoding="utf-8"))
 
 
 def default_data_dir() -> Path | None:
@@ -236,7 +236,7 @@ class Matcher:
                     self._values[key] = hit
 
 
-# --- building the shipped tables (run: python -m spokentod.dst.ontology [DATA_DIR]) -------------------
+# --- building the shipped tables (run: python -m spokentod.dst.data.ontology [DATA_DIR]) -------------------
 
 @lru_cache(maxsize=1)
 def _db_values(mwz: Path) -> dict[str, dict[str, list[str]]]:
@@ -280,7 +280,7 @@ def build_resources(data_dir: str | os.PathLike, out: Path = RESOURCES) -> None:
 def _build(data: Path, out: Path) -> None:
     mwz, trippy = data / "multiwoz", json.loads((data / "spokenwoz" / "trippy_config.json").read_text())
     label_maps = {k.lower(): [v.lower() for v in vs] for k, vs in trippy["label_maps"].items()}
-    meta = lambda src: {"source": src, "license": "MIT", "built_by": "python -m spokentod.dst.ontology"}
+    meta = lambda src: {"source": src, "license": "MIT", "built_by": "python -m spokentod.dst.data.ontology"}
 
     # 1. number words from MultiWOZ's mapping.pair; closed compounds the DB writes as one word ("guesthouse")
     #    that SpokenWOZ's variant map also spells as two ("guest house").

@@ -11,13 +11,14 @@
     phase1: {steps: 200, batch_size: 8, lr: 1e-3, warmup: 20, dev: dev}
     phase2:
       steps: 300
-      losses:                      # the paper's three cross-entropies, weights from the config
+      losses:                      # the reference recipe's three cross-entropies, weights from the config
         - {name: speech, data: speech_train, prefix: speech, weight: 1.0}
         - {name: text, data: text_train, prefix: text_encoder, weight: 1.0}
         - {name: asr_text, batch_of: speech, prefix: text_encoder, weight: 1.0}
       dev: dev
 
-Relative paths are relative to the current directory. ``--set phase2.steps=10`` overrides any field.
+Relative paths are relative to the current directory. ``--set phase2.steps=10`` overrides any field
+(``--set phase2.losses[1].weight=8`` reaches list items; see spokentod.config_file).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spokentod.config_file import apply_overrides, load_yaml_config, validate
 from spokentod.dst.data.examples import Filters
 from spokentod.dst.model.config import ModelConfig, PrefixMode
 from spokentod.errors import SpokenTODError
@@ -134,30 +136,10 @@ class RecipeConfig(_Cfg):
         return self
 
 
-def _set(tree: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        tree = tree.setdefault(k, {})
-    tree[keys[-1]] = value
-
-
 def parse_recipe(data: Any, where: str, overrides: list[str] = ()) -> RecipeConfig:
-    import yaml
-
-    data = dict(data or {})
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise RecipeError(f"--set {item!r}: expected key=value")
-        _set(data, key, yaml.safe_load(raw))
-    try:
-        return RecipeConfig.model_validate(data)
-    except ValidationError as e:
-        lines = [f"{where}: {'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()]
-        raise RecipeError("bad recipe config:\n  " + "\n  ".join(lines)) from None
+    """A recipe mapping (with ``--set`` overrides applied) as a RecipeConfig; errors name `where`."""
+    return validate(RecipeConfig, apply_overrides(data, overrides, RecipeError), where, RecipeError, "recipe")
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeConfig:
-    from spokentod.config_file import read_yaml
-
-    return parse_recipe(read_yaml(path, RecipeError, "recipe"), str(path), overrides)
+    return load_yaml_config(path, RecipeConfig, RecipeError, "recipe", overrides)

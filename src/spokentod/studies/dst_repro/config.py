@@ -6,14 +6,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spokentod.config_file import read_yaml
+from spokentod.config_file import apply_overrides, read_yaml, validate
 from spokentod.dst.train.recipe import RecipeError, parse_recipe
 from spokentod.errors import SpokenTODError
 from spokentod.studies.dst_repro.layout import data_dir, run_dir, slug
@@ -161,40 +159,10 @@ class ReproConfig(_Cfg):
         return [(c, s) for c in self.conditions for s in self.seeds_of(c)]
 
 
-def _index(key: str) -> int | str:
-    return int(key) if re.fullmatch(r"-?\d+", key) else key
-
-
-def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """`a.b.0.c=v`: dict keys, or list positions where the node is a list."""
-    keys = [_index(k) for k in dotted.split(".")]
-    node: Any = tree
-    for k in keys[:-1]:
-        if isinstance(node, list):
-            node = node[k]
-        else:
-            node = node.setdefault(k, {})
-    if isinstance(node, list):
-        node[keys[-1]] = value
-    else:
-        node[keys[-1]] = value
-
-
 def parse_repro(data: Any, where: str, overrides: list[str] = ()) -> ReproConfig:
-    data = copy.deepcopy(dict(data or {}))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ReproError(f"--set {item!r}: expected key=value")
-        try:
-            set_dotted(data, key, yaml.safe_load(raw))
-        except (IndexError, KeyError, TypeError, ValueError) as e:
-            raise ReproError(f"--set {item!r}: {e}") from None
-    try:
-        cfg = ReproConfig.model_validate(data)
-    except ValidationError as e:
-        lines = [f"{where}: {'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()]
-        raise ReproError("bad repro config:\n  " + "\n  ".join(lines)) from None
+    """A repro mapping (with ``--set`` overrides applied, list items too: conditions.S.losses[0].weight=2)
+    as a ReproConfig, checked further by building every training recipe it derives."""
+    cfg = validate(ReproConfig, apply_overrides(data, overrides, ReproError), where, ReproError, "repro")
     try:  # every condition must make a valid training recipe: fail now, not after an hour of phase 1
         phase1_recipe(cfg, Path(cfg.out))
         for c, s in cfg.runs():

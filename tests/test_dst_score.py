@@ -68,7 +68,7 @@ def test_known_perturbations(tmp_path):
 
 
 def test_missing_turns_lower_jga(tmp_path):
-    assert run(tmp_path, REFS[:3])["jga"] == pytest.approx(3 / 5)  # the seed's fork would have said 1.0
+    assert run(tmp_path, REFS[:3])["jga"] == pytest.approx(3 / 5)  # the reference evaluation, skipping missing turns, said 1.0
     assert run(tmp_path, [])["jga"] == 0.0
 
 
@@ -102,7 +102,7 @@ def test_fuzzy_threshold_boundary(tmp_path):
     assert run(tmp_path, pred, refs, ontology=str(onto), fuzzy_threshold=90.01)["jga"] == 0.0
     assert run(tmp_path, pred, refs, ontology="none")["jga"] == 0.0  # no ontology, no fuzzy matching
     with pytest.raises(ValueError, match="0–100"):
-        run(tmp_path, pred, refs, ontology=str(onto), fuzzy_threshold=0.9)  # the seed's 0–1 threshold
+        run(tmp_path, pred, refs, ontology=str(onto), fuzzy_threshold=0.9)  # the reference evaluation's 0–1 threshold
 
 
 def test_matcher_keeps_values_below_threshold_and_never_fuzzes_times():

@@ -4,8 +4,8 @@ Sources, by name (``load(name)``):
   multiwoz   the MultiWOZ DB entities and the 2.2 schema's categorical values (MIT; shipped in
              resources/multiwoz_db.json, so it works without ../shared/data). With
              ``exclude_test_values=False`` the corpus value lists (ontology21.json) are added: those are
-             collected from the annotations of *all* splits, test included, which is what the seed did and
-             why that option leaks (a prediction near a test-only annotation gets snapped onto it). The
+             collected from the annotations of *all* splits, test included, which is what the reference
+             implementation's evaluation did and why that option leaks (a prediction near a test-only annotation gets snapped onto it). The
              splits cannot be told apart in that file, so excluding test values excludes all of them.
   spokenwoz  multiwoz plus SpokenWOZ's profile slots (name, email, phone number, id number, plate number).
   sgd        every schema.json under <data>/sgd (categorical ``possible_values``; free-form slots have
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -159,7 +160,9 @@ class Matcher:
 
     def __init__(self, ontology: Ontology | None, threshold: float = 90.0, slot_threshold: float = 80.0,
                  policy: N.Policy = N.DEFAULT_POLICY, scorer: Callable = fuzz.ratio):
-        for t in (threshold, slot_threshold):  # the seed compared a 0–1 threshold with 0–100 scores
+        # The reference implementation's evaluation compared a 0–1 threshold with rapidfuzz's 0–100 scores, so
+        # every value snapped; a threshold in (0, 1] is refused as that mistake.
+        for t in (threshold, slot_threshold):
             if not 0 <= t <= 100 or 0 < t <= 1:
                 raise ValueError(f"threshold {t} is not on rapidfuzz's 0–100 scale "
                                  "(write 90, not 0.9; 0 = always snap)")
@@ -342,6 +345,4 @@ def _write(path: Path, obj: dict) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     build_resources(sys.argv[1] if len(sys.argv) > 1 else (default_data_dir() or "../shared/data"))

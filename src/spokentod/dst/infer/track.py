@@ -2,13 +2,13 @@
 
 A turn's history is the dialogue's earlier turns: agent texts are gold, user texts are this dialogue's own
 *predicted* transcripts (``history="predicted"``, what a deployed tracker sees) or the gold ones
-(``history="gold"``). Batching never lets one dialogue's predictions reach another's history (the seed's
-reference code kept one running history per batch position, so at batch > 1 dialogues bled into each
+(``history="gold"``). Batching never lets one dialogue's predictions reach another's history (the reference
+implementation kept one running history per batch position, so at batch > 1 dialogues bled into each
 other): each dialogue keeps its own predictions, and a step takes the *next* turn of up to ``batch_size``
 active dialogues. When a dialogue ends its slot takes the next dialogue from the queue (continuous
 refill), so a long dialogue never leaves the other slots idle. Because the model's generate is batch
 invariant (left padding with matching masks and positions, padding-free connector), the predictions do
-not depend on batch size or on which dialogues share a batch (tests/test_dst_infer.py checks both).
+not depend on batch size or on which dialogues share a batch (tests/dst/test_dst_infer.py checks both).
 
 The writers of what tracking produced are in predictions.py; ``spokentod dst track`` (dst/cli.py) runs a
 whole tracking run.

@@ -43,8 +43,8 @@ class _Cfg(BaseModel):
 
 
 class RenderSpec(_Cfg):
-    """Render the set's user turns with a TTS first and use them as speech (the paper's TTS augmentation,
-    its rows D2/D4). Rendering is resumable and lands in <out>/rendered/<set name>."""
+    """Render the set's user turns with a TTS first and use them as speech (the reference recipe's TTS
+    augmentation, its rows D2/D4). Rendering is resumable and lands in <out>/rendered/<set name>."""
 
     tts: str = "kokoro"
     voices: list[str] | None = None
@@ -70,7 +70,7 @@ class DataSpec(_Cfg):
 class LossSpec(_Cfg):
     name: str
     data: str | None = None      # a key of `data`
-    batch_of: str | None = None  # reuse another loss's batch (the paper's CE on the speech batch's transcripts)
+    batch_of: str | None = None  # reuse another loss's batch (the reference recipe's CE on the speech transcripts)
     prefix: PrefixMode = "speech"
     weight: float = Field(default=1.0, ge=0)
     batch_size: int | None = Field(default=None, ge=1)

@@ -21,7 +21,6 @@ from spokentod.dst.cli import app
 from spokentod.dst.data.examples import Example
 from spokentod.dst.infer.predictions import write_multiwoz_eval, write_predictions
 from spokentod.dst.infer.track import TrackStats, TurnPrediction, interleave, predicted_history, track
-from spokentod.dst.model.config import ConnectorConfig, LoraSettings, ModelConfig, TextEncoderConfig
 from spokentod.dst.model.speechdst import SpeechDST
 from spokentod.dst.score.scorer import score_files
 from spokentod.dst.score.states import read_states
@@ -29,13 +28,7 @@ from spokentod.dst.score.states import read_states
 FEAT = 16
 
 
-def tiny_config(llm_dir) -> ModelConfig:
-    return ModelConfig(
-        llm=str(llm_dir),
-        connector=ConnectorConfig(width=32, layers=1, heads=2, ff=64, dropout=0.1),  # dropout: eval() matters
-        text_encoder=TextEncoderConfig(layers=1),
-        lora=LoraSettings(r=4, alpha=4, dropout=0.0),
-    )
+CONNECTOR_DROPOUT = 0.1  # not 0: the tracker must switch the model to eval()
 
 
 class Echo(SpeechDST):
@@ -61,9 +54,9 @@ class Echo(SpeechDST):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_llm):
+def model(tiny_dst_config):
     torch.manual_seed(0)
-    return Echo.build(tiny_config(tiny_llm), feature_dim=FEAT)
+    return Echo.build(tiny_dst_config(connector_dropout=CONNECTOR_DROPOUT), feature_dim=FEAT)
 
 
 class PathFeatures:
@@ -252,9 +245,9 @@ def manifest(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_llm, tmp_path_factory):
+def checkpoint(tiny_dst_config, tmp_path_factory):
     torch.manual_seed(0)
-    m = SpeechDST.build(tiny_config(tiny_llm), feature_dim=FEAT)
+    m = SpeechDST.build(tiny_dst_config(connector_dropout=CONNECTOR_DROPOUT), feature_dim=FEAT)
     out = tmp_path_factory.mktemp("ckpt")
     m.save_pretrained(out)
     return out
@@ -306,7 +299,7 @@ def test_track_cli_errors_name_the_problem(tmp_path, checkpoint):
 
 
 @pytest.mark.slow
-def test_track_cli_speech_mode_through_the_feature_cache(tmp_path, tiny_llm):
+def test_track_cli_speech_mode_through_the_feature_cache(tmp_path, tiny_dst_config):
     """The real speech path: espeak-rendered user turns → embedded Whisper tiny.en encoder (CTranslate2) →
     on-disk feature cache → SpeechDST; a second run reads every feature from the cache, same predictions."""
     from spokentod.audio import write_wav
@@ -318,7 +311,7 @@ def test_track_cli_speech_mode_through_the_feature_cache(tmp_path, tiny_llm):
     dim = build_encoder(EncoderConfig()).dim
     torch.manual_seed(0)
     ckpt = tmp_path / "ckpt"
-    SpeechDST.build(tiny_config(tiny_llm), feature_dim=dim).save_pretrained(ckpt)
+    SpeechDST.build(tiny_dst_config(connector_dropout=CONNECTOR_DROPOUT), feature_dim=dim).save_pretrained(ckpt)
     tts = create("tts", "espeak")
     turns = []
     for k, text in enumerate(["a cheap hotel please", "in the north"]):

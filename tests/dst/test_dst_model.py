@@ -5,25 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spokentod.dst.model.config import ConnectorConfig, LoraSettings, ModelConfig, TextEncoderConfig
 from spokentod.dst.model.speechdst import SpeechDST
 
 FEAT = 16
 
 
-def tiny_config(llm_dir, mode: str = "embedding") -> ModelConfig:
-    return ModelConfig(
-        llm=str(llm_dir),
-        connector=ConnectorConfig(width=32, layers=1, heads=2, ff=64, dropout=0.0),
-        text_encoder=TextEncoderConfig(mode=mode, layers=1),
-        lora=LoraSettings(r=4, alpha=4, dropout=0.0),
-    )
-
 
 @pytest.fixture()
-def model(tiny_llm):
+def model(tiny_dst_config):
     torch.manual_seed(0)
-    return SpeechDST.build(tiny_config(tiny_llm), feature_dim=FEAT)
+    return SpeechDST.build(tiny_dst_config(), feature_dim=FEAT)
 
 
 def feats(*lengths: int) -> list[torch.Tensor]:
@@ -131,7 +122,7 @@ def test_generate_is_batch_invariant(model):
     assert any(batch)  # a random model still emits tokens
 
 
-def test_trainable_state_roundtrip(tiny_llm, model):
+def test_trainable_state_roundtrip(tiny_dst_config, model):
     model.eval()
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -140,7 +131,7 @@ def test_trainable_state_roundtrip(tiny_llm, model):
     sd = model.trainable_state_dict()
     assert sd and not any(k.startswith("llm.") and "lora_" not in k for k in sd)
     torch.manual_seed(123)
-    fresh = SpeechDST.build(tiny_config(tiny_llm), feature_dim=FEAT).eval()
+    fresh = SpeechDST.build(tiny_dst_config(), feature_dim=FEAT).eval()
     p, n = model.prefix("speech", feats(40))
     ref = model.loss(p, n, ["\nh\n"], ["t"])
     fresh.load_trainable_state_dict(sd)
@@ -150,8 +141,8 @@ def test_trainable_state_roundtrip(tiny_llm, model):
         fresh.load_trainable_state_dict({"connector.proj.weight": sd["connector.proj.weight"]})
 
 
-def test_text_encoder_on_llm_embeddings(tiny_llm):
-    m = SpeechDST.build(tiny_config(tiny_llm, mode="llm"), feature_dim=FEAT)
+def test_text_encoder_on_llm_embeddings(tiny_dst_config):
+    m = SpeechDST.build(tiny_dst_config(mode="llm"), feature_dim=FEAT)
     emb, n = m.prefix("text_encoder", texts=["hello there"])
     assert emb.shape[:2] == (1, int(n[0]))
     assert not any("_llm_embeddings" in k for k in m.trainable_state_dict())

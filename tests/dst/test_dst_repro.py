@@ -15,7 +15,7 @@ from spokentod.studies.dst_repro import layout, prepare, stages
 from spokentod.studies.dst_repro import stats as repro_stats
 from spokentod.studies.dst_repro.report import contrast_statement, likely_reasons
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "dst" / "repro_multiwoz.yaml"
 
 

@@ -24,9 +24,8 @@ from spokentod.data import corpora
 from spokentod.data.manifest import read_manifest
 from spokentod.dst.data import ontology as O
 from spokentod.dst.data.examples import DropReport, Filters, dialogue_examples
+from spokentod.dst.model.config import TEXT_MODES
 from spokentod.errors import SpokenTODError
-
-TEXT_MODES = ("text_encoder", "text_direct", "none")  # the model tracker's modes beside speech
 
 
 class TrackSettings(BaseModel):

@@ -26,12 +26,12 @@ from typing import Any, Literal
 import torch
 
 from spokentod.dst.infer.parse import parse_output
+from spokentod.dst.model.config import TEXT_MODES
 from spokentod.dst.model.features import FeatureSource
 from spokentod.errors import SpokenTODError
 from spokentod.progress import progress_bar
 
 HistoryMode = Literal["predicted", "gold"]
-TEXT_MODES = ("text_encoder", "text_direct", "none")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spokentod.dst.data.examples import HistoryFormat
 
 PrefixMode = Literal["speech", "text_encoder", "text_direct", "none"]
+TEXT_MODES = ("text_encoder", "text_direct", "none")  # the prefix modes that read the user turn as text
 
 
 class EncoderConfig(BaseModel):

@@ -53,7 +53,7 @@ test-fast: install
 clean:
 	rm -rf $(VENV) runs build *.egg-info
 
-# The issue-8 reproduction (spoken DST: does target-domain text lift target-domain JGA?): data, shared
+# The DST reproduction study (spoken DST: does target-domain text lift target-domain JGA?): data, shared
 # phase 1, every condition, scoring, reports/dst_repro.md. Resumable: run it again after a stop.
 # Measured: 2 h 02 min on a 2-core CPU from a fresh clone (stage times in configs/dst/repro_multiwoz.yaml).
 .PHONY: dst-repro

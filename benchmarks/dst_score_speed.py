@@ -1,14 +1,14 @@
-"""DST scoring speed: spokentod.dst.score vs a straightforward per-turn implementation of the same rules.
+"""DST scoring speed: spokentod.dst.score.scorer vs a straightforward per-turn implementation of the same rules.
 
-The baseline is what the seed's evaluation fork does structurally: for every slot of every turn, normalize
+The baseline is what the reference implementation's evaluation does structurally: for every slot of every turn, normalize
 the value from scratch and scan the whole ontology list with a fuzzy scorer (fuzzywuzzy's extractOne is a
 Python loop over the choices; no memo, no exact-hit shortcut), and compare turn by turn. Rows:
   naive, rapidfuzz     that loop over rapidfuzz's C fuzz.ratio: the same rules, thresholds and scorer as ours,
                        so every number must agree (checked); the >= 20x goal is judged on this row.
   naive, C extractOne  the same with rapidfuzz's process.extractOne (the choice loop in C, stopping at a
-                       perfect score): stronger than anything the seed ran; must agree too.
+                       perfect score): stronger than anything the reference evaluation ran; must agree too.
   naive, difflib       the Python loop with fuzzywuzzy's ratio as fuzzywuzzy runs without python-Levenshtein
-                       (difflib's SequenceMatcher, rounded): what the seed's fuzzywuzzy really computed. Its
+                       (difflib's SequenceMatcher, rounded): what the reference evaluation's fuzzywuzzy really computed. Its
                        scores differ from rapidfuzz's near the threshold, so its metrics differ slightly from
                        ours; the check is that ours, given that same scorer, agrees with it exactly.
 Ours canonicalizes each distinct raw (domain, slot, value) once across both sides, fuzzy-matches all the
@@ -50,9 +50,11 @@ from pathlib import Path
 
 from rapidfuzz import fuzz, process
 
-from spokentod.dst import normalize as N
-from spokentod.dst import ontology as O
-from spokentod.dst.score import UNKNOWN, Predictions, read_predictions, references_from_dialogues, score
+from spokentod.dst.data import normalize as N
+from spokentod.dst.data import ontology as O
+from spokentod.dst.score.matching import UNKNOWN
+from spokentod.dst.score.scorer import score
+from spokentod.dst.score.states import Predictions, read_predictions, references_from_dialogues
 
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else (O.default_data_dir() or Path("../shared/data"))
 REPEAT = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -99,7 +101,7 @@ def perturb(refs, path: Path) -> Predictions:
 # --- the baseline ----------------------------------------------------------------------------------
 
 def difflib_ratio(s1: str, s2: str, **_) -> int:
-    """fuzzywuzzy.fuzz.ratio as fuzzywuzzy 0.18 runs it without python-Levenshtein (the seed's requirements
+    """fuzzywuzzy.fuzz.ratio as fuzzywuzzy 0.18 runs it without python-Levenshtein (the reference evaluation's requirements
     do not pull that in): equal strings 100, an empty one 0, else int(round(100 * difflib's
     SequenceMatcher(None, s1, s2).ratio())), pure Python. difflib's ratio counts the matches of its
     longest-block heuristic, not an optimal alignment, and is rounded, so it can differ from rapidfuzz's
@@ -251,10 +253,10 @@ def main() -> None:
     print("  naive, rapidfuzz     per turn and slot, fuzzywuzzy's extractOne loop in Python over rapidfuzz's C "
           "fuzz.ratio: same rules and scorer as ours; the >= 20x goal is judged on this row")
     print("  naive, C extractOne  the same, with rapidfuzz's process.extractOne (the loop in C, stopping at a "
-          "perfect score; fuzzywuzzy has neither): a stronger baseline than the seed's")
+          "perfect score; fuzzywuzzy has neither): a stronger baseline than the reference evaluation's")
     if DIFFLIB_REPEAT:
         print("  naive, difflib       the same loop with fuzzywuzzy's ratio as it runs without python-Levenshtein "
-              "(difflib, rounded): what the seed's fuzzywuzzy ran")
+              "(difflib, rounded): what the reference evaluation's fuzzywuzzy ran")
     print(f"{'':22}" + "".join(f"{name:>21}" for name, _ in rows))
     (mine, w_ours, c_ours) = rows[0][1]
     print(f"{'wall time (s)':22}" + "".join(f"{r[1]:21.3f}" for _, r in rows))

@@ -2,7 +2,7 @@
 
 Same model (configs/dst/cpu_small.yaml: SmolLM2-135M + LoRA, embedded Whisper tiny.en encoder on
 CTranslate2, small connector), same batches, same number of steps; the only difference is where the
-encoder features come from: computed for every batch (what the seed's reference code does) or read from
+encoder features come from: computed for every batch (what the reference implementation does) or read from
 the on-disk cache filled once (its fill time is printed apart: it is paid once per corpus, not per epoch).
 The data is the bundled demo corpus's user turns rendered with espeak-ng into a temp dir.
 
@@ -10,13 +10,13 @@ Rows: phase 1 (ASR: short targets, no history — the encoder's share is largest
 history + state JSON, where the LLM dominates), for two encoders:
   tiny.en      the embedded encoder (Whisper tiny.en on CTranslate2, ~0.3 s per utterance here: cheap next
                to the LLM step, so the cache gains little on this CPU);
-  wavlm-large  the paper's encoder *architecture* (WavLM-large, 24 layers x 1024) with random weights:
+  wavlm-large  the reference recipe's encoder *architecture* (WavLM-large, 24 layers x 1024) with random weights:
                the weights cannot be downloaded here, and the compute per utterance is the same as the
                real model's, which is all a throughput measurement needs.
 Measured on the 2-core dev machine (load average 1.1-2.0: another engineer's light jobs), 8 steps x 4:
   tiny.en      asr 1.75x (1.29 → 2.24 samples/s)   dst 1.31x (0.89 → 1.16)   cache fill 0.33 s/utterance
   wavlm-large  asr 6.27x (0.42 → 2.66 samples/s)   dst 3.93x (0.34 → 1.33)   cache fill 2.09 s/utterance
-So the ≥ 2x goal holds for the paper's encoder; with the embedded tiny.en the LLM step dominates on a CPU.
+So the ≥ 2x goal holds for the reference recipe's encoder; with the embedded tiny.en the LLM step dominates on a CPU.
 
     python benchmarks/dst_train_throughput.py [STEPS [BATCH [ENCODERS]]]   (defaults 8 4 tiny.en,wavlm-large)
 """
@@ -32,11 +32,13 @@ import torch
 
 from spokentod.data import corpora
 from spokentod.data.synth import synthesize_manifest
-from spokentod.dst.data import AsrItem
-from spokentod.dst.encoders import EncoderConfig, build_encoder
-from spokentod.dst.model import SpeechDST
-from spokentod.dst.recipe import DataSpec, LossSpec, load_recipe
-from spokentod.dst.train import Features, StepLoss, Stream, load_set
+from spokentod.dst.data.asr_items import AsrItem
+from spokentod.dst.model.config import EncoderConfig
+from spokentod.dst.model.encoders import build_encoder
+from spokentod.dst.model.speechdst import SpeechDST
+from spokentod.dst.train.batches import Features, Stream, load_set
+from spokentod.dst.train.loop import StepLoss
+from spokentod.dst.train.recipe import DataSpec, LossSpec, load_recipe
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 BATCH = int(sys.argv[2]) if len(sys.argv) > 2 else 4

@@ -1,0 +1,335 @@
+"""End-to-end spoken DST model: speech encoder → connector → causal LLM with LoRA, plus a text encoder.
+
+Layout of one sequence (left to right, as in the reference recipe):
+
+    [bos] [prefix embeddings] [prompt tokens: history + instruction] [target tokens] [eos]
+
+The prefix is the connector's output for the user's speech (``mode="speech"``), the text encoder's output
+for an unpaired text turn (``"text_encoder"``), the LLM's own embeddings of the user text (``"text_direct"``:
+the reference recipe's "text fed to the LM without the encoder" ablation and our cascade baseline), or nothing.
+Loss is cross-entropy over the target and eos only. Training pads on the right; generation pads on the
+left with matching attention masks and position ids, so a batch gives the same outputs as batch size 1
+(padding frames are zeroed after each convolution, so the connector too is batch invariant).
+
+Trainable parts by phase (``set_phase``): "asr" — connector (+ the speech encoder when not frozen);
+"dst" — LoRA + connector + text encoder. The LLM's base weights never train.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+
+from spokentod.atomic import atomic_write
+from spokentod.backends._hf import resolve_dtype
+from spokentod.backends.llm import _gguf, gemma3, smollm2
+from spokentod.dst.data.examples import format_history
+from spokentod.dst.model.config import ConnectorConfig, ModelConfig, PrefixMode, TextEncoderConfig
+from spokentod.dst.model.encoders import build_encoder
+from spokentod.errors import SpokenTODError
+
+IGNORE = -100
+
+
+def resolve_llm(name: str) -> str:
+    """An embedded name → its converted local directory; anything else is passed to from_pretrained."""
+    if name == "smollm2":
+        src = smollm2.gguf_path()
+        sha = _gguf.sha256_cached(src, _gguf.cache_dir("models") / f"{smollm2.SLUG}.sha256.json")
+        return str(_gguf.ensure_converted(smollm2.SLUG, sha, lambda: src))
+    if name == "gemma3-270m":
+        return str(gemma3.converted_model_dir())
+    return name
+
+
+def sinusoidal(n: int, dim: int) -> Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(n, dim)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return pe
+
+
+def padding_mask(lengths: Tensor, n: int) -> Tensor:
+    """True at padded positions ([B, n]), the convention of nn.TransformerEncoder."""
+    return torch.arange(n, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+def _transformer(width: int, layers: int, heads: int, ff: int, dropout: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(width, heads, ff, dropout, activation="gelu", batch_first=True,
+                                       norm_first=True)
+    # No nested-tensor fast path: it changes numerics with the amount of padding (batch invariance).
+    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+
+
+class Connector(nn.Module):
+    """Conv1d (k7, s3) → GELU → Conv1d (k7, s2) → GELU → sinusoidal positions → Transformer → projection."""
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: ConnectorConfig):
+        super().__init__()
+        self.cfg = cfg
+        k = cfg.kernel
+        self.convs = nn.ModuleList([
+            nn.Conv1d(in_dim, cfg.width, k, stride=cfg.strides[0], padding=k // 2),
+            nn.Conv1d(cfg.width, cfg.width, k, stride=cfg.strides[1], padding=k // 2),
+        ])
+        self.transformer = _transformer(cfg.width, cfg.layers, cfg.heads, cfg.ff, cfg.dropout)
+        self.proj = nn.Linear(cfg.width, out_dim)
+        self.register_buffer("positions", sinusoidal(cfg.max_positions, cfg.width), persistent=False)
+
+    def out_lengths(self, lengths: Tensor) -> Tensor:
+        k = self.cfg.kernel
+        for s in self.cfg.strides:
+            lengths = (lengths + 2 * (k // 2) - k) // s + 1
+        return lengths
+
+    def contextualize(self, h: Tensor, lengths: Tensor) -> Tensor:
+        """Positions + Transformer + projection on [B, T, width]; shared by the speech and text paths."""
+        if h.shape[1] > self.cfg.max_positions:
+            raise ValueError(f"{h.shape[1]} connector frames exceed max_positions={self.cfg.max_positions} "
+                             f"(input too long; raise connector.max_positions)")
+        h = h + self.positions[: h.shape[1]].to(h.dtype)
+        h = self.transformer(h, src_key_padding_mask=padding_mask(lengths, h.shape[1]))
+        return self.proj(h)
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """feats [B, T, in_dim] zero-padded → ([B, T', out_dim], lengths')."""
+        x = feats.transpose(1, 2)
+        k = self.cfg.kernel
+        for conv, s in zip(self.convs, self.cfg.strides):
+            x = nn.functional.gelu(conv(x))
+            lengths = (lengths + 2 * (k // 2) - k) // s + 1
+            # Zero the padded tail so the next convolution sees what batch size 1 would (its zero padding).
+            x = x.masked_fill(padding_mask(lengths, x.shape[2])[:, None, :], 0.0)
+        return self.contextualize(x.transpose(1, 2), lengths), lengths
+
+
+class TextEncoder(nn.Module):
+    """Token embeddings → Transformer of the connector's width; the caller then runs the connector's
+    Transformer and projection (Connector.contextualize), skipping the convolutions."""
+
+    def __init__(self, vocab: int, llm_embeddings: nn.Embedding, cfg: TextEncoderConfig, conn: ConnectorConfig):
+        super().__init__()
+        self.mode = cfg.mode
+        if cfg.mode == "embedding":
+            self.embed = nn.Embedding(vocab, conn.width)
+        else:
+            self._llm_embeddings = [llm_embeddings]  # a list: not registered, so not saved or trained here
+            self.embed_proj = nn.Linear(llm_embeddings.embedding_dim, conn.width)
+        self.transformer = _transformer(conn.width, cfg.layers, conn.heads, conn.ff, conn.dropout)
+        self.register_buffer("positions", sinusoidal(conn.max_positions, conn.width), persistent=False)
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        if self.mode == "embedding":
+            h = self.embed(ids)
+        else:
+            with torch.no_grad():
+                e = self._llm_embeddings[0](ids)
+            h = self.embed_proj(e.to(self.embed_proj.weight.dtype))
+        h = h + self.positions[: h.shape[1]].to(h.dtype)
+        return self.transformer(h, src_key_padding_mask=padding_mask(lengths, h.shape[1]))
+
+
+class SpeechDST(nn.Module):
+    def __init__(self, cfg: ModelConfig, llm: nn.Module, tokenizer, feature_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.llm = llm
+        emb = llm.get_input_embeddings()
+        hidden = emb.embedding_dim
+        self.connector = Connector(feature_dim, hidden, cfg.connector)
+        self.text_encoder = TextEncoder(len(tokenizer), emb, cfg.text_encoder, cfg.connector)
+        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"the tokenizer of {cfg.llm!r} has no eos token")
+        self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, feature_dim: int, device: str = "cpu") -> SpeechDST:
+        """Load the LLM and tokenizer, wrap the LLM with LoRA (peft) and create connector + text encoder.
+        `feature_dim` is the speech encoder's output width (SpeechEncoder.dim)."""
+        from peft import LoraConfig, get_peft_model  # heavy: only when a model is built
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+        path = resolve_llm(cfg.llm)
+        tok = AutoTokenizer.from_pretrained(path)
+        kw = {"dtype": resolve_dtype(cfg.dtype)}
+        if cfg.attn_implementation:
+            kw["attn_implementation"] = cfg.attn_implementation
+        base = AutoModelForCausalLM.from_pretrained(path, **kw)
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+        model = cls(cfg, get_peft_model(base, lora), tok, feature_dim).to(device)
+        model.set_phase("dst")
+        return model
+
+    # ------------------------------------------------------------------ parameters
+
+    def set_phase(self, phase: Literal["asr", "dst"], train_encoder: bool = False) -> None:
+        for name, p in self.llm.named_parameters():
+            p.requires_grad = phase == "dst" and "lora_" in name
+        for p in self.connector.parameters():
+            p.requires_grad = True
+        for p in self.text_encoder.parameters():
+            p.requires_grad = phase == "dst"
+        self.phase = phase
+
+    def attach_encoder(self, encoder) -> None:
+        """Keep the speech encoder with the model; a trainable (unfrozen) one becomes a submodule, so its
+        weights are trained, checkpointed and moved with the rest."""
+        self.encoder = encoder
+        if getattr(encoder, "trainable", False):
+            self.add_module("speech_encoder", encoder.module)
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """What a checkpoint holds: LoRA, connector, text encoder and a trainable speech encoder (the base
+        LLM and a frozen encoder are reloaded from their paths)."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()
+                if k.startswith(("connector.", "text_encoder.", "speech_encoder.")) or "lora_" in k}
+
+    def load_trainable_state_dict(self, sd: dict[str, Tensor]) -> None:
+        own = self.trainable_state_dict()
+        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.load_state_dict(sd, strict=False)
+
+    def save_pretrained(self, out: str | os.PathLike) -> None:
+        """model.json (config + feature width) and trainable.safetensors (deltas only: a few MB)."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"config": self.cfg.model_dump(mode="json"), "feature_dim": self.connector.convs[0].in_channels}
+        atomic_write(out / "trainable.safetensors",
+                     save({k: v.contiguous() for k, v in self.trainable_state_dict().items()}))
+        (out / "model.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> SpeechDST:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "model.json").read_text())
+        except (OSError, ValueError) as e:
+            raise SpokenTODError(f"{path} is not a SpeechDST checkpoint (model.json: {e})") from None
+        cfg = ModelConfig.model_validate(meta["config"])
+        model = cls.build(cfg, meta["feature_dim"], device)
+        deltas = cls.load_deltas(path, device)
+        if any(k.startswith("speech_encoder.") for k in deltas):  # trained encoder weights travel along
+            model.attach_encoder(build_encoder(cfg.encoder.model_copy(update={"device": str(device)})))
+        model.load_trainable_state_dict(deltas)
+        return model
+
+    @staticmethod
+    def load_deltas(path: str | os.PathLike, device: str = "cpu") -> dict[str, Tensor]:
+        return load_file(str(Path(path) / "trainable.safetensors"), device=str(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.connector.proj.weight.device
+
+    # ------------------------------------------------------------------ inputs
+
+    def dst_prompt(self, history: list[tuple[str, str]] | tuple) -> str:
+        return f"\n{format_history(history, self.cfg.history)}\n{self.cfg.dst_instruction}\n"
+
+    def asr_prompt(self) -> str:
+        return f"\n{self.cfg.asr_instruction}\n"
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def _padded(self, seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
+        n = max(1, max(map(len, seqs)))
+        ids = torch.full((len(seqs), n), self.pad, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return ids.to(self.device), torch.tensor([len(s) for s in seqs], device=self.device)
+
+    def prefix(self, mode: PrefixMode, feats: list[Tensor] | Tensor | None = None,
+               feat_lengths: Tensor | None = None, texts: list[str] | None = None) -> tuple[Tensor, Tensor]:
+        """Prefix embeddings [B, P, H] and their lengths. Speech takes encoder features (a list of [T_i, D]
+        or a padded [B, T, D] with `feat_lengths`); the text modes take the user turns' text."""
+        hidden = self.llm.get_input_embeddings().embedding_dim
+        if mode == "speech":
+            if isinstance(feats, list):
+                feat_lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
+                feats = nn.utils.rnn.pad_sequence([f.to(self.device) for f in feats], batch_first=True)
+            feats = feats.to(device=self.device, dtype=self.connector.proj.weight.dtype)
+            return self.connector(feats, feat_lengths.to(self.device))
+        if texts is None:
+            raise ValueError(f"prefix mode {mode!r} needs texts")
+        if mode == "none":
+            b = len(texts)
+            return torch.zeros(b, 0, hidden, device=self.device), torch.zeros(b, dtype=torch.long, device=self.device)
+        ids, lengths = self._padded(self._ids(texts))
+        if mode == "text_direct":
+            return self.llm.get_input_embeddings()(ids), lengths
+        if mode == "text_encoder":
+            return self.connector.contextualize(self.text_encoder(ids, lengths), lengths), lengths
+        raise ValueError(f"unknown prefix mode {mode!r}")
+
+    def _sequences(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str],
+                   targets: list[str] | None) -> list[tuple[Tensor, Tensor]]:
+        """Per example: (embeddings [L, H], labels [L]) of bos + prefix + prompt (+ target + eos)."""
+        embed = self.llm.get_input_embeddings()
+        out = []
+        for i, prompt in enumerate(prompts):
+            head = torch.tensor(self.bos, dtype=torch.long, device=self.device)
+            p_ids = torch.tensor(self._ids([prompt])[0], dtype=torch.long, device=self.device)
+            t_ids = (torch.tensor(self._ids([targets[i]])[0] + [self.eos], dtype=torch.long, device=self.device)
+                     if targets is not None else p_ids[:0])
+            pre = prefix[i, : int(prefix_lengths[i])]
+            e = torch.cat([embed(head), pre.to(embed.weight.dtype), embed(p_ids), embed(t_ids)])
+            labels = torch.cat([torch.full((len(head) + len(pre) + len(p_ids),), IGNORE, device=self.device), t_ids])
+            out.append((e, labels))
+        return out
+
+    @staticmethod
+    def _stack(seqs: list[tuple[Tensor, Tensor]], left: bool) -> tuple[Tensor, Tensor, Tensor]:
+        n = max(e.shape[0] for e, _ in seqs)
+        b, h = len(seqs), seqs[0][0].shape[1]
+        emb = seqs[0][0].new_zeros(b, n, h)
+        mask = torch.zeros(b, n, dtype=torch.long, device=emb.device)
+        labels = torch.full((b, n), IGNORE, dtype=torch.long, device=emb.device)
+        for i, (e, lab) in enumerate(seqs):
+            sl = slice(n - len(e), n) if left else slice(0, len(e))
+            emb[i, sl], mask[i, sl], labels[i, sl] = e, 1, lab
+        return emb, mask, labels
+
+    # ------------------------------------------------------------------ training and generation
+
+    def loss(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], targets: list[str]) -> Tensor:
+        """Mean cross-entropy over target tokens (and eos) of the batch."""
+        emb, mask, labels = self._stack(self._sequences(prefix, prefix_lengths, prompts, targets), left=False)
+        # Vocabulary logits only where some example predicts a target token (position t predicts t+1):
+        # the prefix and prompt need none, which saves a large share of the step on a small LLM.
+        keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
+        logits = self.llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                           labels[:, keep + 1].reshape(-1), ignore_index=IGNORE)
+
+    @torch.no_grad()
+    def generate(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], max_new_tokens: int = 128,
+                 num_beams: int = 1) -> list[str]:
+        """Greedy (or beam) continuation of bos + prefix + prompt for each example; left padded."""
+        was_training = self.training
+        self.eval()  # no dropout (connector, LoRA) while decoding
+        try:
+            emb, mask, _ = self._stack(self._sequences(prefix, prefix_lengths, prompts, None), left=True)
+            # generate() derives position ids from the attention mask, so left padding shifts nothing.
+            out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    num_beams=num_beams, do_sample=False, eos_token_id=self.eos,
+                                    pad_token_id=self.pad)
+        finally:
+            self.train(was_training)
+        return [self.tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]

@@ -1,0 +1,118 @@
+"""The reproduction's out dir: where each stage puts its files, the small JSON files every stage reads and
+writes, the hashes that tell whether finished work is still valid, and <out>/timings.json."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spokentod import atomic
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name) or "_"
+
+
+def data_dir(out: Path) -> Path:
+    return out / "data"
+
+
+def run_dir(out: Path, condition: str, seed: int) -> Path:
+    return out / "runs" / slug(condition) / f"seed{seed}"
+
+
+def eval_dir(out: Path, condition: str, seed: int, test_set: str) -> Path:
+    return out / "eval" / slug(condition) / f"seed{seed}" / test_set
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic.write_json(path, obj, indent=1, default=str)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def read_lines(path: Path) -> list[str]:
+    try:
+        return [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    except OSError:
+        return []
+
+
+def json_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def diff_paths(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON trees differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [p for k in sorted(set(a) | set(b), key=str)
+                for p in diff_paths(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".") or "<root>"]
+
+
+class Timings:
+    """<out>/timings.json: every stage invocation (wall time, what it did or skipped) and per-unit totals."""
+
+    def __init__(self, out: Path):
+        self.path = out / "timings.json"
+        self.data = read_json(self.path) or {"invocations": [], "stages": {}, "units": {}}
+
+    def save(self) -> None:
+        self.data["total_wall_s"] = sum(self.data["stages"].values())
+        write_json(self.path, self.data)
+
+    def unit(self, key: str, seconds: float) -> None:
+        self.data["units"][key] = self.data["units"].get(key, 0.0) + seconds
+        self.save()
+
+    @contextlib.contextmanager
+    def stage(self, name: str, command: str | None) -> Iterator[dict]:
+        work: dict[str, Any] = {}
+        t0, started = time.perf_counter(), now_iso()
+        record = {"stage": name, "started": started, "command": command, "work": work, "finished": False}
+        self.data["invocations"].append(record)
+        try:
+            yield work
+            record["finished"] = True
+        finally:
+            wall = time.perf_counter() - t0
+            record["wall_s"] = round(wall, 3)
+            self.data["stages"][name] = self.data["stages"].get(name, 0.0) + wall
+            self.save()
+
+
+def step_log(path: Path) -> list[dict]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    out: dict[int, dict] = {}
+    for line in text.splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out[r["step"]] = r  # a resumed run may log a step twice: the later one stands
+    return [out[k] for k in sorted(out)]

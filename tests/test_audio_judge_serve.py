@@ -27,6 +27,7 @@ from spokentod.backends.base import Reply as LMReply
 from spokentod.metrics.judge import PROMPTS, AudioJudge, load_judge_prompt
 from spokentod.metrics.registry import Reply, available
 from spokentod.metrics.score import Resources, compute_one
+from spokentod.rundir.records import ResultRecord
 from spokentod.serve.app import create_app
 
 MODEL = "scripted-voice"
@@ -107,7 +108,7 @@ def reply(tmp_path_factory):
         t = np.arange(int(sec * rate)) / rate
         paths.append(d / f"agent_{i}.wav")
         write_wav(paths[-1], (0.3 * np.sin(2 * np.pi * (180 + 20 * i) * t)).astype(np.float32), rate)
-    rec = {"system": "e2e", "dialogue_id": "d1", "turn": 9, "text": "sure", "audio_path": str(paths[-1])}
+    rec = ResultRecord(system="e2e", dialogue_id="d1", turn=9, text="sure", audio_path=str(paths[-1])).to_json()
     return Reply(rec, d, spoken=True, prior_audio=paths[:-1])
 
 

@@ -10,8 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from spokentod.bench.config import ConfigError, load_config
-from spokentod.bench.runner import BenchError, parse_shard, run_bench, scrub
-from spokentod.bench.store import merge_runs, read_records
+from spokentod.bench.run import parse_shard, run_bench
+from spokentod.errors import BenchError
+from spokentod.provenance import scrub
+from spokentod.rundir.merge import merge_runs
+from spokentod.rundir.store import read_records
 from spokentod.cli import app
 from spokentod.systems.base import SystemReply
 

@@ -6,8 +6,13 @@ import threading
 import time
 
 from spokentod.backends.base import Backend, Completion, Timings
-from spokentod.bench.runner import BackendWrapper, error_reason, run_bench
+from spokentod.backends.limits import BackendWrapper
+from spokentod.bench.run import run_bench
+from spokentod.bench.runner import _stated_reason
+from spokentod.errors import BackendError
+from spokentod.systems._common import failed
 from spokentod.systems.base import SystemReply
+from spokentod.systems.cascade import TTSFailure
 
 
 class Gauge:
@@ -32,8 +37,8 @@ class SlowLLM(Backend):
 
     def __init__(self, gauge: Gauge, url: str | None = None, tag: str = ""):
         self.gauge, self.tag = gauge, tag
-        if url:
-            self.base_url = url
+        if url:  # talks to a server: declares itself remote, as the OpenAI-compatible clients do
+            self.base_url, self.remote = url, True
 
     def identity(self):
         return {**super().identity(), "tag": self.tag, "base_url": getattr(self, "base_url", None)}
@@ -112,12 +117,27 @@ def test_workers_bound_the_turns_in_flight(tmp_path):
 
 
 def test_error_reasons_are_short_and_countable():
-    assert error_reason("llm: BackendError: llm backend 'openai': cannot connect to http://x: refused") == \
+    def reason(stage: str, exc: BaseException) -> str:
+        return failed(SystemReply(), stage, exc, time.perf_counter()).error_reason
+
+    def backend_error(kind: str, why: str, **kw) -> BackendError:
+        return BackendError(kind, "openai", why, **kw)
+
+    assert reason("llm", backend_error("llm", "cannot connect to http://x: refused", cause="connection")) == \
         "llm: connection"
-    assert error_reason("llm: BackendError: llm backend 'openai': server said: boom (HTTP 503) after 3 attempts") \
-        == "llm: http 503"
-    assert error_reason("asr: BackendError: asr backend 'openai': timeout after 5 s (ReadTimeout)") == "asr: timeout"
-    assert error_reason("llm: BackendError: llm backend 'openai': malformed JSON in response") == "llm: bad response"
-    assert error_reason("tts: TTSFailure: ValueError: bad text") == "tts: TTSFailure"
-    assert error_reason("crash: KeyError: 'x'") == "crash: KeyError"
-    assert error_reason("weird") == "system: weird"
+    assert reason("llm", backend_error("llm", "server said: boom", status=503, attempts=3)) == "llm: http 503"
+    assert reason("asr", backend_error("asr", "timeout after 5 s (ReadTimeout)", cause="timeout")) == "asr: timeout"
+    assert reason("llm", backend_error("llm", "malformed JSON in response", cause="bad response")) == \
+        "llm: bad response"
+    assert reason("llm", backend_error("llm", "text to synthesize is empty")) == "llm: BackendError"
+    try:  # a stage's own wrapper names the stage; the backend error behind it gives the cause
+        raise TTSFailure("BackendError: timeout") from backend_error("tts", "timeout after 5 s", cause="timeout")
+    except TTSFailure as e:
+        assert reason("tts", e) == "tts: timeout"
+    try:
+        raise TTSFailure("ValueError: bad text") from ValueError("bad text")
+    except TTSFailure as e:
+        assert reason("tts", e) == "tts: TTSFailure"
+    # plug-in systems that state an error only as text: "<stage>: <Type>: message"
+    assert _stated_reason("crash: KeyError: 'x'") == "crash: KeyError"
+    assert _stated_reason("weird") == "system: weird"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spokentod.bench.runner import run_bench
+from spokentod.bench.run import run_bench
 from spokentod.data import corpora
 from spokentod.data.schema import Speaker
 from spokentod.systems.base import SystemReply

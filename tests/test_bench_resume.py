@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from spokentod.bench.store import read_records
+from spokentod.rundir.store import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,18 +10,14 @@ import threading
 
 import pytest
 
-from spokentod.bench.store import (
-    ResultFile,
-    StoreError,
-    final_records,
-    parse_results_name,
-    read_records,
-    results_name,
-)
+from spokentod.rundir.layout import parse_results_name, results_name
+from spokentod.rundir.records import ResultRecord
+from spokentod.rundir.store import ResultFile, StoreError, final_records, read_records
 
 
-def _rec(d: str, t: int, **kw) -> dict:
-    return {"system": "s", "dialogue_id": d, "turn": t, "seed": 0, "attempt": 1, "text": f"r{t}", "error": None, **kw}
+def _rec(d: str, t: int, **kw) -> ResultRecord:
+    return ResultRecord(**{"system": "s", "dialogue_id": d, "turn": t, "seed": 0, "attempt": 1, "text": f"r{t}",
+                           "error": None, **kw})
 
 
 def test_concurrent_appends_never_interleave(tmp_path):
@@ -60,7 +56,7 @@ def test_half_written_tail_is_dropped_and_file_repaired(tmp_path):
 
 def test_torn_tail_of_nul_bytes_is_dropped(tmp_path):
     path = tmp_path / "s.jsonl"
-    path.write_bytes(json.dumps(_rec("d", 0)).encode() + b"\n" + b"\x00" * 300)  # power cut: size grew, data lost
+    path.write_bytes(json.dumps(_rec("d", 0).to_json()).encode() + b"\n" + b"\x00" * 300)  # power cut: size grew, data lost
     recs, dropped = ResultFile(path).load()
     assert len(recs) == 1 and dropped == 300
     assert path.read_bytes().endswith(b"}\n")
@@ -68,13 +64,13 @@ def test_torn_tail_of_nul_bytes_is_dropped(tmp_path):
 
 def test_damage_before_the_last_line_is_an_error(tmp_path):
     path = tmp_path / "s.jsonl"
-    path.write_text(json.dumps(_rec("d", 0)) + "\n{broken\n" + json.dumps(_rec("d", 1)) + "\n")
+    path.write_text(json.dumps(_rec("d", 0).to_json()) + "\n{broken\n" + json.dumps(_rec("d", 1).to_json()) + "\n")
     with pytest.raises(StoreError, match="line 2 is damaged"):
         ResultFile(path).load()
 
 
 def test_last_record_of_a_key_wins():
-    recs = [_rec("d", 0, error="boom"), _rec("d", 1), _rec("d", 0, attempt=2, text="ok")]
+    recs = [r.to_json() for r in (_rec("d", 0, error="boom"), _rec("d", 1), _rec("d", 0, attempt=2, text="ok"))]
     finals = final_records(recs)
     assert finals[("s", "d", 0, 0)]["text"] == "ok" and len(finals) == 2
 
@@ -93,14 +89,15 @@ def test_full_disk_leaves_no_half_record(tmp_path):
     path = tmp_path / "s.jsonl"
     code = textwrap.dedent(f"""
         import resource, signal
-        from spokentod.bench.store import ResultFile, StoreWriteError
+        from spokentod.rundir.records import ResultRecord
+        from spokentod.rundir.store import ResultFile, StoreWriteError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (5000, 5000))
         f = ResultFile({str(path)!r})
         n = 0
         try:
             while True:
-                f.append({{"system": "s", "dialogue_id": "d", "turn": n, "seed": 0, "text": "x" * 700}})
+                f.append(ResultRecord(system="s", dialogue_id="d", turn=n, seed=0, text="x" * 700))
                 n += 1
         except StoreWriteError as e:
             print(n, e)

@@ -16,6 +16,7 @@ from spokentod.audio import load_audio, write_wav
 from spokentod.metrics import audio as A
 from spokentod.metrics.latency import _latency
 from spokentod.metrics.registry import Missing, Reply
+from spokentod.rundir.records import ResultRecord
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +49,8 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 def _reply(path: Path | None, text: str = "", prior: list[Path] | None = None, **rec) -> Reply:
-    record = {"system": "s", "dialogue_id": "d", "turn": 0, "text": text,
-              "audio_path": str(path) if path else None, **rec}
+    record = ResultRecord(**{"system": "s", "dialogue_id": "d", "turn": 0, "text": text,
+                             "audio_path": str(path) if path else None, **rec}).to_json()
     return Reply(record, Path("/"), spoken=True, prior_audio=prior or [])
 
 

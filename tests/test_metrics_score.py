@@ -16,6 +16,7 @@ from spokentod.bench.config import parse_config
 from spokentod.data import corpora
 from spokentod.metrics import audio as A
 from spokentod.metrics.score import score_run
+from spokentod.rundir.records import ResultRecord
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +25,17 @@ FIELDS = {"system", "dialogue_id", "turn", "phase", "turn_ordinal", "metrics", "
 
 
 def _record(system: str, d, turn: int, text: str, audio: str | None = None, error: str | None = None) -> dict:
-    """A results record as bench/runner.py writes it."""
+    """A results record as the bench runner writes it."""
     t = d.turns[turn]
-    return {"system": system, "dialogue_id": d.id, "turn": turn, "seed": 0, "attempt": 1, "phase": t.phase.value,
-            "intent": d.intent.type, "history": "gold", "context_turns": turn, "context_chars": 0, "user_text": t.text,
-            "user_audio": None, "text": "" if error else text, "user_transcript": t.text, "audio_path": audio,
-            "audio_seconds": 3.0 if audio else None, "error": error, "error_reason": "llm: timeout" if error else None,
-            "timings": {} if error else ({"asr": 0.4, "ttft": 0.9, "llm": 1.1, "tts": 1.5, "first_audio": 2.0,
-                                          "total": 2.7} if audio else {"llm": 1.0, "ttft": 0.3, "total": 1.0}),
-            "runner": {"wait_s": 0.0, "respond_s": 2.7}, "truncated": False, "extra": {}, "shard": [1, 1],
-            "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:03+00:00"}
+    return ResultRecord(
+        system=system, dialogue_id=d.id, turn=turn, seed=0, attempt=1, phase=t.phase.value, intent=d.intent.type,
+        history="gold", context_turns=turn, context_chars=0, user_text=t.text, user_audio=None,
+        text="" if error else text, user_transcript=t.text, audio_path=audio, audio_seconds=3.0 if audio else None,
+        error=error, error_reason="llm: timeout" if error else None,
+        timings={} if error else ({"asr": 0.4, "ttft": 0.9, "llm": 1.1, "tts": 1.5, "first_audio": 2.0, "total": 2.7}
+                                  if audio else {"llm": 1.0, "ttft": 0.3, "total": 1.0}),
+        runner={"wait_s": 0.0, "respond_s": 2.7}, truncated=False, extra={}, shard=[1, 1],
+        started="2026-01-01T00:00:00+00:00", finished="2026-01-01T00:00:03+00:00").to_json()
 
 
 @pytest.fixture()
@@ -164,15 +166,12 @@ def test_judge_metrics_are_written_cached_and_failures_are_missing_not_zero(run_
 
 
 def test_score_command_prints_a_table(run_dir):
-    import typer
     from typer.testing import CliRunner
 
-    from spokentod.metrics.score import score_command
+    from spokentod.bench.cli import app
 
-    app = typer.Typer()
-    app.command()(score_command)
-    res = CliRunner().invoke(app, [str(run_dir), "--metrics", "latency,duration"])
+    res = CliRunner().invoke(app, ["score", str(run_dir), "--metrics", "latency,duration"])
     assert res.exit_code == 0, res.output
     assert "cascade" in res.output and (run_dir / "metrics" / "summary.json").is_file()
-    bad = CliRunner().invoke(app, [str(run_dir), "--metrics", "nope"])
+    bad = CliRunner().invoke(app, ["score", str(run_dir), "--metrics", "nope"])
     assert bad.exit_code == 1 and "unknown metric" in bad.output

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.analysis import stats
-from spokentod.bench.store import StoreError, parse_results_name, read_records
 from spokentod.errors import SpokenTODError
+from spokentod.rundir.layout import METRICS, RESULTS, SUMMARY
+from spokentod.rundir.store import StoreError, latest_by_system
 
 DROP_POINTS = 10.0  # judge 0-100 scores and rates in %: a fall of more than 10 points between R_k and R_k+1
 DROP_RELATIVE = 0.10  # every other metric: a change of more than 10 % of R_k's mean, in the worse direction
@@ -166,28 +167,11 @@ class Bench:
                 and (where is None or where(r))]
 
 
-def _key(rec: dict[str, Any]) -> tuple[str, int, int]:
-    return str(rec["dialogue_id"]), int(rec["turn"]), int(rec.get("seed") or 0)
-
-
 def _read_jsonl_dir(folder: Path) -> dict[str, dict[tuple, dict[str, Any]]]:
-    """system → key → last record, over `<system>.jsonl` and `<system>.shard-i-of-n.jsonl` files."""
-    out: dict[str, dict[tuple, dict[str, Any]]] = {}
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        parsed = parse_results_name(path.name)
-        if not parsed:
-            continue
-        try:
-            records, _ = read_records(path)  # read-only: a half-written last line is ignored, not repaired
-        except StoreError as e:
-            raise ReportError(str(e)) from None
-        per = out.setdefault(parsed[0], {})
-        for rec in records:
-            try:
-                per[_key(rec)] = rec  # a later record (rescoring, retry) supersedes an earlier one
-            except (KeyError, TypeError, ValueError):
-                raise ReportError(f"{path}: a record without dialogue_id/turn: {str(rec)[:120]}") from None
-    return out
+    try:
+        return latest_by_system(folder)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -267,11 +251,11 @@ def load_bench(dirs: Iterable[str | Path]) -> Bench:
         if not path.is_dir():
             raise ReportError(f"{path} is not a directory")
         meta = _read_json(path / "run.json") or next((_read_json(p) for p in sorted(path.glob("run*.json"))), {})
-        summary = _read_json(path / "metrics" / "summary.json")
-        metrics = _read_jsonl_dir(path / "metrics")
+        summary = _read_json(path / METRICS / SUMMARY)
+        metrics = _read_jsonl_dir(path / METRICS)
         if not metrics:
             raise ReportError(f"{path} has no metrics/<system>.jsonl: run `spokentod bench score {path}` first")
-        results = _read_jsonl_dir(path / "results")
+        results = _read_jsonl_dir(path / RESULTS)
         name = path.resolve().name
         if any(r.name == name for r in runs):
             name = f"{name}#{len(runs) + 1}"

@@ -1,4 +1,5 @@
-"""``spokentod bench report DIR [DIR...]``: report.md, a self-contained report.html and one CSV per table.
+"""The bench report (``spokentod bench report DIR [DIR...]``): report.md, a self-contained report.html
+and one CSV per table.
 
 The report is built as a list of sections, each a title, a short "how to read this", and blocks (tables,
 figures, notes); the same sections render to Markdown (figures as PNG files beside it) and to HTML
@@ -16,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import typer
 
 from spokentod.analysis import aggregate as agg
 from spokentod.analysis.aggregate import Bench, ReportError, metric
@@ -591,19 +590,3 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
     written["report.html"].write_text(render_html(sections, header, banner, plots.system_colors(bench.systems)),
                                       encoding="utf-8")
     return written
-
-
-def report_command(dirs: list[Path] = typer.Argument(..., help="Scored run directories (see `bench score`)."),  # noqa: B008
-                   out: Path | None = typer.Option(None, "--out", help="Output folder (default: DIR/report for "  # noqa: B008
-                                                   "one run, ./report for several).")) -> None:
-    """Write report.md, a self-contained report.html and CSV tables for one or more scored runs."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    try:
-        written = write_report(list(dirs), out)
-    except ReportError as e:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(1) from None
-    Console().print(f"wrote {written['report.html']}\n      {written['report.md']}\n      "
-                    f"{len([k for k in written if k.endswith('.csv')])} CSV tables in {written['report.md'].parent}")

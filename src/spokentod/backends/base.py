@@ -107,6 +107,9 @@ class Backend:
 
     kind: str = ""
     name: str = ""
+    # True for backends that call a server (many calls may be in flight at once); False for in-process
+    # models, which are not thread-safe and get one call at a time per instance (backends/limits.py).
+    remote: bool = False
 
     def identity(self) -> dict[str, Any]:
         """Class + everything that changes outputs (model path/id, revision, base_url, dtype, quantization)."""

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spokentod.backends.base import GenParams
+from spokentod.data.source import DialogueSource
 from spokentod.errors import SpokenTODError
 
 BUILTIN_TYPES = ("cascade", "e2e", "text")
@@ -41,29 +42,6 @@ class ConfigError(SpokenTODError, ValueError):
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Sample(_M):
-    n: int = Field(ge=1)
-    stratify: Literal["intent", "source"] | None = "intent"
-    seed: int = 0
-
-
-class Dataset(_M):
-    corpus: str | None = None  # a registered corpus name (see `spokentod data corpora`)
-    path: str | None = None  # the corpus files; may be omitted for bundled corpora (demo)
-    manifest: str | None = None  # a spokentod JSONL manifest instead of corpus + path
-    sample: Sample | None = None
-    limit: int | None = Field(None, ge=1)  # first N dialogues (after sampling)
-    lenient: bool = False  # skip bad records instead of failing
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Dataset:
-        if self.manifest and (self.corpus or self.path):
-            raise ValueError("give either 'manifest' or 'corpus' (+ 'path'), not both")
-        if not self.manifest and not self.corpus and not self.path:
-            raise ValueError("give 'corpus' (+ 'path') or 'manifest'")
-        return self
 
 
 class AudioSettings(_M):
@@ -144,6 +122,10 @@ class SystemConfig(BaseModel):
     def wants_agent_audio(self) -> bool:
         return self.type == "e2e" and self.e2e_history in ("audio", "both")
 
+    def backend_specs(self) -> dict[str, dict[str, Any]]:
+        """kind → backend config, for the backends this system names."""
+        return {k: getattr(self, k) for k in BACKEND_KINDS if getattr(self, k) is not None}
+
     def build_dict(self) -> dict[str, Any]:
         """The dict handed to systems.build_system (runner-only keys dropped, unset ones left out)."""
         d = self.model_dump(exclude_none=True)
@@ -180,7 +162,7 @@ class CacheSettings(_M):
 
 
 class BenchConfig(_M):
-    dataset: Dataset
+    dataset: DialogueSource
     audio: AudioSettings = Field(default_factory=AudioSettings)
     systems: dict[str, SystemConfig] = Field(min_length=1)
     concurrency: Concurrency = Field(default_factory=Concurrency)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spokentod.backends.base import GenParams
+from spokentod.errors import error_cause
 from spokentod.systems.base import Context, SystemReply
 from spokentod.systems.messages import truncate_turns
 from spokentod.systems.prompts import Prompt, load_prompt
@@ -26,7 +27,7 @@ class SystemSettings:
     max_context_tokens: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "SystemSettings":
+    def from_config(cls, cfg: dict[str, Any]) -> SystemSettings:
         return cls(prompt=load_prompt(cfg.get("prompt")), params=GenParams(**cfg.get("params", {})),
                    use_intent=cfg.get("use_intent", True), max_context_tokens=cfg.get("max_context_tokens"))
 
@@ -43,6 +44,7 @@ def failed(reply: SystemReply, stage: str, exc: BaseException, t0: float) -> Sys
     """A failure becomes a recorded reply, never an exception that kills a worker."""
     reason = str(exc) or type(exc).__name__
     reply.error = f"{stage}: {type(exc).__name__}: {reason}"
+    reply.error_reason = f"{stage}: {error_cause(exc)}"
     reply.extra["traceback"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     reply.timings["total"] = time.perf_counter() - t0
     return reply

@@ -43,7 +43,8 @@ class OpenAIAudioLM(OpenAICompatible, Backend):
         try:
             msg = data["choices"][0]["message"]
         except (KeyError, IndexError, TypeError):
-            raise self.http.error(f"response has no choices[0].message: {str(data)[:120]}") from None
+            raise self.http.error(f"response has no choices[0].message: {str(data)[:120]}",
+                                  cause="bad response") from None
         audio_part = msg.get("audio") or {}
         text = msg.get("content") or audio_part.get("transcript") or ""
         audio = None

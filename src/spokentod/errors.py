@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 
 class SpokenTODError(Exception):
@@ -43,6 +47,21 @@ class DataError(SpokenTODError, ValueError):
 
 class BenchError(SpokenTODError):
     """A bench run that cannot start or go on (bad output dir, disk full, incompatible resume...)."""
+
+
+def field_path(loc: Iterable[Any], skip: tuple[Any, ...] = ()) -> str:
+    """A pydantic error location as a dotted path: ("turns", 3, "phase") → "turns.3.phase"."""
+    return ".".join(str(x) for x in loc if x not in skip)
+
+
+def validation_problems(err: ValidationError, file: str, record: str | None = None) -> list[Problem]:
+    """A pydantic error as Problems naming the field path of each (e.g. turns.3.phase)."""
+    return [Problem(file, record, field_path(e["loc"]) or None, e["msg"]) for e in err.errors()]
+
+
+def validation_message(err: ValidationError, source: str) -> str:
+    """A pydantic error as lines "<source>: field 'a.b': <message>" (configs, recipes, options)."""
+    return "\n".join(f"{source}: field '{field_path(e['loc']) or '<top level>'}': {e['msg']}" for e in err.errors())
 
 
 class AudioError(SpokenTODError, ValueError):

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spokentod.backends.base import GenParams
 from spokentod.data.source import DialogueSource
-from spokentod.errors import SpokenTODError
+from spokentod.errors import SpokenTODError, validation_message
 
 BUILTIN_TYPES = ("cascade", "e2e", "text")
 BACKEND_KINDS = ("asr", "llm", "tts", "audiolm")
@@ -199,18 +199,13 @@ class BenchConfig(_M):
         return hashlib.sha256(json.dumps(self.protocol(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _where(loc: tuple) -> str:
-    return ".".join(str(x) for x in loc) or "<top level>"
-
-
 def parse_config(data: Any, source: str = "<config>") -> BenchConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with dataset, systems, ... at the top level")
     try:
         return BenchConfig.model_validate(data)
     except ValidationError as e:
-        lines = [f"{source}: field '{_where(err['loc'])}': {err['msg']}" for err in e.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(validation_message(e, source)) from None
 
 
 def load_config(path: str | Path) -> BenchConfig:

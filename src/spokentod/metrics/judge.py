@@ -6,12 +6,13 @@ The judge reads the gold history up to the user turn and the agent reply as the 
 transcript* (every spoken system heard through the same ASR), so ASR errors are identical across systems.
 
 Protocol: any LLM backend (`create("llm", cfg)`), temperature 0, calls cached through backends/cache.py,
-optional repeats (mean, spread and n per score). Output parsing repairs what is safe to repair and
-rejects the rest with a precise reason: the first JSON object is extracted from prose or code fences;
-trailing commas and Python-style quoting/booleans are fixed; a truncated object keeps only its members
-that were complete; a score outside 0-100 is rejected (not clamped: a judge that says 150 did not follow
-the scale); a missing key is missing. A failed call or unparseable reply is *missing with a reason* and
-never 0 (the seed code scored failures 0 and averaged them in).
+optional repeats (mean, spread and n per score). Output parsing repairs what is safe to repair
+(spokentod/jsonrepair.py: the first JSON object, out of prose or code fences, trailing commas,
+Python-style quoting, a truncated object's complete members) and rejects the rest with a precise reason;
+a score outside 0-100 is rejected (not clamped: a judge that says 150 did not follow the scale); a missing
+key is missing. A failed call or unparseable reply is *missing with a reason* and never 0 (the reference
+implementation scored failures 0 and averaged them in, which drags means down by how often the judge
+failed rather than by how bad the replies were).
 
 Probability-weighted scores: backends that give token log-probabilities are asked for them
 (`GenParams(logprobs=True, top_logprobs=20)`): OpenAI-compatible servers (vLLM, OpenAI, llama.cpp server,
@@ -32,7 +33,6 @@ so the report can say that their numbers are for smoke tests only.
 
 from __future__ import annotations
 
-import ast
 import base64
 import json
 import math
@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spokentod.jsonrepair import RepairError, extract_object, snippet
 from spokentod.metrics.registry import Metric, MetricResult, Missing, Reply, register
 from spokentod.prompt_file import PromptFile
 
@@ -93,85 +94,12 @@ class ParseError(ValueError):
     """The judge's reply holds no usable JSON object; str(e) is the reason recorded as missing."""
 
 
-def _snippet(text: str, n: int = 60) -> str:
-    t = " ".join(text.split())
-    return repr(t[:n] + ("..." if len(t) > n else ""))
-
-
-def _scan(text: str, start: int) -> tuple[int | None, int | None]:
-    """From the '{' at `start`: (end of the balanced object or None if truncated, position of the last
-    ',' at depth 1 — where the last complete top-level member ends)."""
-    depth, quote, esc, last_comma = 0, None, False, None
-    for i in range(start, len(text)):
-        c = text[i]
-        if quote:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == quote:
-                quote = None
-        elif c in "\"'":
-            # an apostrophe inside a bare word (don't) is not a quote; only one right after a delimiter
-            prev = text[i - 1] if i else " "
-            if c == '"' or prev in "{[,: \n\t":
-                quote = c
-        elif c in "{[":
-            depth += 1
-        elif c in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1, last_comma
-        elif c == "," and depth == 1:
-            last_comma = i
-    return None, last_comma
-
-
-def _loads(candidate: str, notes: list[str]) -> Any:
-    try:
-        return json.loads(candidate)
-    except ValueError:
-        pass
-    fixed = re.sub(r",\s*([}\]])", r"\1", candidate)
-    if fixed != candidate:
-        try:
-            obj = json.loads(fixed)
-            notes.append("removed trailing commas")
-            return obj
-        except ValueError:
-            pass
-    # Python-style: single quotes, True/False/None (a common weak-model habit)
-    py = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", fixed)))
-    try:
-        obj = ast.literal_eval(py)
-        notes.append("parsed as a Python literal (single quotes)")
-        return obj
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise ParseError(f"malformed JSON: {_snippet(candidate)}") from None
-
-
 def extract_json(text: str | None) -> tuple[dict[str, Any], list[str]]:
     """The first JSON object in a judge reply, repaired where safe; (object, repair notes)."""
-    notes: list[str] = []
-    if text is None or not text.strip():
-        raise ParseError("empty judge reply")
-    start = text.find("{")
-    if start < 0:
-        raise ParseError(f"no JSON object in judge reply (prose): {_snippet(text)}")
-    end, last_comma = _scan(text, start)
-    if end is None:  # truncated (max_tokens): keep the members that were complete before the cut
-        if last_comma is None:
-            raise ParseError(f"truncated JSON with no complete field: {_snippet(text[start:])}")
-        candidate = text[start:last_comma] + "}"
-        notes.append("truncated JSON: kept the complete fields")
-    else:
-        candidate = text[start:end]
-        if text[:start].strip() or text[end:].strip():
-            notes.append("extracted the JSON object from surrounding text")
-    obj = _loads(candidate, notes)
-    if not isinstance(obj, dict):
-        raise ParseError(f"judge reply is not a JSON object: {_snippet(candidate)}")
-    return obj, notes
+    try:
+        return extract_object(text, "judge reply")
+    except RepairError as e:
+        raise ParseError(str(e)) from None
 
 
 def _key(k: Any) -> str:
@@ -199,7 +127,7 @@ def _number(value: Any, what: str) -> float:
     elif isinstance(value, str) and (m := _NUM.match(value)):
         x = float(m[1])
     else:
-        raise ParseError(f"{what} is not a number: {_snippet(str(value), 30)}")
+        raise ParseError(f"{what} is not a number: {snippet(str(value), 30)}")
     if math.isnan(x) or not 0 <= x <= 100:
         raise ParseError(f"{what} {value} is outside 0-100")
     return x
@@ -212,7 +140,7 @@ def _bool(value: Any, what: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "yes", "false", "no"):
         return value.strip().lower() in ("true", "yes")
-    raise ParseError(f"{what} is not true/false: {_snippet(str(value), 30)}")
+    raise ParseError(f"{what} is not true/false: {snippet(str(value), 30)}")
 
 
 @dataclass
@@ -288,7 +216,7 @@ def parse_failures(text: str | None) -> Parsed:
     else:
         raw["primary_failure"] = None
         missing["primary_failure"] = ("judge reply has no 'primary_failure'" if primary is None else
-                                      f"primary_failure {_snippet(str(primary), 30)} is not a known failure")
+                                      f"primary_failure {snippet(str(primary), 30)} is not a known failure")
         prim = None
     return Parsed(values, missing, raw, notes, prim)
 

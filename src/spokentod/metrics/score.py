@@ -35,7 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.atomic import atomic_write
+from spokentod.backends.base import create
+from spokentod.backends.cache import Cache, cached
+from spokentod.backends.spec import parse_backend_spec
 from spokentod.data.source import DialogueSource, load_dialogues
+from spokentod.metrics.audio import describe_voice_model
+from spokentod.metrics.judge import AudioJudge, Judge
 from spokentod.metrics.registry import (
     Metric,
     MetricResult,
@@ -62,17 +67,8 @@ class ScoreError(Exception):
 
 def _spec(value: Any) -> Any:
     """A backend given as a name, a JSON/YAML string or file, a dict, or an already built backend."""
-    if value is None or not isinstance(value, (str, os.PathLike)):
-        return value
-    s = str(value).strip()
-    if s.startswith("{"):
-        return json.loads(s)
-    p = Path(s)
-    if p.suffix in (".json", ".yaml", ".yml") and p.is_file():
-        import yaml
-
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    return {"name": s}
+    return value if value is not None and not isinstance(value, (str, os.PathLike, dict)) else \
+        parse_backend_spec(value)
 
 
 def _text_out(value: Any) -> Any:
@@ -85,8 +81,6 @@ def _text_out(value: Any) -> Any:
 
 
 def _build(kind: str, value: Any) -> Any:
-    from spokentod.backends.base import create
-
     spec = _spec(value)
     return create(kind, spec) if isinstance(spec, dict) else spec
 
@@ -313,10 +307,6 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
     Arguments left at None fall back to the bench config's `metrics:` section in run.json.
     Returns the summary (also written to summary.json) with "stats": per group computed/cached/skipped.
     """
-    from spokentod.backends.cache import Cache, cached
-    from spokentod.metrics.audio import describe_voice_model
-    from spokentod.metrics.judge import AudioJudge, Judge
-
     t0 = time.perf_counter()
     run_dir = Path(run_dir).resolve()
     run = RunDir.scan(run_dir)

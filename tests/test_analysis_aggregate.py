@@ -218,8 +218,8 @@ def test_turn_ordinal_is_derived_when_absent_and_later_records_win(tmp_path):
 def test_unknown_metrics_are_inferred():
     assert agg.metric("fail_rudeness_severity").scale == "judge"
     assert agg.metric("fail_rudeness_present").scale == "rate"
-    assert agg.metric("lat_vad").group == "latency"
-    assert agg.metric("utmos").group == "other"
+    assert agg.metric("lat_vad").section == "latency"
+    assert agg.metric("utmos").section == "other"
 
 
 def test_a_directory_without_metrics_is_refused(tmp_path):

@@ -22,10 +22,9 @@ import soundfile as sf
 from _serving import ServerThread
 
 from spokentod.audio import write_wav
-from spokentod.backends.base import Backend, create
-from spokentod.backends.base import Reply as LMReply
+from spokentod.backends.base import AudioReply, Backend, create
 from spokentod.metrics.judge import PROMPTS, AudioJudge, load_judge_prompt
-from spokentod.metrics.registry import Reply, available
+from spokentod.metrics.registry import ScoredReply, available
 from spokentod.metrics.score import Resources, compute_one
 from spokentod.rundir.records import ResultRecord
 from spokentod.serve.app import create_app
@@ -48,13 +47,13 @@ class ScriptedVoiceJudge(Backend):
         self.text, self.fail, self.seen = GOOD, False, []
         self.hang, self.release = False, threading.Event()
 
-    def respond(self, messages, params=None) -> LMReply:
+    def respond(self, messages, params=None) -> AudioReply:
         self.seen.append((messages, params))
         if self.fail:
             raise RuntimeError("voice model crashed")
         if self.hang:
             self.release.wait(10)
-        return LMReply(self.text)
+        return AudioReply(self.text)
 
 
 class RequestLog:
@@ -109,7 +108,7 @@ def reply(tmp_path_factory):
         paths.append(d / f"agent_{i}.wav")
         write_wav(paths[-1], (0.3 * np.sin(2 * np.pi * (180 + 20 * i) * t)).astype(np.float32), rate)
     rec = ResultRecord(system="e2e", dialogue_id="d1", turn=9, text="sure", audio_path=str(paths[-1])).to_json()
-    return Reply(rec, d, spoken=True, prior_audio=paths[:-1])
+    return ScoredReply(rec, d, spoken=True, prior_audio=paths[:-1])
 
 
 def judge_for(url: str, **kw) -> AudioJudge:
@@ -118,7 +117,7 @@ def judge_for(url: str, **kw) -> AudioJudge:
     return AudioJudge(backend)
 
 
-def score(reply: Reply, judge: AudioJudge):
+def score(reply: ScoredReply, judge: AudioJudge):
     """The real scoring path (what `spokentod bench score` runs per reply), without the metric cache."""
     return compute_one(available()["voice_judge"], reply, Resources(audio_judge=judge), None, Counter())
 
@@ -165,7 +164,7 @@ def test_judge_sends_the_clips_and_the_versioned_prompt_and_reads_the_score(serv
 
 
 def test_two_clips_when_only_one_earlier_reply(server, model, reply):
-    one = Reply(reply.record, reply.run_dir, spoken=True, prior_audio=reply.prior_audio[-1:])
+    one = ScoredReply(reply.record, reply.run_dir, spoken=True, prior_audio=reply.prior_audio[-1:])
     assert score(one, judge_for(server.url)).values == {"voice_judge": 88.0}
     (body,) = server.log.bodies
     _, *audio = body["messages"][0]["content"]
@@ -212,11 +211,11 @@ def test_server_timeout_is_missing_with_the_reason(server, model, reply):
 
 
 def test_nothing_to_compare_is_missing_without_a_request(server, model, reply):
-    alone = Reply(reply.record, reply.run_dir, spoken=True)
+    alone = ScoredReply(reply.record, reply.run_dir, spoken=True)
     out = score(alone, judge_for(server.url))
     assert out.values == {"voice_judge": None}
     assert out.missing["voice_judge"] == "no earlier spoken reply in this dialogue to compare with"
-    silent = Reply({**reply.record, "audio_path": None}, reply.run_dir, spoken=True, prior_audio=reply.prior_audio)
+    silent = ScoredReply({**reply.record, "audio_path": None}, reply.run_dir, spoken=True, prior_audio=reply.prior_audio)
     assert score(silent, judge_for(server.url)).missing["voice_judge"] == "no reply audio"
     assert server.log.bodies == [] and model.seen == []
 

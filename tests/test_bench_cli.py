@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from spokentod.bench.config import ConfigError, load_config
 from spokentod.bench.run import parse_shard, run_bench
+from spokentod.cli import app
 from spokentod.errors import BenchError
 from spokentod.provenance import scrub
 from spokentod.rundir.merge import merge_runs
 from spokentod.rundir.store import read_records
-from spokentod.cli import app
 from spokentod.systems.base import SystemReply
 
 REPO = Path(__file__).resolve().parents[1]

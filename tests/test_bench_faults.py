@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 
 from spokentod.backends.base import Backend, Completion, GenParams, Timings
 from spokentod.bench.run import run_bench
+from spokentod.cli import app
 from spokentod.errors import BenchError
 from spokentod.rundir.store import read_records
-from spokentod.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 

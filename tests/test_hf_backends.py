@@ -9,14 +9,12 @@ import json
 
 import numpy as np
 import pytest
+import torch  # noqa: E402  (installed by `make test`; a missing install must fail, not skip)
 
 from spokentod.audio import wav_bytes
 from spokentod.backends import _hf
-from spokentod.backends.base import AudioOut, Completion, GenParams, Reply, Transcript, create
+from spokentod.backends.base import AudioOut, AudioReply, Completion, GenParams, Transcript, create
 from spokentod.errors import AudioError, SpokenTODError
-
-import torch  # noqa: E402  (installed by `make test`; a missing install must fail, not skip)
-import transformers  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -443,7 +441,7 @@ def test_qwen_omni_tiny_text_and_speech(tiny_omni, omni_processor):
         },
     )
     r = lm.respond(msgs, GenParams(max_tokens=5))
-    assert isinstance(r, Reply) and isinstance(r.text, str) and r.text
+    assert isinstance(r, AudioReply) and isinstance(r.text, str) and r.text
     assert isinstance(r.audio, AudioOut) and r.audio.rate == 24000 and r.audio.samples.dtype == np.float32
     assert r.audio.samples.ndim == 1 and len(r.audio.samples) > 0 and r.timings.wall > 0
     ident = lm.identity()

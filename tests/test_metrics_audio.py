@@ -15,7 +15,7 @@ import pytest
 from spokentod.audio import load_audio, write_wav
 from spokentod.metrics import audio as A
 from spokentod.metrics.latency import _latency
-from spokentod.metrics.registry import Missing, Reply
+from spokentod.metrics.registry import Missing, ScoredReply
 from spokentod.rundir.records import ResultRecord
 
 pytestmark = pytest.mark.slow
@@ -48,10 +48,10 @@ def clips(tmp_path_factory) -> dict[str, Path]:
             for i, s in enumerate(SENTENCES)}
 
 
-def _reply(path: Path | None, text: str = "", prior: list[Path] | None = None, **rec) -> Reply:
+def _reply(path: Path | None, text: str = "", prior: list[Path] | None = None, **rec) -> ScoredReply:
     record = ResultRecord(**{"system": "s", "dialogue_id": "d", "turn": 0, "text": text,
                              "audio_path": str(path) if path else None, **rec}).to_json()
-    return Reply(record, Path("/"), spoken=True, prior_audio=prior or [])
+    return ScoredReply(record, Path("/"), spoken=True, prior_audio=prior or [])
 
 
 def test_dnsmos_falls_when_noise_is_added(clips, tmp_path):

@@ -14,7 +14,7 @@ from spokentod.audio import load_audio
 from spokentod.backends.base import AudioOut, Completion
 from spokentod.data import corpora
 from spokentod.data.schema import Audio, Intent, Speaker, Turn
-from spokentod.systems import CascadeSystem, Context, build_system
+from spokentod.systems import CascadeSystem, Context, SystemConfig, build_system
 from spokentod.systems.cascade import PAUSE_S
 from spokentod.systems.messages import audio_messages, count_tokens, text_messages, truncate_turns
 from spokentod.systems.prompts import load_prompt
@@ -212,7 +212,7 @@ def test_prompt_is_versioned_and_hashed():
 
 
 def test_unknown_system_type_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown type"):
+    with pytest.raises(ValueError, match="unknown system type 'nope'"):
         build_system("x", {"type": "nope"})
 
 
@@ -236,10 +236,8 @@ def test_text_system_answers_with_embedded_llm():
 
 
 def test_bench_config_chunking_reaches_the_cascade():
-    from spokentod.bench.config import SystemConfig
-
     cfg = SystemConfig(type="cascade", asr="whisper-ct2", llm="smollm2", tts="espeak",
-                       chunking={"first_chunk_words": 3}).model_dump()
+                       chunking={"first_chunk_words": 3})
     made = []
     sys_ = build_system("c", cfg, make=lambda kind, spec: made.append(kind) or object())
     assert sys_.chunking.first_chunk_words == 3 and made == ["asr", "llm", "tts"]

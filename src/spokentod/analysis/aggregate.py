@@ -12,6 +12,7 @@ Every function here returns plain rows so that report.py can format them and wri
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -24,13 +25,14 @@ from typing import Any
 
 from spokentod.analysis import stats
 from spokentod.errors import SpokenTODError
+from spokentod.metrics.judge import FAILURES, failure_output
+from spokentod.metrics.registry import AUDIO_SECTIONS, SECTIONS, Output, catalog
 from spokentod.rundir.layout import METRICS, RESULTS, SUMMARY
 from spokentod.rundir.store import StoreError, latest_by_system
 
 DROP_POINTS = 10.0  # judge 0-100 scores and rates in %: a fall of more than 10 points between R_k and R_k+1
 DROP_RELATIVE = 0.10  # every other metric: a change of more than 10 % of R_k's mean, in the worse direction
 PHASES = ("chitchat", "transition", "task")
-FAILURES = ("generic", "topic_drift", "repetition", "misunderstanding", "memory")
 
 
 class ReportError(SpokenTODError):
@@ -39,77 +41,31 @@ class ReportError(SpokenTODError):
 
 # ---------------------------------------------------------------- metric catalogue
 
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    label: str
-    group: str
-    better: int  # +1 higher is better, -1 lower is better, 0 neither (length, duration)
-    scale: str = "value"  # "judge": 0-100 points; "rate": 0/1 shown in %; "value": anything else
-    unit: str = ""
-    factor: float = 1.0  # display multiplier (WER 0.05 is shown as 5.0 %)
-    digits: int = 2
+TABLE1 = ("dnsmos_ovrl", "wer", "naturalness", "consistency")  # the reference paper's Table 1 columns
 
 
-GROUPS = ("audio quality", "intelligibility", "speech", "judge", "failures", "judge-free", "latency", "other")
-_KNOWN = [
-    Metric("dnsmos_ovrl", "DNSMOS OVRL", "audio quality", +1),
-    Metric("dnsmos_sig", "DNSMOS SIG", "audio quality", +1),
-    Metric("dnsmos_bak", "DNSMOS BAK", "audio quality", +1),
-    Metric("dnsmos_p808", "DNSMOS P.808", "audio quality", +1),
-    Metric("clip_frac", "clipped samples", "audio quality", -1, unit="%", factor=100, digits=2),
-    Metric("wer", "WER", "intelligibility", -1, unit="%", factor=100, digits=1),
-    Metric("cer", "CER", "intelligibility", -1, unit="%", factor=100, digits=1),
-    Metric("voice_sim", "voice similarity", "speech", +1, digits=3),
-    Metric("voice_judge", "voice consistency (audio judge)", "speech", +1, "judge", digits=1),
-    Metric("duration_s", "duration", "speech", 0, unit="s"),
-    Metric("speaking_rate_wps", "speaking rate", "speech", 0, unit="words/s"),
-    Metric("naturalness", "naturalness", "judge", +1, "judge", digits=1),
-    Metric("consistency", "consistency", "judge", +1, "judge", digits=1),
-    *[Metric(f"fail_{f}_severity", f"{f.replace('_', ' ')} severity", "failures", -1, "judge", digits=1)
-      for f in FAILURES],
-    *[Metric(f"fail_{f}_present", f"{f.replace('_', ' ')} present", "failures", -1, "rate", "%", 100, 1)
-      for f in FAILURES],
-    Metric("sim_gold", "similarity to gold", "judge-free", +1, digits=3),
-    Metric("topic_sim", "topic similarity", "judge-free", +1, digits=3),
-    Metric("context_sim", "similarity to context", "judge-free", +1, digits=3),
-    Metric("repetition_ngram", "repetition (n-gram)", "judge-free", -1, digits=3),
-    Metric("repetition_emb", "repetition (embedding)", "judge-free", -1, digits=3),
-    Metric("genericness", "genericness", "judge-free", -1, digits=3),
-    Metric("reply_words", "reply words", "judge-free", 0, digits=1),
-    Metric("lat_asr", "ASR", "latency", -1, unit="s"),
-    Metric("lat_ttft", "LLM time to first token", "latency", -1, unit="s"),
-    Metric("lat_llm", "LLM total", "latency", -1, unit="s"),
-    Metric("lat_tts", "TTS", "latency", -1, unit="s"),
-    Metric("lat_first_audio", "first audio", "latency", -1, unit="s"),
-    Metric("lat_total", "end to end", "latency", -1, unit="s"),
-    Metric("rtf_tts", "TTS real-time factor", "latency", -1),
-]
-CATALOG = {m.name: m for m in _KNOWN}
-TABLE1 = ("dnsmos_ovrl", "wer", "naturalness", "consistency")  # the seed's Table 1 columns
-AUDIO_SIDE = ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "clip_frac", "wer", "cer", "voice_sim",
-              "voice_judge", "duration_s", "speaking_rate_wps")
+@functools.cache
+def _catalog() -> dict[str, Output]:
+    return catalog()  # once per process: loading the metric modules and plug-ins is not free
 
 
-def metric(name: str) -> Metric:
-    """Catalogue entry, or one inferred from the name for metrics added later (a new fail_*, lat_*...)."""
-    if name in CATALOG:
-        return CATALOG[name]
-    if m := re.fullmatch(r"fail_(.+)_severity", name):
-        return Metric(name, f"{m[1].replace('_', ' ')} severity", "failures", -1, "judge", digits=1)
-    if m := re.fullmatch(r"fail_(.+)_present", name):
-        return Metric(name, f"{m[1].replace('_', ' ')} present", "failures", -1, "rate", "%", 100, 1)
+def metric(name: str) -> Output:
+    """An output's display facts from the metric registry, or facts inferred from the name for outputs
+    the registry does not know (a plug-in's, or an older run's: a new fail_*, lat_*...)."""
+    if name in _catalog():
+        return _catalog()[name]
+    if m := re.fullmatch(r"fail_(.+)_(severity|present)", name):
+        return failure_output(m[1], m[2])
     if name.startswith("lat_"):
-        return Metric(name, name[4:].replace("_", " "), "latency", -1, unit="s")
+        return Output(name, name[4:].replace("_", " "), "latency", -1, unit="s")
     if name.startswith("dnsmos"):
-        return Metric(name, name.upper(), "audio quality", +1)
-    return Metric(name, name.replace("_", " "), "other", 0)
+        return Output(name, name.upper(), "audio quality", +1)
+    return Output(name, name.replace("_", " "), "other", 0)
 
 
 def order_metrics(names: Iterable[str]) -> list[str]:
-    known = list(CATALOG)
-    return sorted(set(names), key=lambda n: (GROUPS.index(metric(n).group), known.index(n) if n in known
+    known = list(_catalog())
+    return sorted(set(names), key=lambda n: (SECTIONS.index(metric(n).section), known.index(n) if n in known
                                              else len(known), n))
 
 
@@ -117,14 +73,18 @@ def order_metrics(names: Iterable[str]) -> list[str]:
 
 
 @dataclass
-class Judge:
+class JudgeInfo:
+    """The judge a run was scored with, as recorded, and whether it is too weak to trust."""
+
     name: str | None
     weak: bool
     why: str  # how `weak` was decided, for the banner
 
 
 @dataclass
-class Reply:
+class ReplyMetrics:
+    """One scored reply as the report reads it: its metric values and what is missing."""
+
     system: str  # display label (run-qualified when two runs share a system name)
     run: str
     dialogue_id: str
@@ -144,7 +104,7 @@ class Run:
     name: str
     meta: dict[str, Any]
     summary: dict[str, Any]
-    judge: Judge
+    judge: JudgeInfo
     systems: list[str]  # raw system names, run.json order first
     results: dict[str, dict[tuple, dict[str, Any]]] = field(default_factory=dict)  # system → key → last record
 
@@ -152,7 +112,7 @@ class Run:
 @dataclass
 class Bench:
     runs: list[Run]
-    replies: list[Reply]
+    replies: list[ReplyMetrics]
     systems: list[str]  # labels, in display order
     label: dict[tuple[str, str], str]  # (run name, raw system) → label
     names: set[str] = field(default_factory=set)  # every key of any record's "metrics", null or not
@@ -161,7 +121,7 @@ class Bench:
     def metrics(self) -> list[str]:
         return order_metrics(self.names)
 
-    def values(self, name: str, system: str | None = None, where: Callable[[Reply], bool] | None = None
+    def values(self, name: str, system: str | None = None, where: Callable[[ReplyMetrics], bool] | None = None
                ) -> list[float]:
         return [r.values[name] for r in self.replies if name in r.values and (system is None or r.system == system)
                 and (where is None or where(r))]
@@ -184,7 +144,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def find_judge(meta: dict[str, Any], summary: dict[str, Any]) -> Judge:
+def find_judge(meta: dict[str, Any], summary: dict[str, Any]) -> JudgeInfo:
     """The run's judge and whether it is too weak to trust.
 
     An explicit ``weak`` flag wins (run.json ``judge``, else the scoring config, else metrics/summary.json).
@@ -197,18 +157,18 @@ def find_judge(meta: dict[str, Any], summary: dict[str, Any]) -> Judge:
               (config.get("metrics") or {}).get("judge") if isinstance(config.get("metrics"), dict) else None]
     infos = [p for p in places if isinstance(p, dict | str) and p]
     if not infos:
-        return Judge(None, False, "no judge recorded in run.json or metrics/summary.json")
+        return JudgeInfo(None, False, "no judge recorded in run.json or metrics/summary.json")
     name = None
     for info in infos:
         name = name or _judge_name(info)
     for info in infos:
         if isinstance(info, dict) and isinstance(info.get("weak"), bool):
             why = info.get("weak_reason") or info.get("reason") or "flagged weak by the scorer"
-            return Judge(name, info["weak"], why if info["weak"] else "flagged trustworthy by the scorer")
+            return JudgeInfo(name, info["weak"], why if info["weak"] else "flagged trustworthy by the scorer")
     text = json.dumps(infos, default=str).lower()
     if "smollm2" in text or "smollm-2" in text:
-        return Judge(name, True, "the embedded SmolLM2-135M judge (no `weak` flag recorded: inferred from its name)")
-    return Judge(name, False, "no `weak` flag recorded; the judge's name is not a known weak model")
+        return JudgeInfo(name, True, "the embedded SmolLM2-135M judge (no `weak` flag recorded: inferred from its name)")
+    return JudgeInfo(name, False, "no `weak` flag recorded; the judge's name is not a known weak model")
 
 
 def _judge_name(info: dict | str) -> str | None:
@@ -286,7 +246,7 @@ def load_bench(dirs: Iterable[str | Path]) -> Bench:
             ordinal = ordinals[(run.name, system)].get((str(rec["dialogue_id"]), int(rec["turn"])))
         judge = rec.get("judge") if isinstance(rec.get("judge"), dict) else {}
         primary = judge.get("primary_failure")
-        replies.append(Reply(label[(run.name, system)], run.name, str(rec["dialogue_id"]), int(rec["turn"]),
+        replies.append(ReplyMetrics(label[(run.name, system)], run.name, str(rec["dialogue_id"]), int(rec["turn"]),
                              int(rec.get("seed") or 0), rec.get("phase"), int(ordinal) if ordinal else None,
                              values, missing, primary if isinstance(primary, str) and primary else None,
                              any(k.startswith("fail_") for k in values)))
@@ -348,7 +308,7 @@ def primary_failures(bench: Bench) -> list[dict[str, Any]]:
     return rows
 
 
-def judge_drop(prev: float, cur: float, m: Metric) -> tuple[float, str, bool]:
+def judge_drop(prev: float, cur: float, m: Output) -> tuple[float, str, bool]:
     """(change, unit, flagged) from R_k's mean to R_k+1's. See DROP_POINTS / DROP_RELATIVE.
 
     "Worse" follows the metric's direction (naturalness falling, WER or severity rising); for metrics with
@@ -401,9 +361,10 @@ def per_phase(bench: Bench, metrics: Iterable[str] | None = None) -> list[dict[s
 
 def correlation_metrics(bench: Bench) -> tuple[list[str], list[str]]:
     """(audio-side, dialogue-side) metrics that vary: the two axes of Figure 3."""
-    usable = [n for n in bench.metrics if len(set(bench.values(n))) > 1 and metric(n).group != "latency"
+    usable = [n for n in bench.metrics if len(set(bench.values(n))) > 1 and metric(n).section != "latency"
               and metric(n).scale != "rate"]
-    return [n for n in usable if n in AUDIO_SIDE], [n for n in usable if n not in AUDIO_SIDE]
+    audio = [n for n in usable if metric(n).section in AUDIO_SECTIONS]
+    return audio, [n for n in usable if n not in audio]
 
 
 def correlations(bench: Bench, names: list[str], systems: Iterable[str | None] = (None,)) -> list[dict[str, Any]]:
@@ -443,7 +404,7 @@ def pairwise(bench: Bench, metrics: Iterable[str], n_boot: int = 2000, seed: int
 
 def latency(bench: Bench) -> list[dict[str, Any]]:
     rows = []
-    for name in [n for n in bench.metrics if metric(n).group == "latency"]:
+    for name in [n for n in bench.metrics if metric(n).section == "latency"]:
         for s in bench.systems:
             vals = bench.values(name, s)
             if vals:
@@ -460,7 +421,7 @@ def reason_head(reason: str) -> str:
 def missing_counts(bench: Bench) -> list[dict[str, Any]]:
     """Per system, metric and full reason: how many replies lack the metric."""
     c = Counter((r.system, m, why) for r in bench.replies for m, why in r.missing.items())
-    return [{"system": s, "metric": m, "group": metric(m).group, "reason": why, "count": n}
+    return [{"system": s, "metric": m, "group": metric(m).section, "reason": why, "count": n}
             for (s, m, why), n in sorted(c.items(), key=lambda kv: (bench.systems.index(kv[0][0]), kv[0][1:]))]
 
 
@@ -472,13 +433,13 @@ def missing_replies(bench: Bench) -> list[dict[str, Any]]:
     for r in bench.replies:
         seen = set()
         for m, why in r.missing.items():
-            k = (r.system, metric(m).group, reason_head(why))
+            k = (r.system, metric(m).section, reason_head(why))
             names[k].add(m)
             seen.add(k)
         replies.update(seen)
     return [{"system": s, "group": g, "reason": why, "replies": replies[(s, g, why)],
              "metrics": " ".join(order_metrics(names[(s, g, why)]))}
-            for s, g, why in sorted(replies, key=lambda k: (bench.systems.index(k[0]), GROUPS.index(k[1]), k[2]))]
+            for s, g, why in sorted(replies, key=lambda k: (bench.systems.index(k[0]), SECTIONS.index(k[1]), k[2]))]
 
 
 def coverage(bench: Bench) -> list[dict[str, Any]]:
@@ -515,7 +476,7 @@ def judge_agreement(bench: Bench) -> list[dict[str, Any]]:
     mirror = {"repetition_ngram": "fail_repetition_severity", "repetition_emb": "fail_repetition_severity",
               "topic_sim": "fail_topic_drift_severity", "genericness": "fail_generic_severity"}
     rows = []
-    for name in [n for n in bench.metrics if metric(n).group == "judge-free"]:
+    for name in [n for n in bench.metrics if metric(n).section == "judge-free"]:
         for judge in ("naturalness", "consistency", mirror.get(name)):
             if judge and judge in bench.metrics:
                 c = stats.pearson_ci([r.values.get(name) for r in bench.replies],

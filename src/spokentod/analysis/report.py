@@ -18,8 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spokentod import __version__
 from spokentod.analysis import aggregate as agg
+from spokentod.analysis import plots
 from spokentod.analysis.aggregate import Bench, ReportError, metric
+from spokentod.metrics.judge import FAILURES
+from spokentod.metrics.registry import SECTIONS
 
 HEADLINE = agg.TABLE1  # per-turn tables printed in full (every metric is in per_turn.csv and the HTML)
 
@@ -104,8 +108,6 @@ def label(name: str) -> str:
 
 def build(bench: Bench) -> tuple[list[Section], dict[str, list[dict[str, Any]]]]:
     """The report's sections and the tidy tables behind them (name → rows, written as <name>.csv)."""
-    from spokentod.analysis import plots
-
     colors = plots.system_colors(bench.systems)
     names = bench.metrics
     t: dict[str, list[dict[str, Any]]] = {
@@ -118,7 +120,7 @@ def build(bench: Bench) -> tuple[list[Section], dict[str, list[dict[str, Any]]]]
     audio, dialogue = agg.correlation_metrics(bench)
     t["correlations"] = agg.correlations(bench, audio + dialogue, [None, *bench.systems])
     diff_metrics = [n for n in names if metric(n).scale != "rate" and
-                    (metric(n).group != "latency" or n in ("lat_total", "rtf_tts"))]
+                    (metric(n).section != "latency" or n in ("lat_total", "rtf_tts"))]
     t["differences"] = agg.pairwise(bench, diff_metrics)
 
     sections = [
@@ -170,15 +172,13 @@ def _system_section(bench: Bench, t: dict, names: list[str]) -> Section:
                              [[sys, *(est_cell(by[(sys, n)], n) for n in head)] for sys in bench.systems],
                              "Seed Table 1 metrics"))
     s.blocks.append(View(["group", "metric", *bench.systems],
-                         [[metric(n).group if i == 0 or metric(names[i - 1]).group != metric(n).group else "",
+                         [[metric(n).section if i == 0 or metric(names[i - 1]).section != metric(n).section else "",
                            label(n), *(est_cell(by[(sys, n)], n) for sys in bench.systems)]
                           for i, n in enumerate(names)], "All metrics", lead=2))
     return s
 
 
 def _failure_section(bench: Bench, t: dict, colors: dict[str, str]) -> Section:
-    from spokentod.analysis import plots
-
     s = Section("failures", "Failure taxonomy (Table 2)",
                 "For each failure type the judge gives a severity 0–100 (0 none, 1–33 mild, 34–66 moderate, "
                 "67–100 severe) and says whether it is present. Mean severity is over all judged replies; "
@@ -200,7 +200,7 @@ def _failure_section(bench: Bench, t: dict, colors: dict[str, str]) -> Section:
     s.blocks.append(Figure("failures", plots.failure_figure(t["failures"], colors),
                            "Mean severity and presence rate per failure type and system"))
     seen = {r["primary_failure"] for r in t["primary_failures"]}
-    order = ["none", *agg.FAILURES, *sorted(seen - {"none", "(not given)", "(not judged)", *agg.FAILURES}),
+    order = ["none", *FAILURES, *sorted(seen - {"none", "(not given)", "(not judged)", *FAILURES}),
              "(not given)", "(not judged)"]
     kinds = [k for k in order if k in seen]
     counts = {(r["system"], r["primary_failure"]): r["count"] for r in t["primary_failures"]}
@@ -235,8 +235,6 @@ def _turn_view(rows: list[dict[str, Any]], name: str, systems: list[str]) -> Vie
 
 
 def _turn_section(bench: Bench, t: dict, names: list[str], colors: dict[str, str]) -> Section:
-    from spokentod.analysis import plots
-
     s = Section("turns", "Per-turn curves (Figure 2, Table 5)",
                 "R1..Rn is the position of the user turn in its dialogue. Each point is the mean over the "
                 "dialogues reaching that turn (n underneath; later turns have fewer dialogues, so wider bands). "
@@ -263,8 +261,8 @@ def _turn_section(bench: Bench, t: dict, names: list[str], colors: dict[str, str
                              "Flagged drops (overlapping CIs: the drop may be noise)", lead=3))
     else:
         s.blocks.append(Note("No drops flagged."))
-    for group in agg.GROUPS:
-        group_names = [n for n in names if metric(n).group == group and any(r["metric"] == n for r in rows)]
+    for group in SECTIONS:
+        group_names = [n for n in names if metric(n).section == group and any(r["metric"] == n for r in rows)]
         if group_names:
             s.blocks.append(Figure(f"per_turn_{group.replace(' ', '_').replace('-', '_')}",
                                    plots.per_turn_figure(rows, group_names, colors), f"Per-turn means: {group}"))
@@ -297,8 +295,6 @@ def _phase_section(bench: Bench, t: dict, names: list[str]) -> Section:
 
 
 def _correlation_section(t: dict, audio: list[str], dialogue: list[str]) -> Section:
-    from spokentod.analysis import plots
-
     s = Section("correlations", "Correlations between audio and dialogue metrics (Figure 3)",
                 "Pearson r over replies that have both metrics, all systems pooled (per-system values are in "
                 "correlations.csv; pooling mixes differences between systems into the correlation). 95 % CI by "
@@ -559,8 +555,6 @@ def weak_banner(bench: Bench) -> str | None:
 def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Path]:
     """Write report.md, report.html, one CSV per table and figures/*.png into `out` (default: DIR/report for
     one run, ./report for several). Returns {file name relative to out: path}. Raises ReportError."""
-    from spokentod.analysis import plots
-
     if not run_dirs:
         raise ReportError("no run directory given")
     bench = agg.load_bench(run_dirs)
@@ -578,8 +572,6 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
         rel = f"figures/{b.name}.png"
         (out / rel).write_bytes(b.png)
         written[rel], figures[b.name] = out / rel, rel
-    from spokentod import __version__
-
     header = [f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by spokentod {__version__}.",
               "Runs: " + ", ".join(str(r.path) for r in bench.runs) + ".",
               f"Systems: {', '.join(bench.systems)}; {len(bench.replies)} scored replies."]

@@ -65,7 +65,9 @@ class AudioOut:
 
 
 @dataclass
-class Reply:
+class AudioReply:
+    """What an audio LM answers: text, and audio when it speaks."""
+
     text: str
     audio: AudioOut | None = None
     timings: Timings = field(default_factory=Timings)
@@ -138,7 +140,7 @@ class TTS(Protocol):
 
 @runtime_checkable
 class AudioLM(Protocol):
-    def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply: ...
+    def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply: ...
 
 
 # ---------------------------------------------------------------- registry

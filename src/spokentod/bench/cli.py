@@ -20,6 +20,7 @@ from spokentod.analysis.report import write_report
 from spokentod.bench.config import ConfigError
 from spokentod.bench.run import parse_shard, run_bench
 from spokentod.errors import BenchError, SpokenTODError
+from spokentod.metrics.registry import available, headline
 from spokentod.metrics.score import ScoreError, score_run
 from spokentod.rundir.merge import merge_runs
 from spokentod.rundir.scan import run_status
@@ -137,8 +138,7 @@ def score(
     run_dir: Annotated[Path, typer.Argument(help="A bench run directory (holds run.json and results/).")],
     metrics: Annotated[str | None, typer.Option(
         "--metrics", help="Comma-separated metric groups or outputs (default: all; the judge groups need "
-        "--judge). Groups: dnsmos, intelligibility, duration, voice_sim, judge_free, latency, judge_quality, "
-        "judge_failures, voice_judge.")] = None,
+        f"--judge). Groups: {', '.join(available())}.")] = None,
     judge: Annotated[str | None, typer.Option(
         "--judge", help="LLM judge backend: a name (smollm2), a JSON config ('{\"name\": \"openai\", "
         "\"model\": ..., \"base_url\": ...}') or a YAML file.")] = None,
@@ -161,7 +161,7 @@ def score(
     except (ScoreError, SpokenTODError, KeyError, FileNotFoundError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
-    show = ("dnsmos_ovrl", "wer", "voice_sim", "naturalness", "consistency", "sim_gold", "lat_total")
+    show = headline()
     table = Table(title=f"{run_dir} metrics (mean, n)")
     table.add_column("system", no_wrap=True)
     table.add_column("replies", justify="right")

@@ -128,10 +128,9 @@ def _run(runner: Runner, cfg: BenchConfig, out: Path, limit: int | None) -> RunS
     systems: dict[tuple[str, int], Any] = {}
     for name, sc in cfg.systems.items():
         for seed in cfg.seeds:
-            spec = sc.build_dict()
-            spec["params"] = {**spec.get("params", {}), "seed": seed}
+            seeded = sc.model_copy(update={"params": {**sc.params, "seed": seed}})
             try:
-                systems[(name, seed)] = build_system(name, spec, audio_root=runner.audio_root, make=wrapper.make)
+                systems[(name, seed)] = build_system(name, seeded, audio_root=runner.audio_root, make=wrapper.make)
             except Exception as e:  # a system that cannot be built is a setup error: stop here
                 raise BenchError(f"cannot build system {name!r}: {type(e).__name__}: {e}") from e
     identities = scrub({name: systems[(name, cfg.seeds[0])].identity() for name in cfg.systems})

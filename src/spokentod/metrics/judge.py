@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.jsonrepair import RepairError, extract_object, snippet
-from spokentod.metrics.registry import Metric, MetricResult, Missing, Reply, register
+from spokentod.metrics.registry import MetricGroup, MetricResult, Missing, Output, ScoredReply, register
 from spokentod.prompt_file import PromptFile
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -462,7 +462,16 @@ def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], 
 # ---------------------------------------------------------------- metric groups
 
 
-def _fields(reply: Reply) -> dict[str, str]:
+def failure_output(failure: str, kind: str) -> Output:
+    """fail_<failure>_severity (0-100) or fail_<failure>_present (a rate): also how the report shows a
+    failure type it finds in a run but that is not registered here."""
+    label = f"{failure.replace('_', ' ')} {kind}"
+    if kind == "severity":
+        return Output(f"fail_{failure}_severity", label, "failures", -1, "judge", digits=1)
+    return Output(f"fail_{failure}_present", label, "failures", -1, "rate", "%", 100, 1)
+
+
+def _fields(reply: ScoredReply) -> dict[str, str]:
     return {"history": format_history(reply.history()), "reply": reply.scored_text(), "topic": topic_of(reply.dialogue)}
 
 
@@ -473,7 +482,7 @@ def _require(res: Any, attr: str = "judge") -> Any:
     return j
 
 
-def _quality(reply: Reply, res: Any) -> MetricResult:
+def _quality(reply: ScoredReply, res: Any) -> MetricResult:
     judge = _require(res)
     fields = _fields(reply)
     runs = judge.ask("quality", parse_quality, **fields)
@@ -484,7 +493,7 @@ def _quality(reply: Reply, res: Any) -> MetricResult:
     return out
 
 
-def _failures(reply: Reply, res: Any) -> MetricResult:
+def _failures(reply: ScoredReply, res: Any) -> MetricResult:
     judge = _require(res)
     runs = judge.ask("failures", parse_failures, **_fields(reply))
     outputs = tuple(f"fail_{f}_{k}" for f in FAILURES for k in ("severity", "present"))
@@ -499,7 +508,7 @@ def _failures(reply: Reply, res: Any) -> MetricResult:
     return out
 
 
-def _voice(reply: Reply, res: Any) -> MetricResult:
+def _voice(reply: ScoredReply, res: Any) -> MetricResult:
     """Audio judge (an audiolm backend): does the current reply sound like the same voice as the earlier ones?"""
     judge = _require(res, "audio_judge")
     cur = reply.audio_path
@@ -552,10 +561,15 @@ class AudioJudge:
         return self.prompts["voice"].sha256
 
 
-register(Metric("judge_quality", "1", QUALITY, _quality, needs=("transcript", "dialogue", "judge"),
+register(MetricGroup("judge_quality", "1", (Output("naturalness", "naturalness", "judge", +1, "judge", digits=1, headline=True),
+                                           Output("consistency", "consistency", "judge", +1, "judge", digits=1,
+                                                  headline=True)),
+                     _quality, needs=("transcript", "dialogue", "judge"),
                 doc="LLM judge: naturalness and consistency 0-100"))
-register(Metric("judge_failures", "1", tuple(f"fail_{f}_{k}" for f in FAILURES for k in ("severity", "present")),
-                _failures, needs=("transcript", "dialogue", "judge"),
+register(MetricGroup("judge_failures", "1", (*(failure_output(f, "severity") for f in FAILURES),
+                                            *(failure_output(f, "present") for f in FAILURES)),
+                     _failures, needs=("transcript", "dialogue", "judge"),
                 doc="LLM judge: failure taxonomy (severity 0-100, presence)"))
-register(Metric("voice_judge", "1", ("voice_judge",), _voice, needs=("audio", "prior_audio", "audio_judge"),
+register(MetricGroup("voice_judge", "1",
+                     (Output("voice_judge", "voice consistency (audio judge)", "speech", +1, "judge", digits=1),), _voice, needs=("audio", "prior_audio", "audio_judge"),
                 spoken_only=True, doc="audio judge: voice consistency 0-100"))

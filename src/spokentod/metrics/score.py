@@ -42,10 +42,10 @@ from spokentod.data.source import DialogueSource, load_dialogues
 from spokentod.metrics.audio import describe_voice_model
 from spokentod.metrics.judge import AudioJudge, Judge
 from spokentod.metrics.registry import (
-    Metric,
+    MetricGroup,
     MetricResult,
     Missing,
-    Reply,
+    ScoredReply,
     resolve,
     sha256_file,
     stable_hash,
@@ -111,7 +111,7 @@ class Resources:
         return self._sha[k]
 
 
-def _context_hash(reply: Reply) -> str | None:
+def _context_hash(reply: ScoredReply) -> str | None:
     d = reply.dialogue
     if d is None:
         return None
@@ -119,7 +119,7 @@ def _context_hash(reply: Reply) -> str | None:
     return stable_hash({"turns": turns, "intent": d.intent.model_dump() if d.intent else None})
 
 
-def cache_key(metric: Metric, reply: Reply, res: Resources) -> str:
+def cache_key(metric: MetricGroup, reply: ScoredReply, res: Resources) -> str:
     inputs: dict[str, Any] = {"metric": metric.name, "version": metric.version}
     if metric.identity:
         inputs["model"] = metric.identity()
@@ -150,8 +150,8 @@ def _reply_hash(rec: dict[str, Any], res: Resources, run_dir: Path) -> str:
 
 
 def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[str, Any],
-                  system_types: dict[str, str]) -> list[Reply]:
-    replies: list[Reply] = []
+                  system_types: dict[str, str]) -> list[ScoredReply]:
+    replies: list[ScoredReply] = []
     by_dialogue: dict[tuple, list[dict]] = defaultdict(list)
     for r in finals:
         by_dialogue[(r["system"], r["dialogue_id"], int(r.get("seed", 0)))].append(r)
@@ -162,7 +162,7 @@ def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[s
         earlier: list[Path] = []
         for r in recs:
             turn = int(r["turn"])
-            rep = Reply(r, run_dir, d, user_idx.index(turn) + 1 if turn in user_idx else None)
+            rep = ScoredReply(r, run_dir, d, user_idx.index(turn) + 1 if turn in user_idx else None)
             rep.spoken = bool(r.get("audio_path")) or system_types.get(system, "cascade") != "text"
             rep.prior_audio = list(earlier)
             if not rep.spoken:
@@ -173,7 +173,7 @@ def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[s
     return replies
 
 
-def transcribe(replies: list[Reply], asr: Any) -> None:
+def transcribe(replies: list[ScoredReply], asr: Any) -> None:
     """Standardized transcription: one ASR for every spoken reply; text-only replies keep their text."""
     for rep in replies:
         rep.transcript_error = None
@@ -199,7 +199,7 @@ def transcribe(replies: list[Reply], asr: Any) -> None:
 # ---------------------------------------------------------------- computing
 
 
-def _all_missing(metric: Metric, reason: str, cacheable: bool = True) -> MetricResult:
+def _all_missing(metric: MetricGroup, reason: str, cacheable: bool = True) -> MetricResult:
     return MetricResult({o: None for o in metric.outputs}, {o: reason for o in metric.outputs}, cacheable=cacheable)
 
 
@@ -211,7 +211,7 @@ def _count(stats: Counter, key: str) -> None:
         stats[key] += 1
 
 
-def compute_one(metric: Metric, reply: Reply, res: Resources, cache: Any, stats: Counter) -> MetricResult:
+def compute_one(metric: MetricGroup, reply: ScoredReply, res: Resources, cache: Any, stats: Counter) -> MetricResult:
     rec = reply.record
     if rec.get("error"):
         _count(stats, f"{metric.name}:skipped")
@@ -240,7 +240,7 @@ def compute_one(metric: Metric, reply: Reply, res: Resources, cache: Any, stats:
     return out
 
 
-def _parallel(metric: Metric, res: Resources) -> bool:
+def _parallel(metric: MetricGroup, res: Resources) -> bool:
     """Judge calls to a server may run side by side; in-process models run one at a time."""
     j = res.judge if "judge" in metric.needs else res.audio_judge if "audio_judge" in metric.needs else None
     return j is not None and bool(getattr(j.raw_backend, "remote", False))
@@ -408,6 +408,6 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
         store.close()
 
 
-def _stats(stats: Counter, groups: list[Metric]) -> dict[str, dict[str, float]]:
+def _stats(stats: Counter, groups: list[MetricGroup]) -> dict[str, dict[str, float]]:
     return {g.name: {k: stats.get(f"{g.name}:{k}", 0) for k in ("computed", "cached", "skipped", "seconds")}
             for g in groups}

@@ -10,6 +10,7 @@ from typing import Any
 from spokentod.backends.base import GenParams
 from spokentod.errors import error_cause
 from spokentod.systems.base import Context, SystemReply
+from spokentod.systems.config import SystemConfig
 from spokentod.systems.messages import truncate_turns
 from spokentod.systems.prompts import Prompt, load_prompt
 
@@ -27,9 +28,9 @@ class SystemSettings:
     max_context_tokens: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> SystemSettings:
-        return cls(prompt=load_prompt(cfg.get("prompt")), params=GenParams(**cfg.get("params", {})),
-                   use_intent=cfg.get("use_intent", True), max_context_tokens=cfg.get("max_context_tokens"))
+    def from_config(cls, cfg: SystemConfig) -> SystemSettings:
+        return cls(prompt=load_prompt(cfg.prompt), params=GenParams(**cfg.params), use_intent=cfg.use_intent,
+                   max_context_tokens=cfg.max_context_tokens)
 
     def identity(self) -> dict[str, Any]:
         return {"prompt": self.prompt.name, "prompt_sha256": self.prompt.sha256, "params": self.params.as_dict(),

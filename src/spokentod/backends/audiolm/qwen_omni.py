@@ -28,7 +28,7 @@ import numpy as np
 
 from spokentod.backends import _hf
 from spokentod.backends.audiolm._parts import part_audio, part_text, parts
-from spokentod.backends.base import AudioOut, Backend, GenParams, Message, Reply, Timings, register
+from spokentod.backends.base import AudioOut, AudioReply, Backend, GenParams, Message, Timings, register
 
 QWEN_SYSTEM = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
@@ -164,7 +164,7 @@ class QwenOmni(Backend):
         )
         return ids, wav
 
-    def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply:
+    def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply:
         import torch
 
         params = params or GenParams()
@@ -194,4 +194,4 @@ class QwenOmni(Backend):
             audio = AudioOut(samples, OUTPUT_RATE, Timings(wall=wall))
             extra["audio_s"] = audio.duration
         rtf = wall / audio.duration if audio is not None and audio.duration else None
-        return Reply(text=text, audio=audio, timings=Timings(wall=wall, rtf=rtf, extra=extra))
+        return AudioReply(text=text, audio=audio, timings=Timings(wall=wall, rtf=rtf, extra=extra))

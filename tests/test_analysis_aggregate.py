@@ -13,6 +13,7 @@ from scipy import stats as sps
 from test_analysis_fixtures import FAILS, N_DIALOGUES, SYSTEMS, build_run, n_turns, records
 
 from spokentod.analysis import aggregate as agg
+from spokentod.analysis.load import ReportError, load_bench, metric
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bench(run):
-    return agg.load_bench([run])
+    return load_bench([run])
 
 
 def raw_values(run, system, name, where=lambda r: True):
@@ -116,10 +117,10 @@ def test_per_turn_means_and_drop_flags(run, bench):
 
 
 def test_presence_rate_drop_is_in_percentage_points():
-    m = agg.metric("fail_memory_present")
+    m = metric("fail_memory_present")
     assert agg.judge_drop(0.10, 0.25, m) == (pytest.approx(15.0), "points", True)
     assert agg.judge_drop(0.10, 0.15, m)[2] is False
-    assert agg.judge_drop(0.0, 0.3, agg.metric("wer"))[2] is True  # from 0: an infinite relative rise
+    assert agg.judge_drop(0.0, 0.3, metric("wer"))[2] is True  # from 0: an infinite relative rise
 
 
 def test_per_phase(run, bench):
@@ -187,7 +188,7 @@ def test_missing_errors_and_coverage(bench):
 @pytest.mark.parametrize("judge,weak", [("weak", True), ("strong", False), ("smollm2-unflagged", True),
                                         ("none", False), ("summary", True)])
 def test_judge_weakness(tmp_path, judge, weak):
-    b = agg.load_bench([build_run(tmp_path, judge=judge)])
+    b = load_bench([build_run(tmp_path, judge=judge)])
     assert b.runs[0].judge.weak is weak
     if judge == "summary":  # as `bench score` describes it: backend identity + weak flag and reason
         assert b.runs[0].judge.name == "smollm2 SmolLM2-135M-Instruct"
@@ -195,7 +196,7 @@ def test_judge_weakness(tmp_path, judge, weak):
 
 
 def test_two_runs_with_the_same_systems_get_run_labels(tmp_path):
-    b = agg.load_bench([build_run(tmp_path, "base", systems=("cascade", "text")),
+    b = load_bench([build_run(tmp_path, "base", systems=("cascade", "text")),
                         build_run(tmp_path, "tuned", systems=("cascade",), judge="strong", seed=1)])
     assert b.systems == ["base/cascade", "text", "tuned/cascade"]
     assert sum(1 for r in b.replies if r.system == "tuned/cascade") == 38
@@ -209,20 +210,20 @@ def test_turn_ordinal_is_derived_when_absent_and_later_records_win(tmp_path):
         del r["turn_ordinal"]
     rescored = dict(recs[0], metrics={**recs[0]["metrics"], "naturalness": 5.0})
     path.write_text("".join(json.dumps(r) + "\n" for r in [*recs, rescored]) + '{"half": ')  # torn tail ignored
-    b = agg.load_bench([run])
+    b = load_bench([run])
     assert {(r.dialogue_id, r.ordinal) for r in b.replies} == {(f"d{d}", k) for d in range(N_DIALOGUES)
                                                                for k in range(1, n_turns(d) + 1)}
     assert next(r for r in b.replies if (r.dialogue_id, r.turn) == ("d0", 0)).values["naturalness"] == 5.0
 
 
 def test_unknown_metrics_are_inferred():
-    assert agg.metric("fail_rudeness_severity").scale == "judge"
-    assert agg.metric("fail_rudeness_present").scale == "rate"
-    assert agg.metric("lat_vad").section == "latency"
-    assert agg.metric("utmos").section == "other"
+    assert metric("fail_rudeness_severity").scale == "judge"
+    assert metric("fail_rudeness_present").scale == "rate"
+    assert metric("lat_vad").section == "latency"
+    assert metric("utmos").section == "other"
 
 
 def test_a_directory_without_metrics_is_refused(tmp_path):
     (tmp_path / "results").mkdir()
-    with pytest.raises(agg.ReportError, match="bench score"):
-        agg.load_bench([tmp_path])
+    with pytest.raises(ReportError, match="bench score"):
+        load_bench([tmp_path])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from spokentod.analysis import aggregate as agg
+from spokentod.analysis.load import load_bench
 from spokentod.analysis.report import write_report
 from spokentod.metrics.score import score_run
 from spokentod.rundir.records import ResultRecord, RunMeta
@@ -45,7 +46,7 @@ def scored(tmp_path_factory):
 
 def test_report_reads_bench_score_output(scored, tmp_path):
     run, recs = scored
-    bench = agg.load_bench([run])
+    bench = load_bench([run])
     assert bench.systems == ["cascade", "text"]
     assert {r.ordinal for r in bench.replies} == {1, 2, 3}  # R1..R3 from the scorer's turn_ordinal
     lat = {(r["system"], r["stage"]): r for r in agg.latency(bench)}

@@ -11,7 +11,7 @@ import pytest
 from test_analysis_fixtures import build_run, records
 from typer.testing import CliRunner
 
-from spokentod.analysis import aggregate as agg
+from spokentod.analysis.load import load_bench
 from spokentod.analysis.report import weak_banner, write_report
 from spokentod.bench.cli import app
 
@@ -77,7 +77,7 @@ def test_csv_values_and_missing_as_empty(written):
 
 
 def test_no_banner_for_a_trusted_judge(tmp_path):
-    bench = agg.load_bench([build_run(tmp_path, judge="strong", systems=("text",))])
+    bench = load_bench([build_run(tmp_path, judge="strong", systems=("text",))])
     assert weak_banner(bench) is None
 
 

@@ -21,7 +21,9 @@ import torch  # installed by `make install`; a missing install must fail, not sk
 from _serving import EchoLLM, ServerThread
 
 from spokentod.backends.base import GenParams, create
-from spokentod.metrics.judge import QUALITY, Judge, combine, parse_quality, score_expectation, weighted_scores
+from spokentod.metrics.judge import Judge, combine
+from spokentod.metrics.judge_logprobs import score_expectation, weighted_scores
+from spokentod.metrics.judge_parse import QUALITY, parse_quality
 from spokentod.serve.app import create_app
 
 MSGS = [{"role": "user", "content": "Book a table for two"}]

@@ -14,17 +14,9 @@ from typing import ClassVar
 import pytest
 
 from spokentod.backends.base import Backend, Completion, create
-from spokentod.metrics.judge import (
-    FAILURES,
-    Judge,
-    ParseError,
-    combine,
-    load_judge_prompt,
-    parse_failures,
-    parse_quality,
-    weakness,
-    weighted_scores,
-)
+from spokentod.metrics.judge import Judge, combine, load_judge_prompt, weakness
+from spokentod.metrics.judge_logprobs import weighted_scores
+from spokentod.metrics.judge_parse import FAILURES, ParseError, parse_failures, parse_quality
 from spokentod.metrics.registry import Missing
 
 FIXTURES = Path(__file__).parent / "fixtures" / "judge"

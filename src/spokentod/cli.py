@@ -6,6 +6,7 @@ import typer
 
 from spokentod.bench.cli import app as bench_app
 from spokentod.data.cli import app as data_app
+from spokentod.demo import run_demo
 from spokentod.dst.cli import app as dst_app
 from spokentod.serve.cli import main as serve_main
 
@@ -17,8 +18,6 @@ app.add_typer(data_app, name="data", help="Corpora: stats, sampling, conversion,
 def demo(out: str = typer.Option("runs/demo", help="Output directory."),
          n: int = typer.Option(0, help="Dialogues to render (0 = all demo dialogues).")) -> None:
     """Run the main job on the embedded defaults (demo corpus → stats → audio → round-trip WER)."""
-    from spokentod.demo import run_demo
-
     run_demo(out, n=n or None)
 
 

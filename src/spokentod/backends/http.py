@@ -8,6 +8,7 @@ and never kept on the object, so it cannot leak through repr(), identity() or a 
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from spokentod.audio import as_waveform, wav_bytes
 from spokentod.backends.retry import RetryPolicy, retry_call
 from spokentod.errors import BackendError
 
@@ -284,10 +286,6 @@ WIRE_RATE = 16000  # audio sent to servers: 16 kHz mono WAV, what every ASR and 
 
 def audio_b64(audio: Any, rate: int | None = None) -> str:
     """Any audio the edge accepts (path, bytes, array + rate, Waveform, AudioOut) → base64 16 kHz mono WAV."""
-    import base64
-
-    from spokentod.audio import as_waveform, wav_bytes
-
     w = as_waveform(audio, rate=rate, target_rate=WIRE_RATE)
     return base64.b64encode(wav_bytes(w.samples, w.rate)).decode("ascii")
 

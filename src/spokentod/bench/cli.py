@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spokentod.analysis.aggregate import ReportError
+from spokentod.analysis.load import ReportError
 from spokentod.analysis.report import write_report
 from spokentod.bench.config import ConfigError
 from spokentod.bench.run import parse_shard, run_bench

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from spokentod.config_file import read_yaml
 from spokentod.data.source import DialogueSource
 from spokentod.errors import SpokenTODError, validation_message
 from spokentod.systems.config import SystemConfig
@@ -129,6 +130,4 @@ def parse_config(data: Any, source: str = "<config>") -> BenchConfig:
 
 
 def load_config(path: str | Path) -> BenchConfig:
-    from spokentod.config_file import read_yaml
-
     return parse_config(read_yaml(path, ConfigError, "config"), str(path))

@@ -10,6 +10,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from spokentod.data import corpora, lhotse_export
+from spokentod.data.manifest import write_manifest
+from spokentod.data.sample import stratified_sample
+from spokentod.data.stats import corpus_stats, render_stats
+from spokentod.data.synth import synthesize_manifest
+from spokentod.data.validate import validate_path
 from spokentod.errors import DataError, Problem, SpokenTODError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -22,8 +28,6 @@ LENIENT = typer.Option(False, "--lenient", help="Skip bad records, report each o
 
 
 def _load(corpus: str | None, path: Path | None, lenient: bool):
-    from spokentod.data import corpora
-
     problems: list[Problem] = []
     try:
         dialogues = corpora.load(corpus, path, lenient=lenient, problems=problems)
@@ -40,8 +44,6 @@ def _load(corpus: str | None, path: Path | None, lenient: bool):
 @app.command("corpora")
 def list_corpora() -> None:
     """List the corpus loaders."""
-    from spokentod.data import corpora
-
     for name in corpora.names():
         typer.echo(name)
 
@@ -50,8 +52,6 @@ def list_corpora() -> None:
 def stats(corpus: str = CORPUS, path: Path = PATH, as_json: bool = typer.Option(False, "--json"),
           lenient: bool = LENIENT) -> None:
     """Corpus statistics (dialogues, turns, intents, transition position, chit-chat length)."""
-    from spokentod.data.stats import corpus_stats, render_stats
-
     s = corpus_stats(_load(corpus, path, lenient))
     if as_json:
         typer.echo(json.dumps(s, indent=None, sort_keys=True))
@@ -64,9 +64,6 @@ def sample(corpus: str = CORPUS, path: Path = PATH, n: int = typer.Option(500, "
            stratify: str = typer.Option("intent", help="Field to stratify by ('intent', 'source' or 'none')."),
            seed: int = typer.Option(0), out: Path = typer.Option(..., "--out"), lenient: bool = LENIENT) -> None:
     """Sample N dialogues following the distribution of --stratify."""
-    from spokentod.data.manifest import write_manifest
-    from spokentod.data.sample import stratified_sample
-
     picked = stratified_sample(_load(corpus, path, lenient), n, None if stratify == "none" else stratify, seed)
     write_manifest(out, picked)
     err.print(f"wrote {len(picked)} dialogues to {out}")
@@ -76,8 +73,6 @@ def sample(corpus: str = CORPUS, path: Path = PATH, n: int = typer.Option(500, "
 def convert(corpus: str = CORPUS, path: Path = PATH, out: Path = typer.Option(..., "--out"),
             lenient: bool = LENIENT) -> None:
     """Convert a corpus to a spokentod JSONL manifest."""
-    from spokentod.data.manifest import write_manifest
-
     n = write_manifest(out, _load(corpus, path, lenient))
     err.print(f"wrote {n} dialogues to {out}")
 
@@ -90,8 +85,6 @@ def synth(manifest: Path = typer.Argument(..., help="Input JSONL manifest."),
           speakers: str = typer.Option("user", help="Which turns to render: user, agent or all."),
           rate: int = typer.Option(16000, help="Output sample rate.")) -> None:
     """Render turns to mono WAV; resumable (rendered turns are skipped)."""
-    from spokentod.data.synth import synthesize_manifest
-
     try:
         path = synthesize_manifest(manifest, out, tts=tts, voices=[v for v in voices.split(",") if v] or None,
                                    speakers=speakers, rate=rate)
@@ -106,8 +99,6 @@ def validate(path: Path = typer.Argument(..., help="A manifest (.jsonl) or a cor
              corpus: str = typer.Option(None, "--corpus", "-c"),
              root: Path = typer.Option(None, help="Corpus root audio must stay inside (default: the manifest's folder).")) -> None:
     """Check structure, fields and audio; list every problem with record and field; exit 1 if any."""
-    from spokentod.data.validate import validate_path
-
     problems = validate_path(path, corpus=corpus, root=root)
     for p in problems:
         typer.echo(str(p))
@@ -123,10 +114,8 @@ def export_lhotse(manifest: Path = typer.Argument(...), out: Path = typer.Option
     """Write lhotse-compatible recordings.jsonl and supervisions.jsonl."""
     from rich.markup import escape  # Problem text holds "[record ...]", which rich would eat as markup
 
-    from spokentod.data.lhotse_export import export_lhotse as run
-
     try:
-        paths = run(manifest, out, gzip=gzip)
+        paths = lhotse_export.export_lhotse(manifest, out, gzip=gzip)
     except SpokenTODError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None

@@ -19,11 +19,14 @@ duration and speaking rate, and voice similarity to the system's earlier replies
 from __future__ import annotations
 
 import threading
+import warnings
 from functools import lru_cache
 from typing import Any
 
+import jiwer
 import numpy as np
 
+from spokentod.audio import load_audio
 from spokentod.metrics.registry import (
     MetricGroup,
     MetricResult,
@@ -33,6 +36,7 @@ from spokentod.metrics.registry import (
     register,
     sha256_file,
 )
+from spokentod.metrics.text import normalize_for_wer
 
 SILENCE_RMS = 1e-4
 
@@ -42,8 +46,6 @@ SILENCE_RMS = 1e-4
 
 @lru_cache(maxsize=64)
 def _load16k(path: str, sha: str) -> np.ndarray:  # sha in the key: a rewritten file is re-read
-    from spokentod.audio import load_audio
-
     return load_audio(path, target_rate=16000, allow_empty=True).samples
 
 
@@ -104,10 +106,6 @@ def mos_metric(name: str, predict: Any, version: str = "1", output: str | None =
 
 
 def wer_cer(reference: str, hypothesis: str) -> tuple[float, float]:
-    import jiwer
-
-    from spokentod.metrics.text import normalize_for_wer
-
     ref, hyp = normalize_for_wer(reference), normalize_for_wer(hypothesis)
     if not ref:
         raise Missing("reply text is empty after normalization (no reference for WER)")
@@ -146,8 +144,6 @@ def _duration(reply: ScoredReply, res: Any) -> MetricResult:
 def voice_model() -> tuple[str, Any]:
     """(description, embed function samples_16k → unit vector)."""
     try:
-        import warnings
-
         with warnings.catch_warnings():  # resemblyzer imports a deprecated scipy path
             warnings.simplefilter("ignore", DeprecationWarning)
             from resemblyzer import VoiceEncoder
@@ -171,7 +167,7 @@ def voice_model() -> tuple[str, Any]:
 
 
 def _mfcc_embed(x: np.ndarray) -> np.ndarray:
-    import librosa
+    import librosa  # heavy (numba) and from the embedded extra: only when the fallback embedding runs
 
     m = librosa.feature.mfcc(y=x.astype(np.float32), sr=16000, n_mfcc=20, n_fft=400, hop_length=160)
     rms = librosa.feature.rms(y=x.astype(np.float32), frame_length=400, hop_length=160)[0][: m.shape[1]]

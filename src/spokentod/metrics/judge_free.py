@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from spokentod.data.schema import Speaker
 from spokentod.metrics.registry import MetricGroup, MetricResult, Missing, Output, ScoredReply, register
+from spokentod.metrics.text import basic_normalize
 
 # Replies that fit after almost anything. Versioned with the metric: changing the list → bump "version".
 GENERIC_V1 = (
@@ -71,8 +73,6 @@ embed = _Memo()
 
 def ngram_overlap(reply: str, earlier: list[str], n: int = 3) -> float:
     """Share of the reply's word n-grams found in `earlier` (normalized words)."""
-    from spokentod.metrics.text import basic_normalize
-
     words = basic_normalize(reply).split()
     n = max(1, min(n, len(words)))
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
@@ -86,8 +86,6 @@ def ngram_overlap(reply: str, earlier: list[str], n: int = 3) -> float:
 
 
 def _judge_free(reply: ScoredReply, res: Any) -> MetricResult:
-    from spokentod.data.schema import Speaker
-
     text = reply.scored_text()
     history = reply.history()  # raises Missing without the dialogue
     earlier = [t.text for t in history if t.speaker == Speaker.agent and t.text.strip()]

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException
 
 from spokentod.audio import Waveform, as_waveform
 from spokentod.backends.base import GenParams, create
+from spokentod.backends.cache import Cache, cached
 from spokentod.errors import AudioError, field_path
 from spokentod.serve.middleware import Faults, Guard
 from spokentod.serve.schema import (
@@ -88,8 +89,6 @@ class Slot:
     def _wrap(self, backend: Any) -> Any:
         if self.cache is None:
             return backend
-        from spokentod.backends.cache import cached
-
         return cached(backend, self.cache)
 
     def call(self, method: str, *args: Any, **kw: Any) -> Any:
@@ -119,8 +118,6 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
     faults = Faults.parse(faults) if isinstance(faults, str) else faults
     cache = None
     if config.get("cache"):
-        from spokentod.backends.cache import Cache
-
         cache_cfg = config["cache"] if isinstance(config["cache"], dict) else {}
         cache = Cache(**cache_cfg)
     slots: dict[str, Slot] = {}

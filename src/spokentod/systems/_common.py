@@ -24,7 +24,7 @@ def backend_identity(backend: Any) -> dict[str, Any]:
 class SystemSettings:
     prompt: Prompt = field(default_factory=load_prompt)
     params: GenParams = field(default_factory=GenParams)
-    use_intent: bool = True  # give the dialogue's intent description to the agent (seed: configurable)
+    use_intent: bool = True  # give the dialogue's intent description to the agent (configurable, as in the reference implementation)
     max_context_tokens: int | None = None
 
     @classmethod

@@ -5,7 +5,7 @@ Config: ``{"name": "qwen-omni", "model": "Qwen/Qwen2.5-Omni-7B" (or a local path
 "quantization": null | "4bit" | "8bit", "attn_implementation": null | "sdpa" | "flash_attention_2"}``.
 
 Precision: by default the weights load in the checkpoint's own dtype (``dtype: auto``, bfloat16 for the
-released models) and are never quantized. The seed code forced 4-bit, which changes the system under test;
+released models) and are never quantized. The reference implementation forced 4-bit, which changes the system under test;
 here bitsandbytes 4/8-bit is used only when the config asks, and it is then part of identity() so results
 and cache entries of a quantized model never mix with full-precision ones.
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from spokentod.data import corpora
 from spokentod.data.corpora import multiwoz22
 from spokentod.errors import DataError, Problem
 
@@ -47,10 +46,6 @@ def test_several_gold_values_become_a_list(examples):
     assert by_id(examples, "MUL1443").user_turns[-1].state["train"]["book people"] == "2"
 
 
-def test_detect(data_dir):
-    assert corpora.detect(data_dir / "multiwoz/mwz22/examples_dialogstudio.json") == "multiwoz22"
-
-
 # ---- bad input -------------------------------------------------------------------------------------
 
 USER = {
@@ -76,11 +71,6 @@ def write(tmp_path, obj):
     p = tmp_path / "dialogues_001.json"
     p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
     return p
-
-
-def test_malformed_json(tmp_path):
-    with pytest.raises(DataError, match="malformed JSON"):
-        multiwoz22.load(write(tmp_path, '[{"dialogue_id": '))
 
 
 def test_errors_name_file_record_field_and_lenient_skips(tmp_path):

@@ -172,11 +172,6 @@ def test_parse_dst_string():
     assert dialogstudio.parse_dst_string("movie name jaws") is None
 
 
-def test_malformed_json(tmp_path):
-    with pytest.raises(DataError, match="malformed JSON"):
-        dialogstudio.load(write(tmp_path, '{"A--train--1": {'))
-
-
 def test_errors_and_lenient(tmp_path):
     data = unified()
     data["Bad--train--1"] = {"log": [{"user utterance": "hi"}]}

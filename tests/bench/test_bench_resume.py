@@ -26,7 +26,7 @@ import soundfile as sf
 
 from spokentod.rundir.store import read_records
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 PLUGIN = textwrap.dedent("""
     import hashlib, io, time

@@ -18,7 +18,7 @@ from spokentod.rundir.merge import merge_runs
 from spokentod.rundir.store import read_records
 from spokentod.systems.base import SystemReply
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Echo:

@@ -25,7 +25,7 @@ from spokentod.cli import app
 from spokentod.errors import BenchError
 from spokentod.rundir.store import read_records
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class EchoLLM(Backend):

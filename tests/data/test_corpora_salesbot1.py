@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from spokentod.data import corpora
 from spokentod.data.corpora import salesbot1
 from spokentod.data.schema import Phase, Speaker
 from spokentod.errors import DataError, Problem
@@ -36,11 +35,6 @@ def test_speakers_and_phases(examples):
     assert m.turns[0].speaker == Speaker.user and m.transition_index == 4
 
 
-def test_detect(data_dir):
-    assert corpora.detect(data_dir / "salesbot/salesbot1") == "salesbot1"
-    assert corpora.detect(data_dir / "salesbot/salesbot1/simulators_examples.json") == "salesbot1"
-
-
 # ---- bad input -------------------------------------------------------------------------------------
 
 
@@ -60,11 +54,6 @@ def write(tmp_path, obj):
     p = tmp_path / "sb1.json"
     p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
     return p
-
-
-def test_malformed_json(tmp_path):
-    with pytest.raises(DataError, match="malformed JSON"):
-        salesbot1.load(write(tmp_path, "[1,"))
 
 
 def test_errors_name_record_and_field(tmp_path):

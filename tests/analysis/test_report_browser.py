@@ -14,7 +14,7 @@ from test_analysis_fixtures import SYSTEMS, build_run
 
 from spokentod.analysis.report import write_report
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # tests/artifacts (git-ignored)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

@@ -55,31 +55,8 @@ def test_stop_string_helpers():
 # ---------------------------------------------------------------- LLM (hf)
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, smol_tokenizer_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-def test_hf_llm_chat_and_stream_on_tiny_llama(tiny_llama):
-    llm = create("llm", {"name": "hf", "model": str(tiny_llama), "dtype": "float32"})
+def test_hf_llm_chat_and_stream_on_tiny_llm(tiny_llm):
+    llm = create("llm", {"name": "hf", "model": str(tiny_llm), "dtype": "float32"})
     msgs = [{"role": "user", "content": [{"type": "text", "text": "Book a table"}]}]
     c = llm.chat(msgs, GenParams(max_tokens=6))
     assert isinstance(c, Completion) and isinstance(c.text, str)
@@ -87,14 +64,14 @@ def test_hf_llm_chat_and_stream_on_tiny_llama(tiny_llama):
     assert "".join(llm.stream(msgs, GenParams(max_tokens=6))) == c.text
     ident = llm.identity()
     assert ident["name"] == "hf" and ident["dtype"] == "float32" and ident["fingerprint"]
-    assert ident["model"] == str(tiny_llama.resolve())
+    assert ident["model"] == str(tiny_llm.resolve())
 
 
-def test_hf_llm_without_chat_template_needs_an_explicit_choice(tiny_llama, tmp_path):
+def test_hf_llm_without_chat_template_needs_an_explicit_choice(tiny_llm, tmp_path):
     import shutil
 
     plain = tmp_path / "plain"
-    shutil.copytree(tiny_llama, plain)
+    shutil.copytree(tiny_llm, plain)
     (plain / "chat_template.jinja").unlink(missing_ok=True)
     cfg = json.loads((plain / "tokenizer_config.json").read_text())
     cfg.pop("chat_template", None)

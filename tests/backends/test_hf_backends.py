@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-import torch  # noqa: E402  (installed by `make test`; a missing install must fail, not skip)
+import torch
 
 from spokentod.audio import wav_bytes
 from spokentod.backends import _hf

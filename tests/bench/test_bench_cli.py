@@ -158,7 +158,7 @@ def test_merge_joins_shards_into_one_run(tmp_path):
     assert sorted(map(key, merged)) == sorted(map(key, ref)) and len(merged) == whole.total("planned")
     status = _cli("status", tmp_path / "merged")
     assert status.exit_code == 0 and "rec" in status.output
-    row = [line for line in status.output.splitlines() if "│ rec" in line][0]
+    row = next(line for line in status.output.splitlines() if "│ rec" in line)
     n = str(whole.total("planned"))
     # planned, done, ok, errors, missing, retried, outside plan
     assert [c.strip() for c in row.split("│")[1:-1]] == ["rec", n, n, n, "0", "0", "0", "0"]

@@ -102,11 +102,11 @@ def test_self_history_feeds_back_own_replies(tmp_path):
 def test_self_history_falls_back_to_gold_after_a_failed_reply(tmp_path):
     run_bench(_config(tmp_path, me={"type": PLUGIN, "history": "self", "fail_on": 2}), progress=False)
     d = corpora.load("demo", None)[0]
-    later = [s for s in SEEN["me"] if s["dialogue"] == d.id and s["t"] == 4][0]
+    later = next(s for s in SEEN["me"] if s["dialogue"] == d.id and s["t"] == 4)
     assert later["turns"][3] == (3, "agent", d.turns[3].text)  # turn 2 failed: gold agent turn 3 kept
     assert later["turns"][1] == (1, "agent", f"me reply to {d.id}#0")
     rec = [json.loads(x) for x in (tmp_path / "run/results/me.jsonl").read_text().splitlines()]
-    r4 = [r for r in rec if r["dialogue_id"] == d.id and r["turn"] == 4][0]
+    r4 = next(r for r in rec if r["dialogue_id"] == d.id and r["turn"] == 4)
     assert r4["extra"]["self_fallback_turns"] == [3]
 
 

@@ -124,7 +124,7 @@ def _kill_resume(cfg: Path, tmp_path: Path, kills: list[tuple[int, float]], seed
     for after_new, jitter in kills:
         killed += _kill_at_random(_cmd(cfg, out), env, out, rng, after_new, jitter, timeout)
     assert killed >= min_kills, "the run kept finishing before it could be killed"
-    done = subprocess.run(_cmd(cfg, out), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(_cmd(cfg, out), env=env, cwd=REPO, capture_output=True, check=False, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -138,7 +138,7 @@ def test_kill9_many_times_then_resume_equals_uninterrupted_run(tmp_path):
                     "own": {"type": "bench_slow:Slow", "delay": 0.08, "history": "self", "concurrency": 2}}}))
     ref = tmp_path / "ref"
     t0 = time.monotonic()
-    done = subprocess.run(_cmd(cfg, ref), env=_env(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_cmd(cfg, ref), env=_env(tmp_path), cwd=REPO, capture_output=True, check=False, text=True, timeout=300)
     wall = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
     seed = random.randrange(1 << 30)
@@ -163,7 +163,7 @@ def test_kill9_resume_with_the_real_text_system(tmp_path):
         "dataset": {"corpus": "demo", "limit": 1}, "cache": {"enabled": False},  # 6 user turns
         "systems": {"text": {"type": "text", "llm": {"name": "smollm2"}, "params": {"max_tokens": 8}}}}))
     ref = tmp_path / "ref"
-    done = subprocess.run(_cmd(cfg, ref), env=_env(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(_cmd(cfg, ref), env=_env(tmp_path), cwd=REPO, capture_output=True, check=False, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     # Kill windows from the reference run's own timings, so the kills land before the run can finish however
     # fast the machine (or the model: a prefix-cached turn takes ~0.1 s): once during start-up, then twice

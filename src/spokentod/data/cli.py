@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape  # problem texts hold "[record ...]", which rich would read as markup
 
 from spokentod.data import corpora, lhotse_export
 from spokentod.data.manifest import write_manifest
@@ -60,9 +61,11 @@ def stats(corpus: str = CORPUS, path: Path = PATH, as_json: bool = typer.Option(
 
 
 @app.command()
-def sample(corpus: str = CORPUS, path: Path = PATH, n: int = typer.Option(500, "--n"),
-           stratify: str = typer.Option("intent", help="Field to stratify by ('intent', 'source' or 'none')."),
-           seed: int = typer.Option(0), out: Path = typer.Option(..., "--out"), lenient: bool = LENIENT) -> None:
+def sample(out: Annotated[Path, typer.Option("--out")], corpus: str = CORPUS, path: Path = PATH,
+           n: Annotated[int, typer.Option("--n")] = 500,
+           stratify: Annotated[str, typer.Option(help="Field to stratify by ('intent', 'source' or 'none').")
+                               ] = "intent",
+           seed: Annotated[int, typer.Option()] = 0, lenient: bool = LENIENT) -> None:
     """Sample N dialogues following the distribution of --stratify."""
     picked = stratified_sample(_load(corpus, path, lenient), n, None if stratify == "none" else stratify, seed)
     write_manifest(out, picked)
@@ -70,7 +73,7 @@ def sample(corpus: str = CORPUS, path: Path = PATH, n: int = typer.Option(500, "
 
 
 @app.command()
-def convert(corpus: str = CORPUS, path: Path = PATH, out: Path = typer.Option(..., "--out"),
+def convert(out: Annotated[Path, typer.Option("--out")], corpus: str = CORPUS, path: Path = PATH,
             lenient: bool = LENIENT) -> None:
     """Convert a corpus to a spokentod JSONL manifest."""
     n = write_manifest(out, _load(corpus, path, lenient))
@@ -78,12 +81,14 @@ def convert(corpus: str = CORPUS, path: Path = PATH, out: Path = typer.Option(..
 
 
 @app.command()
-def synth(manifest: Path = typer.Argument(..., help="Input JSONL manifest."),
-          out: Path = typer.Option(..., "--out", help="Output directory (audio + manifest.jsonl)."),
-          tts: str = typer.Option("kokoro", help="TTS backend: kokoro (default) or espeak (fast fallback)."),
-          voices: str = typer.Option("", help="Comma-separated voices, assigned per dialogue (default: all)."),
-          speakers: str = typer.Option("user", help="Which turns to render: user, agent or all."),
-          rate: int = typer.Option(16000, help="Output sample rate.")) -> None:
+def synth(manifest: Annotated[Path, typer.Argument(help="Input JSONL manifest.")],
+          out: Annotated[Path, typer.Option("--out", help="Output directory (audio + manifest.jsonl).")],
+          tts: Annotated[str, typer.Option(help="TTS backend: kokoro (default) or espeak (fast fallback).")
+                         ] = "kokoro",
+          voices: Annotated[str, typer.Option(help="Comma-separated voices, assigned per dialogue (default: all).")
+                            ] = "",
+          speakers: Annotated[str, typer.Option(help="Which turns to render: user, agent or all.")] = "user",
+          rate: Annotated[int, typer.Option(help="Output sample rate.")] = 16000) -> None:
     """Render turns to mono WAV; resumable (rendered turns are skipped)."""
     try:
         path = synthesize_manifest(manifest, out, tts=tts, voices=[v for v in voices.split(",") if v] or None,
@@ -95,9 +100,10 @@ def synth(manifest: Path = typer.Argument(..., help="Input JSONL manifest."),
 
 
 @app.command()
-def validate(path: Path = typer.Argument(..., help="A manifest (.jsonl) or a corpus file/directory."),
-             corpus: str = typer.Option(None, "--corpus", "-c"),
-             root: Path = typer.Option(None, help="Corpus root audio must stay inside (default: the manifest's folder).")) -> None:
+def validate(path: Annotated[Path, typer.Argument(help="A manifest (.jsonl) or a corpus file/directory.")],
+             corpus: Annotated[str | None, typer.Option("--corpus", "-c")] = None,
+             root: Annotated[Path | None, typer.Option(
+                 help="Corpus root audio must stay inside (default: the manifest's folder).")] = None) -> None:
     """Check structure, fields and audio; list every problem with record and field; exit 1 if any."""
     problems = validate_path(path, corpus=corpus, root=root)
     for p in problems:
@@ -109,11 +115,9 @@ def validate(path: Path = typer.Argument(..., help="A manifest (.jsonl) or a cor
 
 
 @app.command("export-lhotse")
-def export_lhotse(manifest: Path = typer.Argument(...), out: Path = typer.Option(..., "--out"),
-                  gzip: bool = typer.Option(False, "--gzip", help="Write .jsonl.gz.")) -> None:
+def export_lhotse(manifest: Annotated[Path, typer.Argument()], out: Annotated[Path, typer.Option("--out")],
+                  gzip: Annotated[bool, typer.Option("--gzip", help="Write .jsonl.gz.")] = False) -> None:
     """Write lhotse-compatible recordings.jsonl and supervisions.jsonl."""
-    from rich.markup import escape  # Problem text holds "[record ...]", which rich would eat as markup
-
     try:
         paths = lhotse_export.export_lhotse(manifest, out, gzip=gzip)
     except SpokenTODError as e:

@@ -23,7 +23,7 @@ from spokentod.errors import SpokenTODError
 from spokentod.metrics.judge import failure_output
 from spokentod.metrics.registry import SECTIONS, Output, catalog
 from spokentod.rundir.layout import METRICS, RESULTS, SUMMARY
-from spokentod.rundir.store import StoreError, latest_by_system
+from spokentod.rundir.store import StoreError, latest_by_system, read_json
 
 
 class ReportError(SpokenTODError):
@@ -123,12 +123,13 @@ def _read_jsonl_dir(folder: Path) -> dict[str, dict[tuple, dict[str, Any]]]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A run's JSON file, {} when absent or not an object."""
     if not path.exists():
         return {}
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ReportError(f"cannot read {path}: {e}") from None
+        obj = read_json(path)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
     return obj if isinstance(obj, dict) else {}
 
 

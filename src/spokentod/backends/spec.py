@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
+from spokentod.config_file import read_yaml
 
 SPEC_FILES = (".json", ".yaml", ".yml")
 
@@ -31,7 +31,7 @@ def parse_backend_spec(value: str | os.PathLike | dict[str, Any] | None) -> dict
         p = Path(s)
         if not p.is_file():
             raise ValueError(f"backend spec file {s} does not exist")
-        spec = yaml.safe_load(p.read_text(encoding="utf-8"))
+        spec = read_yaml(p, ValueError, "backend spec file")
     else:
         return {"name": s}
     if not isinstance(spec, dict) or not spec.get("name"):

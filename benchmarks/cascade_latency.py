@@ -7,7 +7,7 @@ so a change in the machine's load hits both alike. Prints, per mode, the mean ti
 playback stall and reply length, the streaming/sequential ratios, and the lower bound for the streaming
 total from the sequential turns' own stage times: streaming cannot beat asr + max(llm, tts) (each stage
 measured alone), nor, when both stages are CPU-bound on the same cores, asr + (llm + tts CPU seconds) /
-cores. Goals (issue 4): first audio ≤ 1.5 s; total ≤ 0.5× sequential. The latter is out of reach by
+cores. Latency goals of the cascade: first audio ≤ 1.5 s; total ≤ 0.5× sequential. The latter is out of reach by
 arithmetic whatever the stage costs: asr + max(llm, tts) ≥ (asr + llm + tts) / 2 + asr / 2, so perfect
 overlap gives 0.5× only with a free ASR and llm = tts exactly.
 

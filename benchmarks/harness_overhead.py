@@ -111,8 +111,8 @@ def config(url: str, out: Path, workers: int, seeds: int, cache: Path | None = N
 
 def timed_run(cfg: dict, progress: bool) -> tuple[float, int, float]:
     """(wall seconds of the whole run_bench call, turns, summed backend seconds)."""
-    from spokentod.bench.runner import run_bench
-    from spokentod.bench.store import read_records
+    from spokentod.bench.run import run_bench
+    from spokentod.rundir.store import read_records
 
     t0 = time.perf_counter()
     summary = run_bench(cfg, progress=progress)
@@ -138,7 +138,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="harness-overhead-") as tmp:
             t = Path(tmp)
-            from spokentod.bench.runner import run_bench
+            from spokentod.bench.run import run_bench
 
             # warm-up (imports, first connection) so no measured run pays for it
             run_bench(config(url, t / "warm", 1, 1) | {"dataset": {"corpus": "demo", "limit": 1}}, progress=False)

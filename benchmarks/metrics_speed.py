@@ -18,20 +18,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from test_metrics_audio import speak  # the tests' cached Kokoro helper
-from test_metrics_score import _record  # a results record in the store's format
-
+from spokentod.audio import write_wav
+from spokentod.backends.base import create
+from spokentod.backends.cache import Cache, cached
 from spokentod.bench.config import parse_config
 from spokentod.data import corpora
 from spokentod.metrics import audio, judge_free
 from spokentod.metrics.score import score_run
+from spokentod.rundir.records import ResultRecord
+
+
+def speak(tts, text: str, voice: str, path: Path) -> None:
+    out = tts.synthesize(text, voice)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(path, out.samples, out.rate)
+
+
+def _record(system: str, d, turn: int, text: str, audio_path: str | None = None) -> ResultRecord:
+    """A results record as the runner writes it (timings of a typical cascade / text turn)."""
+    t = d.turns[turn]
+    timings = ({"asr": 0.4, "ttft": 0.9, "llm": 1.1, "tts": 1.5, "first_audio": 2.0, "total": 2.7} if audio_path
+               else {"llm": 1.0, "ttft": 0.3, "total": 1.0})
+    return ResultRecord(system=system, dialogue_id=d.id, turn=turn, phase=t.phase.value, intent=d.intent.type,
+                        context_turns=turn, user_text=t.text, text=text, user_transcript=t.text,
+                        audio_path=audio_path, audio_seconds=3.0 if audio_path else None, timings=timings)
 
 
 def build_run(root: Path, n: int) -> Path:
@@ -41,16 +55,17 @@ def build_run(root: Path, n: int) -> Path:
                                                 "tts": "kokoro"}, "text": {"type": "text", "llm": "smollm2"}}})
     (root / "run.json").write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
     users = [t.index for t in d.user_turns if t.index + 1 < len(d.turns)][:n]
+    tts = cached(create("tts", {"name": "kokoro"}), Cache())  # the persistent cache: synthesis is not timed
     cascade, text = [], []
     for t in users:
         reply = d.turns[t + 1].text
         rel = f"audio_out/cascade/{d.id}/{t:03d}.wav"
-        speak(reply, "jf_alpha", root / rel)
+        speak(tts, reply, "jf_alpha", root / rel)
         cascade.append(_record("cascade", d, t, reply, rel))
         text.append(_record("text", d, t, reply))
     (root / "results").mkdir()
     for name, recs in (("cascade", cascade), ("text", text)):
-        (root / "results" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (root / "results" / f"{name}.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in recs))
     return root
 
 

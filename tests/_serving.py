@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from spokentod.audio import as_waveform
-from spokentod.backends.base import AudioOut, Backend, Completion, GenParams, Reply, Timings, Transcript
+from spokentod.backends.base import AudioOut, AudioReply, Backend, Completion, GenParams, Timings, Transcript
 from spokentod.serve.background import BackgroundServer
 
 ServerThread = BackgroundServer  # the real server, in a thread on a free loopback port
@@ -84,7 +84,7 @@ class EchoAudioLM(Backend):
 
     kind, name = "audiolm", "echo-omni"
 
-    def respond(self, messages, params=None) -> Reply:
+    def respond(self, messages, params=None) -> AudioReply:
         heard = sum(len(p["samples"]) for m in messages if isinstance(m.get("content"), list)
                     for p in m["content"] if p.get("type") == "audio")
-        return Reply(f"heard {heard} samples", ToneTTS().synthesize("a b c"), Timings(wall=0.001))
+        return AudioReply(f"heard {heard} samples", ToneTTS().synthesize("a b c"), Timings(wall=0.001))

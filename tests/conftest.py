@@ -34,7 +34,7 @@ def smol_tokenizer_dir():
 
 @pytest.fixture(scope="session")
 def tiny_llm(tmp_path_factory, smol_tokenizer_dir):
-    """A 2-layer random Llama with the real SmolLM2 tokenizer (DST model tests)."""
+    """A 2-layer random Llama with the real SmolLM2 tokenizer (the hf backend and DST model tests)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

@@ -56,7 +56,7 @@ def load_audio(src: str | os.PathLike | bytes, target_rate: int | None = 16000,
         data, rate = sf.read(handle, dtype="float32", always_2d=False)
     except AudioError:
         raise
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError on corrupt or truncated data
+    except Exception as e:  # noqa: BLE001 - soundfile raises LibsndfileError / RuntimeError on corrupt or truncated data
         raise AudioError(f"{name}: unreadable audio ({e})") from None
     x = to_mono_float(data)
     if len(x) == 0 and not allow_empty:

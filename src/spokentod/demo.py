@@ -13,17 +13,16 @@ from pathlib import Path
 import jiwer
 from rich.console import Console
 
+from spokentod.backends.base import create
 from spokentod.data import corpora
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.stats import corpus_stats, render_stats
+from spokentod.data.synth import synthesize_manifest
 from spokentod.metrics.text import normalize_for_wer
 from spokentod.progress import progress_bar
 
 
 def run_demo(out: str | Path, n: int | None = None, tts: str = "kokoro", asr: str = "whisper-ct2") -> dict:
-    from spokentod.backends.base import create
-    from spokentod.data.synth import synthesize_manifest
-
     console = Console(stderr=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

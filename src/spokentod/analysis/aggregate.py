@@ -1,312 +1,25 @@
-"""Read scored run directories and compute the report's numbers as tidy rows (one dict per row).
-
-Input, per run directory (written by `bench run` and `bench score`):
-    run.json (or run.shard-*.json)   config, system identities, judge info (``judge.weak``)
-    results/<system>.jsonl           one record per reply attempt; the last attempt of a key counts
-    metrics/<system>.jsonl           one record per (dialogue_id, turn[, seed]): metrics, missing reasons, judge
-    metrics/summary.json             optional; may also carry judge info
+"""The report's numbers as tidy rows (one dict per row), from scored runs loaded by analysis/load.py.
 
 A null metric is missing: it is left out of means and counted (with its reason), never read as zero.
-Every function here returns plain rows so that report.py can format them and write them as CSV.
+Every function here returns plain rows so that the report can format them and write them as CSV.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 from spokentod.analysis import stats
-from spokentod.bench.store import StoreError, parse_results_name, read_records
-from spokentod.errors import SpokenTODError
+from spokentod.analysis.load import Bench, metric, order_metrics
+from spokentod.metrics.judge_parse import FAILURES
+from spokentod.metrics.registry import AUDIO_SECTIONS, SECTIONS, Output
 
 DROP_POINTS = 10.0  # judge 0-100 scores and rates in %: a fall of more than 10 points between R_k and R_k+1
 DROP_RELATIVE = 0.10  # every other metric: a change of more than 10 % of R_k's mean, in the worse direction
 PHASES = ("chitchat", "transition", "task")
-FAILURES = ("generic", "topic_drift", "repetition", "misunderstanding", "memory")
-
-
-class ReportError(SpokenTODError):
-    """A run directory the report cannot use (no metrics, unreadable files)."""
-
-
-# ---------------------------------------------------------------- metric catalogue
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    label: str
-    group: str
-    better: int  # +1 higher is better, -1 lower is better, 0 neither (length, duration)
-    scale: str = "value"  # "judge": 0-100 points; "rate": 0/1 shown in %; "value": anything else
-    unit: str = ""
-    factor: float = 1.0  # display multiplier (WER 0.05 is shown as 5.0 %)
-    digits: int = 2
-
-
-GROUPS = ("audio quality", "intelligibility", "speech", "judge", "failures", "judge-free", "latency", "other")
-_KNOWN = [
-    Metric("dnsmos_ovrl", "DNSMOS OVRL", "audio quality", +1),
-    Metric("dnsmos_sig", "DNSMOS SIG", "audio quality", +1),
-    Metric("dnsmos_bak", "DNSMOS BAK", "audio quality", +1),
-    Metric("dnsmos_p808", "DNSMOS P.808", "audio quality", +1),
-    Metric("clip_frac", "clipped samples", "audio quality", -1, unit="%", factor=100, digits=2),
-    Metric("wer", "WER", "intelligibility", -1, unit="%", factor=100, digits=1),
-    Metric("cer", "CER", "intelligibility", -1, unit="%", factor=100, digits=1),
-    Metric("voice_sim", "voice similarity", "speech", +1, digits=3),
-    Metric("voice_judge", "voice consistency (audio judge)", "speech", +1, "judge", digits=1),
-    Metric("duration_s", "duration", "speech", 0, unit="s"),
-    Metric("speaking_rate_wps", "speaking rate", "speech", 0, unit="words/s"),
-    Metric("naturalness", "naturalness", "judge", +1, "judge", digits=1),
-    Metric("consistency", "consistency", "judge", +1, "judge", digits=1),
-    *[Metric(f"fail_{f}_severity", f"{f.replace('_', ' ')} severity", "failures", -1, "judge", digits=1)
-      for f in FAILURES],
-    *[Metric(f"fail_{f}_present", f"{f.replace('_', ' ')} present", "failures", -1, "rate", "%", 100, 1)
-      for f in FAILURES],
-    Metric("sim_gold", "similarity to gold", "judge-free", +1, digits=3),
-    Metric("topic_sim", "topic similarity", "judge-free", +1, digits=3),
-    Metric("context_sim", "similarity to context", "judge-free", +1, digits=3),
-    Metric("repetition_ngram", "repetition (n-gram)", "judge-free", -1, digits=3),
-    Metric("repetition_emb", "repetition (embedding)", "judge-free", -1, digits=3),
-    Metric("genericness", "genericness", "judge-free", -1, digits=3),
-    Metric("reply_words", "reply words", "judge-free", 0, digits=1),
-    Metric("lat_asr", "ASR", "latency", -1, unit="s"),
-    Metric("lat_ttft", "LLM time to first token", "latency", -1, unit="s"),
-    Metric("lat_llm", "LLM total", "latency", -1, unit="s"),
-    Metric("lat_tts", "TTS", "latency", -1, unit="s"),
-    Metric("lat_first_audio", "first audio", "latency", -1, unit="s"),
-    Metric("lat_total", "end to end", "latency", -1, unit="s"),
-    Metric("rtf_tts", "TTS real-time factor", "latency", -1),
-]
-CATALOG = {m.name: m for m in _KNOWN}
-TABLE1 = ("dnsmos_ovrl", "wer", "naturalness", "consistency")  # the seed's Table 1 columns
-AUDIO_SIDE = ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "clip_frac", "wer", "cer", "voice_sim",
-              "voice_judge", "duration_s", "speaking_rate_wps")
-
-
-def metric(name: str) -> Metric:
-    """Catalogue entry, or one inferred from the name for metrics added later (a new fail_*, lat_*...)."""
-    if name in CATALOG:
-        return CATALOG[name]
-    if m := re.fullmatch(r"fail_(.+)_severity", name):
-        return Metric(name, f"{m[1].replace('_', ' ')} severity", "failures", -1, "judge", digits=1)
-    if m := re.fullmatch(r"fail_(.+)_present", name):
-        return Metric(name, f"{m[1].replace('_', ' ')} present", "failures", -1, "rate", "%", 100, 1)
-    if name.startswith("lat_"):
-        return Metric(name, name[4:].replace("_", " "), "latency", -1, unit="s")
-    if name.startswith("dnsmos"):
-        return Metric(name, name.upper(), "audio quality", +1)
-    return Metric(name, name.replace("_", " "), "other", 0)
-
-
-def order_metrics(names: Iterable[str]) -> list[str]:
-    known = list(CATALOG)
-    return sorted(set(names), key=lambda n: (GROUPS.index(metric(n).group), known.index(n) if n in known
-                                             else len(known), n))
-
-
-# ---------------------------------------------------------------- loading
-
-
-@dataclass
-class Judge:
-    name: str | None
-    weak: bool
-    why: str  # how `weak` was decided, for the banner
-
-
-@dataclass
-class Reply:
-    system: str  # display label (run-qualified when two runs share a system name)
-    run: str
-    dialogue_id: str
-    turn: int
-    seed: int
-    phase: str | None
-    ordinal: int | None  # R1..Rn: position among the dialogue's user turns
-    values: dict[str, float]  # present metrics only
-    missing: dict[str, str]  # metric (or transcript, primary_failure...) → reason
-    primary_failure: str | None
-    judged: bool  # the failure taxonomy has a verdict for this reply
-
-
-@dataclass
-class Run:
-    path: Path
-    name: str
-    meta: dict[str, Any]
-    summary: dict[str, Any]
-    judge: Judge
-    systems: list[str]  # raw system names, run.json order first
-    results: dict[str, dict[tuple, dict[str, Any]]] = field(default_factory=dict)  # system → key → last record
-
-
-@dataclass
-class Bench:
-    runs: list[Run]
-    replies: list[Reply]
-    systems: list[str]  # labels, in display order
-    label: dict[tuple[str, str], str]  # (run name, raw system) → label
-    names: set[str] = field(default_factory=set)  # every key of any record's "metrics", null or not
-
-    @property
-    def metrics(self) -> list[str]:
-        return order_metrics(self.names)
-
-    def values(self, name: str, system: str | None = None, where: Callable[[Reply], bool] | None = None
-               ) -> list[float]:
-        return [r.values[name] for r in self.replies if name in r.values and (system is None or r.system == system)
-                and (where is None or where(r))]
-
-
-def _key(rec: dict[str, Any]) -> tuple[str, int, int]:
-    return str(rec["dialogue_id"]), int(rec["turn"]), int(rec.get("seed") or 0)
-
-
-def _read_jsonl_dir(folder: Path) -> dict[str, dict[tuple, dict[str, Any]]]:
-    """system → key → last record, over `<system>.jsonl` and `<system>.shard-i-of-n.jsonl` files."""
-    out: dict[str, dict[tuple, dict[str, Any]]] = {}
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        parsed = parse_results_name(path.name)
-        if not parsed:
-            continue
-        try:
-            records, _ = read_records(path)  # read-only: a half-written last line is ignored, not repaired
-        except StoreError as e:
-            raise ReportError(str(e)) from None
-        per = out.setdefault(parsed[0], {})
-        for rec in records:
-            try:
-                per[_key(rec)] = rec  # a later record (rescoring, retry) supersedes an earlier one
-            except (KeyError, TypeError, ValueError):
-                raise ReportError(f"{path}: a record without dialogue_id/turn: {str(rec)[:120]}") from None
-    return out
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ReportError(f"cannot read {path}: {e}") from None
-    return obj if isinstance(obj, dict) else {}
-
-
-def find_judge(meta: dict[str, Any], summary: dict[str, Any]) -> Judge:
-    """The run's judge and whether it is too weak to trust.
-
-    An explicit ``weak`` flag wins (run.json ``judge``, else the scoring config, else metrics/summary.json).
-    Without one, a judge whose identity mentions SmolLM2 (the embedded 135M model) is weak.
-    """
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    places = [meta.get("judge"), (meta.get("metrics") or {}).get("judge") if isinstance(meta.get("metrics"), dict)
-              else None, (meta.get("scoring") or {}).get("judge") if isinstance(meta.get("scoring"), dict) else None,
-              summary.get("judge"), config.get("judge"),
-              (config.get("metrics") or {}).get("judge") if isinstance(config.get("metrics"), dict) else None]
-    infos = [p for p in places if isinstance(p, dict | str) and p]
-    if not infos:
-        return Judge(None, False, "no judge recorded in run.json or metrics/summary.json")
-    name = None
-    for info in infos:
-        name = name or _judge_name(info)
-    for info in infos:
-        if isinstance(info, dict) and isinstance(info.get("weak"), bool):
-            why = info.get("weak_reason") or info.get("reason") or "flagged weak by the scorer"
-            return Judge(name, info["weak"], why if info["weak"] else "flagged trustworthy by the scorer")
-    text = json.dumps(infos, default=str).lower()
-    if "smollm2" in text or "smollm-2" in text:
-        return Judge(name, True, "the embedded SmolLM2-135M judge (no `weak` flag recorded: inferred from its name)")
-    return Judge(name, False, "no `weak` flag recorded; the judge's name is not a known weak model")
-
-
-def _judge_name(info: dict | str) -> str | None:
-    if isinstance(info, str):
-        return info
-    ident = info.get("identity") or info.get("backend")  # run.json style / metrics/summary.json style
-    for src in (ident if isinstance(ident, dict) else {}, info):
-        model, name = src.get("model"), src.get("name")
-        if model or name:
-            return " ".join(str(x) for x in (name, model) if x)
-    return ident if isinstance(ident, str) else None
-
-
-def _system_order(meta: dict[str, Any], names: Iterable[str]) -> list[str]:
-    first = list(meta.get("systems") or {}) if isinstance(meta.get("systems"), dict) else []
-    return [s for s in first if s in set(names)] + sorted(set(names) - set(first))
-
-
-def _ordinals(records: Iterable[dict[str, Any]]) -> dict[tuple, int]:
-    """R1..Rn from turn indices (results and metrics records), for records written without `turn_ordinal`."""
-    turns: dict[str, set[int]] = defaultdict(set)
-    for rec in records:
-        turns[str(rec["dialogue_id"])].add(int(rec["turn"]))
-    return {(d, t): i + 1 for d, ts in turns.items() for i, t in enumerate(sorted(ts))}
-
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, int | float) and math.isfinite(v):
-        return float(v)
-    return None
-
-
-def load_bench(dirs: Iterable[str | Path]) -> Bench:
-    runs: list[Run] = []
-    raw: list[tuple[Run, str, dict[str, Any]]] = []
-    for d in dirs:
-        path = Path(d)
-        if not path.is_dir():
-            raise ReportError(f"{path} is not a directory")
-        meta = _read_json(path / "run.json") or next((_read_json(p) for p in sorted(path.glob("run*.json"))), {})
-        summary = _read_json(path / "metrics" / "summary.json")
-        metrics = _read_jsonl_dir(path / "metrics")
-        if not metrics:
-            raise ReportError(f"{path} has no metrics/<system>.jsonl: run `spokentod bench score {path}` first")
-        results = _read_jsonl_dir(path / "results")
-        name = path.resolve().name
-        if any(r.name == name for r in runs):
-            name = f"{name}#{len(runs) + 1}"
-        run = Run(path, name, meta, summary, find_judge(meta, summary),
-                  _system_order(meta, set(metrics) | set(results)), results)
-        runs.append(run)
-        for system in run.systems:
-            raw += [(run, system, rec) for rec in metrics.get(system, {}).values()]
-    shared = Counter(s for r in runs for s in r.systems)
-    label = {(r.name, s): (f"{r.name}/{s}" if shared[s] > 1 else s) for r in runs for s in r.systems}
-
-    ordinals: dict[tuple[str, str], dict[tuple, int]] = {}  # only needed for records without turn_ordinal
-    replies, names = [], set()
-    for run, system, rec in raw:
-        names.update(rec.get("metrics") or {})
-        values, missing = {}, {str(k): str(v) for k, v in (rec.get("missing") or {}).items()}
-        for k, v in (rec.get("metrics") or {}).items():
-            x = _number(v)
-            if x is not None:
-                values[k] = x
-            else:
-                missing.setdefault(k, "null (no reason given)" if v is None else f"not a number: {str(v)[:40]}")
-        ordinal = rec.get("turn_ordinal")
-        if ordinal is None:
-            if (run.name, system) not in ordinals:
-                ordinals[(run.name, system)] = _ordinals([*run.results.get(system, {}).values(),
-                                                             *(r for ru, sy, r in raw if ru is run and sy == system)])
-            ordinal = ordinals[(run.name, system)].get((str(rec["dialogue_id"]), int(rec["turn"])))
-        judge = rec.get("judge") if isinstance(rec.get("judge"), dict) else {}
-        primary = judge.get("primary_failure")
-        replies.append(Reply(label[(run.name, system)], run.name, str(rec["dialogue_id"]), int(rec["turn"]),
-                             int(rec.get("seed") or 0), rec.get("phase"), int(ordinal) if ordinal else None,
-                             values, missing, primary if isinstance(primary, str) and primary else None,
-                             any(k.startswith("fail_") for k in values)))
-    return Bench(runs, replies, [label[(r.name, s)] for r in runs for s in r.systems], label, names)
 
 
 # ---------------------------------------------------------------- tables
@@ -364,7 +77,7 @@ def primary_failures(bench: Bench) -> list[dict[str, Any]]:
     return rows
 
 
-def judge_drop(prev: float, cur: float, m: Metric) -> tuple[float, str, bool]:
+def judge_drop(prev: float, cur: float, m: Output) -> tuple[float, str, bool]:
     """(change, unit, flagged) from R_k's mean to R_k+1's. See DROP_POINTS / DROP_RELATIVE.
 
     "Worse" follows the metric's direction (naturalness falling, WER or severity rising); for metrics with
@@ -417,9 +130,10 @@ def per_phase(bench: Bench, metrics: Iterable[str] | None = None) -> list[dict[s
 
 def correlation_metrics(bench: Bench) -> tuple[list[str], list[str]]:
     """(audio-side, dialogue-side) metrics that vary: the two axes of Figure 3."""
-    usable = [n for n in bench.metrics if len(set(bench.values(n))) > 1 and metric(n).group != "latency"
+    usable = [n for n in bench.metrics if len(set(bench.values(n))) > 1 and metric(n).section != "latency"
               and metric(n).scale != "rate"]
-    return [n for n in usable if n in AUDIO_SIDE], [n for n in usable if n not in AUDIO_SIDE]
+    audio = [n for n in usable if metric(n).section in AUDIO_SECTIONS]
+    return audio, [n for n in usable if n not in audio]
 
 
 def correlations(bench: Bench, names: list[str], systems: Iterable[str | None] = (None,)) -> list[dict[str, Any]]:
@@ -459,7 +173,7 @@ def pairwise(bench: Bench, metrics: Iterable[str], n_boot: int = 2000, seed: int
 
 def latency(bench: Bench) -> list[dict[str, Any]]:
     rows = []
-    for name in [n for n in bench.metrics if metric(n).group == "latency"]:
+    for name in [n for n in bench.metrics if metric(n).section == "latency"]:
         for s in bench.systems:
             vals = bench.values(name, s)
             if vals:
@@ -476,7 +190,7 @@ def reason_head(reason: str) -> str:
 def missing_counts(bench: Bench) -> list[dict[str, Any]]:
     """Per system, metric and full reason: how many replies lack the metric."""
     c = Counter((r.system, m, why) for r in bench.replies for m, why in r.missing.items())
-    return [{"system": s, "metric": m, "group": metric(m).group, "reason": why, "count": n}
+    return [{"system": s, "metric": m, "group": metric(m).section, "reason": why, "count": n}
             for (s, m, why), n in sorted(c.items(), key=lambda kv: (bench.systems.index(kv[0][0]), kv[0][1:]))]
 
 
@@ -488,13 +202,13 @@ def missing_replies(bench: Bench) -> list[dict[str, Any]]:
     for r in bench.replies:
         seen = set()
         for m, why in r.missing.items():
-            k = (r.system, metric(m).group, reason_head(why))
+            k = (r.system, metric(m).section, reason_head(why))
             names[k].add(m)
             seen.add(k)
         replies.update(seen)
     return [{"system": s, "group": g, "reason": why, "replies": replies[(s, g, why)],
              "metrics": " ".join(order_metrics(names[(s, g, why)]))}
-            for s, g, why in sorted(replies, key=lambda k: (bench.systems.index(k[0]), GROUPS.index(k[1]), k[2]))]
+            for s, g, why in sorted(replies, key=lambda k: (bench.systems.index(k[0]), SECTIONS.index(k[1]), k[2]))]
 
 
 def coverage(bench: Bench) -> list[dict[str, Any]]:
@@ -531,7 +245,7 @@ def judge_agreement(bench: Bench) -> list[dict[str, Any]]:
     mirror = {"repetition_ngram": "fail_repetition_severity", "repetition_emb": "fail_repetition_severity",
               "topic_sim": "fail_topic_drift_severity", "genericness": "fail_generic_severity"}
     rows = []
-    for name in [n for n in bench.metrics if metric(n).group == "judge-free"]:
+    for name in [n for n in bench.metrics if metric(n).section == "judge-free"]:
         for judge in ("naturalness", "consistency", mirror.get(name)):
             if judge and judge in bench.metrics:
                 c = stats.pearson_ci([r.values.get(name) for r in bench.replies],

@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from spokentod.analysis.aggregate import metric
+from spokentod.analysis.load import metric
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
             "#d62728"]  # tab10, red last: red marks flagged drops
@@ -22,7 +22,7 @@ def system_colors(systems: list[str]) -> dict[str, str]:
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy and from the embedded extra: only when a figure is drawn
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

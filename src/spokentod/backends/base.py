@@ -65,7 +65,9 @@ class AudioOut:
 
 
 @dataclass
-class Reply:
+class AudioReply:
+    """What an audio LM answers: text, and audio when it speaks."""
+
     text: str
     audio: AudioOut | None = None
     timings: Timings = field(default_factory=Timings)
@@ -107,6 +109,9 @@ class Backend:
 
     kind: str = ""
     name: str = ""
+    # True for backends that call a server (many calls may be in flight at once); False for in-process
+    # models, which are not thread-safe and get one call at a time per instance (backends/limits.py).
+    remote: bool = False
 
     def identity(self) -> dict[str, Any]:
         """Class + everything that changes outputs (model path/id, revision, base_url, dtype, quantization)."""
@@ -135,7 +140,7 @@ class TTS(Protocol):
 
 @runtime_checkable
 class AudioLM(Protocol):
-    def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply: ...
+    def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply: ...
 
 
 # ---------------------------------------------------------------- registry

@@ -41,10 +41,10 @@ from spokentod.backends.base import (
     TTS,
     AudioLM,
     AudioOut,
+    AudioReply,
     Completion,
     GenParams,
     Message,
-    Reply,
     Timings,
     Transcript,
 )
@@ -304,7 +304,7 @@ class CachedTTS(_Cached):
 
 
 class CachedAudioLM(_Cached):
-    def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply:
+    def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply:
         p = params or GenParams()
         key, v, blob, lookup = self._lookup("audiolm.respond", messages, p.as_dict())
         if v is not None:
@@ -312,7 +312,7 @@ class CachedAudioLM(_Cached):
             if blob is not None:
                 samples, rate = _read_wav(blob)
                 audio = AudioOut(samples, rate, _hit_timings(v["audio_timings"], lookup))
-            return Reply(v["text"], audio, _hit_timings(v["timings"], lookup))
+            return AudioReply(v["text"], audio, _hit_timings(v["timings"], lookup))
         out = self.backend.respond(messages, params)
         value = {"text": out.text, "timings": _timings_dict(out.timings),
                  "audio_timings": _timings_dict(out.audio.timings) if out.audio else None}

@@ -8,6 +8,7 @@ and never kept on the object, so it cannot leak through repr(), identity() or a 
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from spokentod.audio import as_waveform, wav_bytes
 from spokentod.backends.retry import RetryPolicy, retry_call
 from spokentod.errors import BackendError
 
@@ -70,9 +72,9 @@ class HttpClient:
     # ------------------------------------------------------------ errors
 
     def error(self, reason: str, status: int | None = None, retryable: bool = False,
-              retry_after: float | None = None) -> BackendError:
+              retry_after: float | None = None, cause: str | None = None) -> BackendError:
         return BackendError(self.kind, self.backend, reason, status=status, retryable=retryable,
-                            retry_after=retry_after)
+                            retry_after=retry_after, cause=cause)
 
     def _auth(self) -> dict[str, str]:
         if not self.api_key_env:
@@ -84,13 +86,13 @@ class HttpClient:
 
     def _transport_error(self, e: Exception, timeout: float) -> BackendError:
         if isinstance(e, httpx.TimeoutException):
-            return self.error(f"timeout after {timeout:g} s ({type(e).__name__})", retryable=True)
+            return self.error(f"timeout after {timeout:g} s ({type(e).__name__})", retryable=True, cause="timeout")
         if isinstance(e, (httpx.InvalidURL, httpx.UnsupportedProtocol)):
             return self.error(f"bad URL {self.base_url!r}: {e}")
         if isinstance(e, httpx.ConnectError):
-            return self.error(f"cannot connect to {self.base_url}: {e}", retryable=True)
+            return self.error(f"cannot connect to {self.base_url}: {e}", retryable=True, cause="connection")
         return self.error(f"connection error talking to {self.base_url}: {type(e).__name__}: {e}",
-                          retryable=True)
+                          retryable=True, cause="connection")
 
     def _status_error(self, status: int, body: bytes, headers: httpx.Headers) -> BackendError:
         message = _snippet(body, 300)
@@ -111,14 +113,16 @@ class HttpClient:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise self.error(f"{what} body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})"
-                             ) from None
+            raise self.error(f"{what} body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})",
+                             cause="bad response") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise self.error(f"malformed JSON in {what} ({e.msg} at char {e.pos}): {text[:80]!r}") from None
+            raise self.error(f"malformed JSON in {what} ({e.msg} at char {e.pos}): {text[:80]!r}",
+                             cause="bad response") from None
         if not isinstance(data, dict):
-            raise self.error(f"unexpected JSON in {what}: expected an object, got {type(data).__name__}")
+            raise self.error(f"unexpected JSON in {what}: expected an object, got {type(data).__name__}",
+                             cause="bad response")
         return data
 
     # ------------------------------------------------------------ calls
@@ -151,7 +155,8 @@ class HttpClient:
                     first = time.perf_counter() - t0
                 chunks.append(chunk)
                 if time.perf_counter() - t0 > timeout:
-                    raise self.error(f"timeout after {timeout:g} s (body still arriving)", retryable=True)
+                    raise self.error(f"timeout after {timeout:g} s (body still arriving)", retryable=True,
+                                     cause="timeout")
         except httpx.HTTPError as e:
             raise self._transport_error(e, timeout) from None
         finally:
@@ -212,7 +217,7 @@ class HttpClient:
                         raise self.error(f"server error mid-stream: {msg}")
                     yield event
             if not done:  # every OpenAI-compatible server ends with [DONE]; without it text may be cut
-                raise self.error("stream ended before [DONE] (connection closed early?)")
+                raise self.error("stream ended before [DONE] (connection closed early?)", cause="connection")
         finally:
             resp.close()
 
@@ -239,6 +244,7 @@ class OpenAICompatible:
 
     kind = ""
     name = ""
+    remote = True  # calls a server: many may be in flight at once (see backends/limits.py)
 
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str | None = None,
                  headers: dict[str, str] | None = None, timeout: float = 60.0, max_attempts: int = 3,
@@ -280,10 +286,6 @@ WIRE_RATE = 16000  # audio sent to servers: 16 kHz mono WAV, what every ASR and 
 
 def audio_b64(audio: Any, rate: int | None = None) -> str:
     """Any audio the edge accepts (path, bytes, array + rate, Waveform, AudioOut) → base64 16 kHz mono WAV."""
-    import base64
-
-    from spokentod.audio import as_waveform, wav_bytes
-
     w = as_waveform(audio, rate=rate, target_rate=WIRE_RATE)
     return base64.b64encode(wav_bytes(w.samples, w.rate)).decode("ascii")
 

@@ -1,13 +1,30 @@
-"""``spokentod bench run|status|merge``: thin shells over bench.runner and bench.store."""
+"""``spokentod bench run|status|merge|score|report``: thin shells over the evaluation stack.
+
+This is the one place that wires the stack together: `bench` produces run directories (run), `rundir`
+reads and joins them (status, merge), `metrics` measures them (score) and `analysis` summarises them
+(report). The library modules below hold no CLI code and do not import one another upwards.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from spokentod.analysis.load import ReportError
+from spokentod.analysis.report import write_report
+from spokentod.bench.config import ConfigError
+from spokentod.bench.run import parse_shard, run_bench
+from spokentod.errors import BenchError, SpokenTODError
+from spokentod.metrics.registry import available, headline
+from spokentod.metrics.score import ScoreError, score_run
+from spokentod.rundir.merge import merge_runs
+from spokentod.rundir.scan import run_status
+from spokentod.rundir.store import StoreError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run systems turn by turn under the gold-context protocol; inspect and merge runs.")
@@ -21,20 +38,18 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @app.command()
-def run(config: Path = typer.Argument(..., help="Bench config YAML (see configs/demo.yaml)."),
-        limit: int = typer.Option(None, "--limit", min=1, help="Only the first N dialogues (after sampling)."),
-        shard: str = typer.Option("1/1", "--shard", help="Run shard i of n (1-based), e.g. 2/4; each shard "
-                                  "writes its own files; join them with `bench merge`."),
-        out: Path = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
-        retry_errors: bool = typer.Option(True, "--retry-errors/--keep-errors",
-                                          help="On resume, redo turns whose last attempt failed."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+def run(config: Annotated[Path, typer.Argument(help="Bench config YAML (see configs/demo.yaml).")],
+        limit: Annotated[int | None, typer.Option("--limit", min=1,
+                                                  help="Only the first N dialogues (after sampling).")] = None,
+        shard: Annotated[str, typer.Option("--shard", help="Run shard i of n (1-based), e.g. 2/4; each shard "
+                                           "writes its own files; join them with `bench merge`.")] = "1/1",
+        out: Annotated[Path | None, typer.Option("--out", help="Output directory (default: the config's `out`).")
+                       ] = None,
+        retry_errors: Annotated[bool, typer.Option("--retry-errors/--keep-errors",
+                                                   help="On resume, redo turns whose last attempt failed.")] = True,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
         ) -> None:
     """Run (or resume) a bench: the same command again continues where a stopped run left off."""
-    from spokentod.bench.config import ConfigError
-    from spokentod.bench.runner import BenchError, parse_shard, run_bench
-    from spokentod.errors import SpokenTODError
-
     try:
         shard_t = parse_shard(shard)
     except ValueError as e:
@@ -58,10 +73,8 @@ def run(config: Path = typer.Argument(..., help="Bench config YAML (see configs/
 
 
 @app.command()
-def status(directory: Path = typer.Argument(..., help="A run directory.")) -> None:
+def status(directory: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Records per system, errors by reason, missing turns."""
-    from spokentod.bench.store import StoreError, run_status
-
     try:
         run, stats = run_status(directory)
     except StoreError as e:
@@ -91,11 +104,9 @@ def status(directory: Path = typer.Argument(..., help="A run directory.")) -> No
 
 
 @app.command()
-def merge(directories: list[Path] = typer.Argument(..., help="Run directories (shards) to join."),
-          out: Path = typer.Option(..., "--out", help="New directory for the merged run.")) -> None:
+def merge(directories: Annotated[list[Path], typer.Argument(help="Run directories (shards) to join.")],
+          out: Annotated[Path, typer.Option("--out", help="New directory for the merged run.")]) -> None:
     """Join shard directories, check for gaps and duplicates; exit 1 on conflict (nothing written then)."""
-    from spokentod.bench.store import StoreError, merge_runs
-
     try:
         report = merge_runs(directories, out)
     except StoreError as e:
@@ -122,18 +133,61 @@ def merge(directories: list[Path] = typer.Argument(..., help="Run directories (s
     out_console.print(table)
 
 
-def _register_evaluation() -> None:
-    """`bench score` and `bench report` live with the metrics and analysis code they run."""
-    from spokentod.metrics.score import score_command
-
-    app.command("score")(score_command)
+@app.command()
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="A bench run directory (holds run.json and results/).")],
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="Comma-separated metric groups or outputs (default: all; the judge groups need "
+        f"--judge). Groups: {', '.join(available())}.")] = None,
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="LLM judge backend: a name (smollm2), a JSON config ('{\"name\": \"openai\", "
+        "\"model\": ..., \"base_url\": ...}') or a YAML file.")] = None,
+    asr: Annotated[str | None, typer.Option(
+        "--asr", help="ASR for standardized transcription (default whisper-ct2, tiny.en); same forms as --judge.")
+    ] = None,
+    audio_judge: Annotated[str | None, typer.Option(
+        "--audio-judge", help="audiolm backend for the voice-consistency judge.")] = None,
+    judge_repeats: Annotated[int | None, typer.Option("--judge-repeats", min=1, help="Judge each reply N times.")
+                             ] = None,
+    judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=16)] = 400,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel calls for HTTP judges.")] = 4,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse cached results and backend calls.")] = True,
+) -> None:
+    """Compute per-reply metrics for a run: writes <run>/metrics/<system>.jsonl and summary.json."""
     try:
-        from spokentod.analysis.report import report_command
-    except ImportError as e:  # the report module may be absent in a partial install; score still works
-        if "spokentod.analysis" not in str(e):
-            raise
-        return
-    app.command("report")(report_command)
+        summary = score_run(run_dir, metrics=metrics, judge=judge, asr=asr, cache=cache, audio_judge=audio_judge,
+                            judge_repeats=judge_repeats, judge_max_tokens=judge_max_tokens, workers=workers,
+                            progress=True)
+    except (ScoreError, SpokenTODError, KeyError, FileNotFoundError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    show = headline()
+    table = Table(title=f"{run_dir} metrics (mean, n)")
+    table.add_column("system", no_wrap=True)
+    table.add_column("replies", justify="right")
+    for m in show:
+        table.add_column(m, justify="right")
+    for system, s in summary["systems"].items():
+        cells = []
+        for m in show:
+            v = s["metrics"].get(m)
+            cells.append("-" if not v or v["mean"] is None else f"{v['mean']:.3g} ({v['n']})")
+        table.add_row(system, str(s["replies"]), *cells)
+    out_console.print(table)
+    if summary.get("judge") and summary["judge"].get("weak"):
+        err.print(f"[yellow]judge warning:[/yellow] {summary['judge']['weak_reason']}")
+    st = summary["stats"]
+    err.print("computed/cached: " + ", ".join(f"{g} {v['computed']}/{v['cached']}" for g, v in st.items()))
 
 
-_register_evaluation()
+@app.command()
+def report(dirs: Annotated[list[Path], typer.Argument(help="Scored run directories (see `bench score`).")],
+           out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: DIR/report for one run, "
+                                                    "./report for several).")] = None) -> None:
+    """Write report.md, a self-contained report.html and CSV tables for one or more scored runs."""
+    try:
+        written = write_report(list(dirs), out)
+    except ReportError as e:
+        raise _fail(str(e)) from None
+    out_console.print(f"wrote {written['report.html']}\n      {written['report.md']}\n      "
+                      f"{len([k for k in written if k.endswith('.csv')])} CSV tables in {written['report.md'].parent}")

@@ -20,18 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from spokentod.backends.base import GenParams
-from spokentod.errors import SpokenTODError
+from spokentod.config_file import read_yaml
+from spokentod.data.source import DialogueSource
+from spokentod.errors import SpokenTODError, validation_message
+from spokentod.systems.config import SystemConfig
 
-BUILTIN_TYPES = ("cascade", "e2e", "text")
-BACKEND_KINDS = ("asr", "llm", "tts", "audiolm")
-NEEDS = {"cascade": ("asr", "llm", "tts"), "e2e": ("audiolm",), "text": ("llm",)}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # system names become file and directory names
 
 
@@ -41,29 +39,6 @@ class ConfigError(SpokenTODError, ValueError):
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Sample(_M):
-    n: int = Field(ge=1)
-    stratify: Literal["intent", "source"] | None = "intent"
-    seed: int = 0
-
-
-class Dataset(_M):
-    corpus: str | None = None  # a registered corpus name (see `spokentod data corpora`)
-    path: str | None = None  # the corpus files; may be omitted for bundled corpora (demo)
-    manifest: str | None = None  # a spokentod JSONL manifest instead of corpus + path
-    sample: Sample | None = None
-    limit: int | None = Field(None, ge=1)  # first N dialogues (after sampling)
-    lenient: bool = False  # skip bad records instead of failing
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Dataset:
-        if self.manifest and (self.corpus or self.path):
-            raise ValueError("give either 'manifest' or 'corpus' (+ 'path'), not both")
-        if not self.manifest and not self.corpus and not self.path:
-            raise ValueError("give 'corpus' (+ 'path') or 'manifest'")
-        return self
 
 
 class AudioSettings(_M):
@@ -78,78 +53,6 @@ class AudioSettings(_M):
     @classmethod
     def _name_only(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
-
-
-_GEN_FIELDS = {f.name for f in fields(GenParams)}
-
-
-class SystemConfig(BaseModel):
-    """One system under test. Built-in types take the fields below; a plug-in type "module:Class" may
-    take any extra keys (they are passed on in the config dict)."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    asr: dict[str, Any] | None = None
-    llm: dict[str, Any] | None = None
-    tts: dict[str, Any] | None = None
-    audiolm: dict[str, Any] | None = None
-    prompt: str | None = None  # bundled prompt name or a file path; its sha256 goes into run.json
-    params: dict[str, Any] = Field(default_factory=dict)  # generation parameters (GenParams fields)
-    history: Literal["gold", "self"] = "gold"  # self: the seed code's own-reply mode, for comparison
-    e2e_history: Literal["text", "audio", "both"] = "text"
-    user_input: Literal["audio", "text"] = "audio"  # e2e "text mode": the audio LM reads the gold user text
-    concurrency: int | None = Field(None, ge=1)  # turns of this system in flight at once (default: workers)
-    voice: str | None = None
-    streaming: bool = True
-    chunking: dict[str, Any] | None = None  # cascade streaming: sentences.ChunkPolicy fields (first_chunk_words ...)
-    use_intent: bool = True
-    max_context_tokens: int | None = Field(None, ge=1)
-    needs_audio: bool | None = None  # plug-ins: does it need user audio? (built-ins: known by type)
-
-    @field_validator("asr", "llm", "tts", "audiolm", mode="before")
-    @classmethod
-    def _name_only(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        if v not in BUILTIN_TYPES and not re.fullmatch(r"[\w.]+:\w+", v):
-            raise ValueError(f"unknown system type {v!r}: use cascade, e2e, text or 'module:Class'")
-        return v
-
-    @field_validator("params")
-    @classmethod
-    def _gen_params(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if unknown := sorted(set(v) - _GEN_FIELDS):
-            raise ValueError(f"unknown generation parameter(s) {unknown}; known: {sorted(_GEN_FIELDS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _fits_type(self) -> SystemConfig:
-        if self.type in BUILTIN_TYPES:
-            if extra := sorted(self.model_extra or {}):
-                raise ValueError(f"unknown field(s) {extra} for a {self.type} system")
-            if missing := [k for k in NEEDS[self.type] if getattr(self, k) is None]:
-                raise ValueError(f"a {self.type} system needs backend config(s) {missing}")
-        return self
-
-    @property
-    def wants_audio(self) -> bool:
-        if self.needs_audio is not None:
-            return self.needs_audio
-        return self.type == "cascade" or (self.type == "e2e" and self.user_input == "audio")
-
-    @property
-    def wants_agent_audio(self) -> bool:
-        return self.type == "e2e" and self.e2e_history in ("audio", "both")
-
-    def build_dict(self) -> dict[str, Any]:
-        """The dict handed to systems.build_system (runner-only keys dropped, unset ones left out)."""
-        d = self.model_dump(exclude_none=True)
-        for k in ("history", "concurrency", "needs_audio"):
-            d.pop(k, None)
-        return d
 
 
 class Concurrency(_M):
@@ -180,7 +83,7 @@ class CacheSettings(_M):
 
 
 class BenchConfig(_M):
-    dataset: Dataset
+    dataset: DialogueSource
     audio: AudioSettings = Field(default_factory=AudioSettings)
     systems: dict[str, SystemConfig] = Field(min_length=1)
     concurrency: Concurrency = Field(default_factory=Concurrency)
@@ -217,21 +120,14 @@ class BenchConfig(_M):
         return hashlib.sha256(json.dumps(self.protocol(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _where(loc: tuple) -> str:
-    return ".".join(str(x) for x in loc) or "<top level>"
-
-
 def parse_config(data: Any, source: str = "<config>") -> BenchConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with dataset, systems, ... at the top level")
     try:
         return BenchConfig.model_validate(data)
     except ValidationError as e:
-        lines = [f"{source}: field '{_where(err['loc'])}': {err['msg']}" for err in e.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(validation_message(e, source)) from None
 
 
 def load_config(path: str | Path) -> BenchConfig:
-    from spokentod.config_file import read_yaml
-
     return parse_config(read_yaml(path, ConfigError, "config"), str(path))

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape  # problem texts hold "[record ...]", which rich would read as markup
 
+from spokentod.data import corpora, lhotse_export
+from spokentod.data.manifest import write_manifest
+from spokentod.data.sample import stratified_sample
+from spokentod.data.stats import corpus_stats, render_stats
+from spokentod.data.synth import synthesize_manifest
+from spokentod.data.validate import validate_path
 from spokentod.errors import DataError, Problem, SpokenTODError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -22,8 +29,6 @@ LENIENT = typer.Option(False, "--lenient", help="Skip bad records, report each o
 
 
 def _load(corpus: str | None, path: Path | None, lenient: bool):
-    from spokentod.data import corpora
-
     problems: list[Problem] = []
     try:
         dialogues = corpora.load(corpus, path, lenient=lenient, problems=problems)
@@ -40,8 +45,6 @@ def _load(corpus: str | None, path: Path | None, lenient: bool):
 @app.command("corpora")
 def list_corpora() -> None:
     """List the corpus loaders."""
-    from spokentod.data import corpora
-
     for name in corpora.names():
         typer.echo(name)
 
@@ -50,8 +53,6 @@ def list_corpora() -> None:
 def stats(corpus: str = CORPUS, path: Path = PATH, as_json: bool = typer.Option(False, "--json"),
           lenient: bool = LENIENT) -> None:
     """Corpus statistics (dialogues, turns, intents, transition position, chit-chat length)."""
-    from spokentod.data.stats import corpus_stats, render_stats
-
     s = corpus_stats(_load(corpus, path, lenient))
     if as_json:
         typer.echo(json.dumps(s, indent=None, sort_keys=True))
@@ -60,38 +61,35 @@ def stats(corpus: str = CORPUS, path: Path = PATH, as_json: bool = typer.Option(
 
 
 @app.command()
-def sample(corpus: str = CORPUS, path: Path = PATH, n: int = typer.Option(500, "--n"),
-           stratify: str = typer.Option("intent", help="Field to stratify by ('intent', 'source' or 'none')."),
-           seed: int = typer.Option(0), out: Path = typer.Option(..., "--out"), lenient: bool = LENIENT) -> None:
+def sample(out: Annotated[Path, typer.Option("--out")], corpus: str = CORPUS, path: Path = PATH,
+           n: Annotated[int, typer.Option("--n")] = 500,
+           stratify: Annotated[str, typer.Option(help="Field to stratify by ('intent', 'source' or 'none').")
+                               ] = "intent",
+           seed: Annotated[int, typer.Option()] = 0, lenient: bool = LENIENT) -> None:
     """Sample N dialogues following the distribution of --stratify."""
-    from spokentod.data.manifest import write_manifest
-    from spokentod.data.sample import stratified_sample
-
     picked = stratified_sample(_load(corpus, path, lenient), n, None if stratify == "none" else stratify, seed)
     write_manifest(out, picked)
     err.print(f"wrote {len(picked)} dialogues to {out}")
 
 
 @app.command()
-def convert(corpus: str = CORPUS, path: Path = PATH, out: Path = typer.Option(..., "--out"),
+def convert(out: Annotated[Path, typer.Option("--out")], corpus: str = CORPUS, path: Path = PATH,
             lenient: bool = LENIENT) -> None:
     """Convert a corpus to a spokentod JSONL manifest."""
-    from spokentod.data.manifest import write_manifest
-
     n = write_manifest(out, _load(corpus, path, lenient))
     err.print(f"wrote {n} dialogues to {out}")
 
 
 @app.command()
-def synth(manifest: Path = typer.Argument(..., help="Input JSONL manifest."),
-          out: Path = typer.Option(..., "--out", help="Output directory (audio + manifest.jsonl)."),
-          tts: str = typer.Option("kokoro", help="TTS backend: kokoro (default) or espeak (fast fallback)."),
-          voices: str = typer.Option("", help="Comma-separated voices, assigned per dialogue (default: all)."),
-          speakers: str = typer.Option("user", help="Which turns to render: user, agent or all."),
-          rate: int = typer.Option(16000, help="Output sample rate.")) -> None:
+def synth(manifest: Annotated[Path, typer.Argument(help="Input JSONL manifest.")],
+          out: Annotated[Path, typer.Option("--out", help="Output directory (audio + manifest.jsonl).")],
+          tts: Annotated[str, typer.Option(help="TTS backend: kokoro (default) or espeak (fast fallback).")
+                         ] = "kokoro",
+          voices: Annotated[str, typer.Option(help="Comma-separated voices, assigned per dialogue (default: all).")
+                            ] = "",
+          speakers: Annotated[str, typer.Option(help="Which turns to render: user, agent or all.")] = "user",
+          rate: Annotated[int, typer.Option(help="Output sample rate.")] = 16000) -> None:
     """Render turns to mono WAV; resumable (rendered turns are skipped)."""
-    from spokentod.data.synth import synthesize_manifest
-
     try:
         path = synthesize_manifest(manifest, out, tts=tts, voices=[v for v in voices.split(",") if v] or None,
                                    speakers=speakers, rate=rate)
@@ -102,12 +100,11 @@ def synth(manifest: Path = typer.Argument(..., help="Input JSONL manifest."),
 
 
 @app.command()
-def validate(path: Path = typer.Argument(..., help="A manifest (.jsonl) or a corpus file/directory."),
-             corpus: str = typer.Option(None, "--corpus", "-c"),
-             root: Path = typer.Option(None, help="Corpus root audio must stay inside (default: the manifest's folder).")) -> None:
+def validate(path: Annotated[Path, typer.Argument(help="A manifest (.jsonl) or a corpus file/directory.")],
+             corpus: Annotated[str | None, typer.Option("--corpus", "-c")] = None,
+             root: Annotated[Path | None, typer.Option(
+                 help="Corpus root audio must stay inside (default: the manifest's folder).")] = None) -> None:
     """Check structure, fields and audio; list every problem with record and field; exit 1 if any."""
-    from spokentod.data.validate import validate_path
-
     problems = validate_path(path, corpus=corpus, root=root)
     for p in problems:
         typer.echo(str(p))
@@ -118,15 +115,11 @@ def validate(path: Path = typer.Argument(..., help="A manifest (.jsonl) or a cor
 
 
 @app.command("export-lhotse")
-def export_lhotse(manifest: Path = typer.Argument(...), out: Path = typer.Option(..., "--out"),
-                  gzip: bool = typer.Option(False, "--gzip", help="Write .jsonl.gz.")) -> None:
+def export_lhotse(manifest: Annotated[Path, typer.Argument()], out: Annotated[Path, typer.Option("--out")],
+                  gzip: Annotated[bool, typer.Option("--gzip", help="Write .jsonl.gz.")] = False) -> None:
     """Write lhotse-compatible recordings.jsonl and supervisions.jsonl."""
-    from rich.markup import escape  # Problem text holds "[record ...]", which rich would eat as markup
-
-    from spokentod.data.lhotse_export import export_lhotse as run
-
     try:
-        paths = run(manifest, out, gzip=gzip)
+        paths = lhotse_export.export_lhotse(manifest, out, gzip=gzip)
     except SpokenTODError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None

@@ -13,19 +13,14 @@ from pydantic import ValidationError
 
 from spokentod.atomic import atomic_write
 from spokentod.data.schema import Dialogue
-from spokentod.errors import DataError, Problem
-
-
-def validation_problems(file: str, record: str, err: ValidationError) -> list[Problem]:
-    """Turn a pydantic error into Problems naming the field path (e.g. turns.3.phase)."""
-    return [Problem(file, record, ".".join(str(x) for x in e["loc"]) or None, e["msg"]) for e in err.errors()]
+from spokentod.errors import DataError, Problem, validation_problems
 
 
 def parse_dialogue(obj: object, file: str, record: str) -> Dialogue:
     try:
         return Dialogue.model_validate(obj)
     except ValidationError as e:
-        raise DataError.many(validation_problems(file, record, e)) from None
+        raise DataError.many(validation_problems(e, file, record)) from None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Stratified sampling of dialogues (the seed paper drew 500 SalesBot 2.0 dialogues this way).
+"""Stratified sampling of dialogues (the reference paper drew 500 SalesBot 2.0 dialogues this way).
 
 Each stratum gets n * size / total dialogues, rounded by the largest-remainder method so the sizes
 sum to exactly n and every stratum is within one dialogue of its proportional share.

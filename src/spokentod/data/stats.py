@@ -1,4 +1,4 @@
-"""Corpus statistics: the numbers behind the seed paper's Tables 3 and 4.
+"""Corpus statistics: the numbers behind the reference paper's Tables 3 and 4.
 
 Dialogue and turn counts, turns per dialogue, intent distribution, and for multi-phase corpora the
 transition position and chit-chat length, overall and by intent. Standard deviations are population

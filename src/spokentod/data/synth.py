@@ -40,6 +40,7 @@ from rich.console import Console
 
 from spokentod.atomic import atomic_write
 from spokentod.audio import resample, write_wav
+from spokentod.backends.base import create
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.schema import Audio, Dialogue, Speaker
 from spokentod.errors import SpokenTODError
@@ -122,8 +123,6 @@ def synthesize_manifest(
 ) -> Path:
     """Render the `speakers` turns (user, agent or all) of `manifest` (a JSONL path or Dialogues) into
     `out_dir` with the TTS backend `tts` (+ `tts_config`); returns the path of the new manifest."""
-    from spokentod.backends.base import create
-
     if speakers not in SPEAKERS:
         raise SynthError(f"speakers must be one of {', '.join(SPEAKERS)}, got {speakers!r}")
     out_dir = Path(out_dir)

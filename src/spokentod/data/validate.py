@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from spokentod.data import corpora
 from spokentod.data.manifest import iter_manifest_lines, resolve_audio_path
 from spokentod.data.schema import Audio, Dialogue
 from spokentod.errors import DataError, Problem
+from spokentod.progress import progress_bar
 
 PROGRESS_ABOVE = 200  # files; below this a progress bar is just noise
 # What reading a bad file raises: LibsndfileError (a RuntimeError) for corrupt or unknown data,
@@ -99,8 +101,6 @@ def _read_manifest(path: Path, found: list[tuple[int, Problem]]):
 
 
 def _read_corpus(path: Path, corpus: str | None, found: list[tuple[int, Problem]]):
-    from spokentod.data import corpora
-
     problems: list[Problem] = []
     try:
         dialogues = corpora.load(corpus, path, lenient=True, problems=problems)
@@ -148,8 +148,6 @@ def _check_jobs(jobs: list[_Job], root, limits: Limits, workers: int | None) -> 
 
 
 def _with_progress(results, total: int):
-    from spokentod.progress import progress_bar
-
     with progress_bar("checking audio", transient=True) as bar:
         task = bar.add_task("checking audio", total=total)
         for r in results:

@@ -19,12 +19,24 @@ duration and speaking rate, and voice similarity to the system's earlier replies
 from __future__ import annotations
 
 import threading
+import warnings
 from functools import lru_cache
 from typing import Any
 
+import jiwer
 import numpy as np
 
-from spokentod.metrics.registry import Metric, MetricResult, Missing, Reply, register, sha256_file
+from spokentod.audio import load_audio
+from spokentod.metrics.registry import (
+    MetricGroup,
+    MetricResult,
+    Missing,
+    Output,
+    ScoredReply,
+    register,
+    sha256_file,
+)
+from spokentod.metrics.text import normalize_for_wer
 
 SILENCE_RMS = 1e-4
 
@@ -34,12 +46,10 @@ SILENCE_RMS = 1e-4
 
 @lru_cache(maxsize=64)
 def _load16k(path: str, sha: str) -> np.ndarray:  # sha in the key: a rewritten file is re-read
-    from spokentod.audio import load_audio
-
     return load_audio(path, target_rate=16000, allow_empty=True).samples
 
 
-def reply_audio(reply: Reply) -> np.ndarray:
+def reply_audio(reply: ScoredReply) -> np.ndarray:
     path = reply.audio_path
     if path is None:
         raise Missing("no reply audio")
@@ -70,35 +80,32 @@ def dnsmos(x16k: np.ndarray) -> dict[str, float]:
             "dnsmos_bak": float(out["bak_mos"]), "dnsmos_p808": float(out["p808_mos"])}
 
 
-def _dnsmos_metric(reply: Reply, res: Any) -> MetricResult:
+def _dnsmos_metric(reply: ScoredReply, res: Any) -> MetricResult:
     x = reply_audio(reply)
     if _is_silent(x):
         raise Missing("silent audio")
     return MetricResult(dnsmos(x))
 
 
-def mos_metric(name: str, predict: Any, version: str = "1", output: str | None = None) -> Metric:
+def mos_metric(name: str, predict: Any, version: str = "1", output: str | None = None) -> MetricGroup:
     """Wrap any MOS predictor `predict(samples_16k: np.ndarray) -> float` (UTMOS, VERSA, ...) as a metric
     group; register it, or publish it through the `spokentod.metrics` entry-point group."""
     out = output or name
 
-    def compute(reply: Reply, res: Any) -> MetricResult:
+    def compute(reply: ScoredReply, res: Any) -> MetricResult:
         x = reply_audio(reply)
         if _is_silent(x):
             raise Missing("silent audio")
         return MetricResult({out: float(predict(x))})
 
-    return Metric(name, version, (out,), compute, needs=("audio",), spoken_only=True, doc=f"MOS predictor {name}")
+    return MetricGroup(name, version, (Output(out, out.replace("_", " ").upper(), "audio quality", +1),), compute,
+                       needs=("audio",), spoken_only=True, doc=f"MOS predictor {name}")
 
 
 # ---------------------------------------------------------------- intelligibility, duration
 
 
 def wer_cer(reference: str, hypothesis: str) -> tuple[float, float]:
-    import jiwer
-
-    from spokentod.metrics.text import normalize_for_wer
-
     ref, hyp = normalize_for_wer(reference), normalize_for_wer(hypothesis)
     if not ref:
         raise Missing("reply text is empty after normalization (no reference for WER)")
@@ -107,7 +114,7 @@ def wer_cer(reference: str, hypothesis: str) -> tuple[float, float]:
     return float(jiwer.wer(ref, hyp)), float(jiwer.cer(ref, hyp))
 
 
-def _intelligibility(reply: Reply, res: Any) -> MetricResult:
+def _intelligibility(reply: ScoredReply, res: Any) -> MetricResult:
     if not reply.text.strip():
         raise Missing("empty reply text (no reference for WER)")
     if reply.transcript is None:
@@ -116,7 +123,7 @@ def _intelligibility(reply: Reply, res: Any) -> MetricResult:
     return MetricResult({"wer": w, "cer": c})
 
 
-def _duration(reply: Reply, res: Any) -> MetricResult:
+def _duration(reply: ScoredReply, res: Any) -> MetricResult:
     x = reply_audio(reply)
     dur = len(x) / 16000
     words = len(reply.text.split())
@@ -137,8 +144,6 @@ def _duration(reply: Reply, res: Any) -> MetricResult:
 def voice_model() -> tuple[str, Any]:
     """(description, embed function samples_16k → unit vector)."""
     try:
-        import warnings
-
         with warnings.catch_warnings():  # resemblyzer imports a deprecated scipy path
             warnings.simplefilter("ignore", DeprecationWarning)
             from resemblyzer import VoiceEncoder
@@ -162,7 +167,7 @@ def voice_model() -> tuple[str, Any]:
 
 
 def _mfcc_embed(x: np.ndarray) -> np.ndarray:
-    import librosa
+    import librosa  # heavy (numba) and from the embedded extra: only when the fallback embedding runs
 
     m = librosa.feature.mfcc(y=x.astype(np.float32), sr=16000, n_mfcc=20, n_fft=400, hop_length=160)
     rms = librosa.feature.rms(y=x.astype(np.float32), frame_length=400, hop_length=160)[0][: m.shape[1]]
@@ -182,7 +187,7 @@ def _embedding(path: str, sha: str) -> np.ndarray:
     return voice_model()[1](x)
 
 
-def _voice_sim(reply: Reply, res: Any) -> MetricResult:
+def _voice_sim(reply: ScoredReply, res: Any) -> MetricResult:
     path = reply.audio_path
     reply_audio(reply)  # raises Missing with the reason when absent or unreadable
     cur = _embedding(str(path), sha256_file(path))
@@ -210,13 +215,24 @@ def _version(dist: str) -> str | None:
         return None
 
 
-register(Metric("dnsmos", "1", ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"), _dnsmos_metric,
-                needs=("audio",), spoken_only=True, doc="DNSMOS (speechmos) of the reply audio",
-                identity=lambda: {"speechmos": _version("speechmos")}))
-register(Metric("intelligibility", "1", ("wer", "cer"), _intelligibility, needs=("text", "transcript"),
-                spoken_only=True, doc="WER/CER of the standardized transcript against the reply text"))
-register(Metric("duration", "1", ("duration_s", "speaking_rate_wps", "clip_frac"), _duration,
-                needs=("text", "audio"), spoken_only=True, doc="reply audio length, words per second, clipping"))
-register(Metric("voice_sim", "1", ("voice_sim",), _voice_sim, needs=("audio", "prior_audio"), spoken_only=True,
-                doc="speaker-embedding cosine to the system's earlier replies in the dialogue",
-                identity=describe_voice_model))
+register(MetricGroup("dnsmos", "1", (Output("dnsmos_ovrl", "DNSMOS OVRL", "audio quality", +1, headline=True),
+                                      Output("dnsmos_sig", "DNSMOS SIG", "audio quality", +1),
+                                      Output("dnsmos_bak", "DNSMOS BAK", "audio quality", +1),
+                                      Output("dnsmos_p808", "DNSMOS P.808", "audio quality", +1)), _dnsmos_metric,
+                     needs=("audio",), spoken_only=True, doc="DNSMOS (speechmos) of the reply audio",
+                     identity=lambda: {"speechmos": _version("speechmos")}))
+register(MetricGroup("intelligibility", "1",
+                     (Output("wer", "WER", "intelligibility", -1, unit="%", factor=100, digits=1, headline=True),
+                      Output("cer", "CER", "intelligibility", -1, unit="%", factor=100, digits=1)),
+                     _intelligibility, needs=("text", "transcript"), spoken_only=True,
+                     doc="WER/CER of the standardized transcript against the reply text"))
+register(MetricGroup("duration", "1", (Output("duration_s", "duration", "speech", 0, unit="s"),
+                                       Output("speaking_rate_wps", "speaking rate", "speech", 0, unit="words/s"),
+                                       Output("clip_frac", "clipped samples", "audio quality", -1, unit="%",
+                                              factor=100)),
+                     _duration, needs=("text", "audio"), spoken_only=True,
+                     doc="reply audio length, words per second, clipping"))
+register(MetricGroup("voice_sim", "1", (Output("voice_sim", "voice similarity", "speech", +1, digits=3, headline=True),),
+                     _voice_sim, needs=("audio", "prior_audio"), spoken_only=True,
+                     doc="speaker-embedding cosine to the system's earlier replies in the dialogue",
+                     identity=describe_voice_model))

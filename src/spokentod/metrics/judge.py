@@ -6,12 +6,13 @@ The judge reads the gold history up to the user turn and the agent reply as the 
 transcript* (every spoken system heard through the same ASR), so ASR errors are identical across systems.
 
 Protocol: any LLM backend (`create("llm", cfg)`), temperature 0, calls cached through backends/cache.py,
-optional repeats (mean, spread and n per score). Output parsing repairs what is safe to repair and
-rejects the rest with a precise reason: the first JSON object is extracted from prose or code fences;
-trailing commas and Python-style quoting/booleans are fixed; a truncated object keeps only its members
-that were complete; a score outside 0-100 is rejected (not clamped: a judge that says 150 did not follow
-the scale); a missing key is missing. A failed call or unparseable reply is *missing with a reason* and
-never 0 (the seed code scored failures 0 and averaged them in).
+optional repeats (mean, spread and n per score). Output parsing repairs what is safe to repair
+(spokentod/jsonrepair.py: the first JSON object, out of prose or code fences, trailing commas,
+Python-style quoting, a truncated object's complete members) and rejects the rest with a precise reason;
+a score outside 0-100 is rejected (not clamped: a judge that says 150 did not follow the scale); a missing
+key is missing. A failed call or unparseable reply is *missing with a reason* and never 0 (the reference
+implementation scored failures 0 and averaged them in, which drags means down by how often the judge
+failed rather than by how bad the replies were).
 
 Probability-weighted scores: backends that give token log-probabilities are asked for them
 (`GenParams(logprobs=True, top_logprobs=20)`): OpenAI-compatible servers (vLLM, OpenAI, llama.cpp server,
@@ -32,25 +33,25 @@ so the report can say that their numbers are for smoke tests only.
 
 from __future__ import annotations
 
-import ast
 import base64
-import json
-import math
 import re
 import statistics
 import string
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from spokentod.metrics.registry import Metric, MetricResult, Missing, Reply, register
+from spokentod.backends.base import GenParams
+from spokentod.backends.cache import cached, make_key
+from spokentod.backends.retry import safe_call
+from spokentod.data.schema import Speaker
+from spokentod.metrics.judge_logprobs import TOP_LOGPROBS, offers_logprobs, unwrap, weighted_scores
+from spokentod.metrics.judge_parse import FAILURES, QUALITY, Parsed, ParseError, parse_failures, parse_quality
+from spokentod.metrics.registry import MetricGroup, MetricResult, Missing, Output, ScoredReply, register
 from spokentod.prompt_file import PromptFile
 
 PROMPTS = Path(__file__).parent / "prompts"
-QUALITY = ("naturalness", "consistency")
-FAILURES = ("generic", "topic_drift", "repetition", "misunderstanding", "memory")
-SEVERITY_BANDS = {"none": (0, 0), "mild": (1, 33), "moderate": (34, 66), "severe": (67, 100)}
 WEAK_BACKENDS = {"smollm2": "SmolLM2-135M", "gemma3-270m": "Gemma-3-270M"}
 _SMALL_MODEL = re.compile(r"(?<![\d.])(\d{2,3}m|0\.\d+b)\b", re.IGNORECASE)  # 135m, 360m, 0.5b...
 
@@ -74,8 +75,6 @@ DEFAULT_PROMPTS = {"quality": "judge_quality_v1", "failures": "judge_failures_v1
 
 
 def format_history(turns: list[Any]) -> str:
-    from spokentod.data.schema import Speaker
-
     return "\n".join(f"{'User' if t.speaker == Speaker.user else 'Agent'}: {t.text.strip()}" for t in turns)
 
 
@@ -84,296 +83,6 @@ def topic_of(dialogue: Any) -> str:
     if intent is None:
         return "a service the user may need"
     return (intent.description or intent.type).rstrip(".")
-
-
-# ---------------------------------------------------------------- parsing with repair
-
-
-class ParseError(ValueError):
-    """The judge's reply holds no usable JSON object; str(e) is the reason recorded as missing."""
-
-
-def _snippet(text: str, n: int = 60) -> str:
-    t = " ".join(text.split())
-    return repr(t[:n] + ("..." if len(t) > n else ""))
-
-
-def _scan(text: str, start: int) -> tuple[int | None, int | None]:
-    """From the '{' at `start`: (end of the balanced object or None if truncated, position of the last
-    ',' at depth 1 — where the last complete top-level member ends)."""
-    depth, quote, esc, last_comma = 0, None, False, None
-    for i in range(start, len(text)):
-        c = text[i]
-        if quote:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == quote:
-                quote = None
-        elif c in "\"'":
-            # an apostrophe inside a bare word (don't) is not a quote; only one right after a delimiter
-            prev = text[i - 1] if i else " "
-            if c == '"' or prev in "{[,: \n\t":
-                quote = c
-        elif c in "{[":
-            depth += 1
-        elif c in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1, last_comma
-        elif c == "," and depth == 1:
-            last_comma = i
-    return None, last_comma
-
-
-def _loads(candidate: str, notes: list[str]) -> Any:
-    try:
-        return json.loads(candidate)
-    except ValueError:
-        pass
-    fixed = re.sub(r",\s*([}\]])", r"\1", candidate)
-    if fixed != candidate:
-        try:
-            obj = json.loads(fixed)
-            notes.append("removed trailing commas")
-            return obj
-        except ValueError:
-            pass
-    # Python-style: single quotes, True/False/None (a common weak-model habit)
-    py = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", fixed)))
-    try:
-        obj = ast.literal_eval(py)
-        notes.append("parsed as a Python literal (single quotes)")
-        return obj
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise ParseError(f"malformed JSON: {_snippet(candidate)}") from None
-
-
-def extract_json(text: str | None) -> tuple[dict[str, Any], list[str]]:
-    """The first JSON object in a judge reply, repaired where safe; (object, repair notes)."""
-    notes: list[str] = []
-    if text is None or not text.strip():
-        raise ParseError("empty judge reply")
-    start = text.find("{")
-    if start < 0:
-        raise ParseError(f"no JSON object in judge reply (prose): {_snippet(text)}")
-    end, last_comma = _scan(text, start)
-    if end is None:  # truncated (max_tokens): keep the members that were complete before the cut
-        if last_comma is None:
-            raise ParseError(f"truncated JSON with no complete field: {_snippet(text[start:])}")
-        candidate = text[start:last_comma] + "}"
-        notes.append("truncated JSON: kept the complete fields")
-    else:
-        candidate = text[start:end]
-        if text[:start].strip() or text[end:].strip():
-            notes.append("extracted the JSON object from surrounding text")
-    obj = _loads(candidate, notes)
-    if not isinstance(obj, dict):
-        raise ParseError(f"judge reply is not a JSON object: {_snippet(candidate)}")
-    return obj, notes
-
-
-def _key(k: Any) -> str:
-    return re.sub(r"[^a-z]+", "_", str(k).strip().lower()).strip("_")
-
-
-def _norm_keys(obj: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in obj.items():
-        nk = _key(k)
-        nk = {"topicdrift": "topic_drift", "drift": "topic_drift", "primary": "primary_failure"}.get(nk, nk)
-        out.setdefault(nk, v)
-    return out
-
-
-_NUM = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*100)?\s*%?\s*$")
-
-
-def _number(value: Any, what: str) -> float:
-    """A 0-100 number, or ParseError with the reason (out of range is rejected, never clamped)."""
-    if isinstance(value, bool) or value is None:
-        raise ParseError(f"{what} is {json.dumps(value)}, not a number")
-    if isinstance(value, (int, float)):
-        x = float(value)
-    elif isinstance(value, str) and (m := _NUM.match(value)):
-        x = float(m[1])
-    else:
-        raise ParseError(f"{what} is not a number: {_snippet(str(value), 30)}")
-    if math.isnan(x) or not 0 <= x <= 100:
-        raise ParseError(f"{what} {value} is outside 0-100")
-    return x
-
-
-def _bool(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "false", "no"):
-        return value.strip().lower() in ("true", "yes")
-    raise ParseError(f"{what} is not true/false: {_snippet(str(value), 30)}")
-
-
-@dataclass
-class Parsed:
-    values: dict[str, float | None]
-    missing: dict[str, str]
-    raw: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    primary: str | None = None
-
-
-def parse_quality(text: str | None, keys: tuple[str, ...] = QUALITY) -> Parsed:
-    """`{metric: {reason, score}}` → values per metric (a bare number is accepted as the score)."""
-    obj, notes = extract_json(text)
-    obj = _norm_keys(obj)
-    values, missing, raw = {}, {}, {}
-    for k in keys:
-        values[k] = None
-        if k not in obj:
-            missing[k] = f"judge reply has no '{k}'"
-            continue
-        item = obj[k]
-        reason = None
-        if isinstance(item, dict):
-            item = _norm_keys(item)
-            reason = item.get("reason")
-            if "score" not in item:
-                missing[k] = f"'{k}' has no score"
-                raw[k] = {"reason": reason, "score": None}
-                continue
-            score = item["score"]
-        else:
-            score = item
-            notes.append(f"'{k}' is a bare score without a reason")
-        raw[k] = {"reason": reason, "score": score}
-        try:
-            values[k] = _number(score, f"{k} score")
-        except ParseError as e:
-            missing[k] = str(e)
-    return Parsed(values, missing, raw, notes)
-
-
-def parse_failures(text: str | None) -> Parsed:
-    """The failure taxonomy → fail_<name>_severity and fail_<name>_present (1/0) plus the primary failure."""
-    obj, notes = extract_json(text)
-    obj = _norm_keys(obj)
-    values, missing, raw = {}, {}, {}
-    for f in FAILURES:
-        sev, pres = f"fail_{f}_severity", f"fail_{f}_present"
-        values[sev] = values[pres] = None
-        item = obj.get(f)
-        if not isinstance(item, dict):
-            why = f"judge reply has no '{f}'" if item is None else f"'{f}' is not an object"
-            missing[sev] = missing[pres] = why
-            continue
-        item = _norm_keys(item)
-        raw[f] = {"present": item.get("present"), "severity": item.get("severity"), "reason": item.get("reason")}
-        for name, key, conv in ((sev, "severity", _number), (pres, "present", _bool)):
-            if key not in item:
-                missing[name] = f"'{f}' has no {key}"
-                continue
-            try:
-                values[name] = float(conv(item[key], f"{f} {key}"))
-            except ParseError as e:
-                missing[name] = str(e)
-        if values[pres] is not None and values[sev] is not None and bool(values[pres]) != (values[sev] > 0):
-            notes.append(f"{f}: present={bool(values[pres])} but severity={values[sev]:g} (kept as given)")
-    primary = obj.get("primary_failure")
-    prim = _key(primary) if isinstance(primary, str) else None
-    prim = {"topicdrift": "topic_drift", "": "none", "no_failure": "none", "null": "none"}.get(prim, prim)
-    if prim in (*FAILURES, "none"):
-        raw["primary_failure"] = prim
-    else:
-        raw["primary_failure"] = None
-        missing["primary_failure"] = ("judge reply has no 'primary_failure'" if primary is None else
-                                      f"primary_failure {_snippet(str(primary), 30)} is not a known failure")
-        prim = None
-    return Parsed(values, missing, raw, notes, prim)
-
-
-# ---------------------------------------------------------------- log-probability weighting
-
-TOP_LOGPROBS = 20  # alternatives asked for per token (OpenAI's maximum)
-# "key": {... "score"|"severity": N} or a bare "key": N (parse_quality accepts bare scores too)
-_SCORE_AT = re.compile(r'"(?P<key>[A-Za-z_ -]+)"\s*:\s*(?:\{[^{}]*?"(?:score|severity)"\s*:\s*)?'
-                       r'(?P<num>\d+)(?P<frac>\.\d+)?')
-
-
-def _is_number_token(token: str) -> bool:
-    t = token.strip()
-    return t.isdigit() and t.isascii()
-
-
-def score_expectation(entry: dict[str, Any]) -> tuple[float | None, float]:
-    """(expected number, probability mass of the numbers) over the number tokens in 0-100 among one
-    position's `top_logprobs` (the sampled token alone when there are none); (None, 0.0) without numbers."""
-    alts = entry.get("top_logprobs") or [{"token": entry.get("token", ""), "logprob": entry.get("logprob", 0.0)}]
-    mass = total = 0.0
-    for a in alts:
-        tok = str(a.get("token", ""))
-        if _is_number_token(tok) and 0 <= int(tok) <= 100:
-            p = math.exp(float(a.get("logprob", -1e9)))
-            mass, total = mass + p, total + p * int(tok)
-    return (total / mass if mass > 0 else None), mass
-
-
-def weighted_scores(text: str, content: list[dict[str, Any]] | None) -> tuple[dict[str, float], list[str]]:
-    """Expected value of each score/severity from OpenAI-style `logprobs.content`
-    ([{token, logprob, top_logprobs: [{token, logprob}]}]); {metric key: value} and notes."""
-    notes: list[str] = []
-    if not content:
-        return {}, ["no log-probabilities returned"]
-    if not text.strip():
-        return {}, []
-    tokens = [str(c.get("token", "")) for c in content]
-    joined = "".join(tokens)
-    # The tokens may run past the text (a stop string cut it) or start with whitespace a server stripped.
-    off = joined.find(text) if text else -1
-    if off < 0 or joined[:off].strip():
-        return {}, ["log-probability tokens do not line up with the text"]
-    starts, pos = [], -off
-    for t in tokens:
-        starts.append(pos)
-        pos += len(t)
-    multi_digit = any(_is_number_token(t) and len(t.strip()) > 1
-                      for c in content for t in [c.get("token", "")] + [str(a.get("token", ""))
-                                                                         for a in c.get("top_logprobs") or []])
-    out: dict[str, float] = {}
-    for m in _SCORE_AT.finditer(text):
-        key, num_at, num = _key(m["key"]), m.start("num"), m["num"]
-        if m["frac"]:
-            notes.append(f"{key}: {num}{m['frac']} is not a whole number; sampled score kept")
-            continue
-        k = max(i for i, s in enumerate(starts) if s <= num_at)
-        if tokens[k].strip() != num:
-            notes.append(f"{key}: the number is not one token of its own; sampled score kept")
-            continue
-        if len(num) == 1 and not multi_digit:
-            notes.append(f"{key}: the tokenizer seems to spell numbers digit by digit (no number token of two or "
-                         "more digits in the log-probabilities), so another digit here may start a longer "
-                         "number; sampled score kept")
-            continue
-        value, mass = score_expectation(content[k])
-        if value is None or mass < 0.5:
-            notes.append(f"{key}: numbers hold only {mass:.2f} of the probability; sampled score kept")
-            continue
-        out[key] = value
-    return out, notes
-
-
-def _unwrap(backend: Any) -> Any:
-    while getattr(type(backend), "__getattr__", None) and "backend" in getattr(backend, "__dict__", {}):
-        backend = backend.__dict__["backend"]
-    return backend
-
-
-def offers_logprobs(backend: Any) -> bool:
-    """The OpenAI-compatible chat backend (the server decides; null there means sampled scores) and
-    in-process backends that declare `supports_logprobs` (hf)."""
-    b = _unwrap(backend)
-    return (hasattr(b, "http") and hasattr(b, "_payload")) or getattr(b, "supports_logprobs", False) is True
 
 
 # ---------------------------------------------------------------- the judge
@@ -394,8 +103,6 @@ class Judge:
     def __init__(self, backend: Any, cache: Any = None, max_tokens: int = 400, repeats: int = 1,
                  temperature: float = 0.0, logprobs: bool | str = "auto", prompts: dict[str, str] | None = None,
                  weak: bool | None = None):
-        from spokentod.backends.cache import cached
-
         self.raw_backend = backend
         self.backend = cached(backend, cache) if cache is not None and getattr(cache, "enabled", False) else backend
         self.cache = cache
@@ -424,8 +131,6 @@ class Judge:
     # ------------------------------------------------------------ calls
 
     def _params(self, i: int) -> Any:
-        from spokentod.backends.base import GenParams
-
         return GenParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=i)
 
     def _call(self, messages: list[dict[str, Any]], i: int) -> tuple[str, list | None]:
@@ -437,11 +142,7 @@ class Judge:
     def _chat_logprobs(self, messages: list[dict[str, Any]], params: Any) -> tuple[str, list | None]:
         """One chat with logprobs=true on the backend itself: (text, `logprobs.content` or None when the
         backend gave none). Cached here, not by the backend's cache wrapper, which keeps text only."""
-        from dataclasses import replace
-
-        from spokentod.backends.cache import make_key
-
-        b = _unwrap(self.raw_backend)
+        b = unwrap(self.raw_backend)
         key = None
         if self.cache is not None and getattr(self.cache, "enabled", False):
             key = make_key(b.identity(), "llm.chat_logprobs", messages, params.as_dict())
@@ -456,8 +157,6 @@ class Judge:
     def ask(self, kind: str, parse: Any, **fields: Any) -> list[tuple[str, Any, dict | None]]:
         """Run the prompt `repeats` times: [(raw text, Parsed or the failure reason, weighted scores)].
         Raises Missing (not cacheable) when every call failed."""
-        from spokentod.backends.retry import safe_call
-
         messages = [{"role": "user", "content": self.prompts[kind].render(**fields)}]
         out, errors = [], []
         for i in range(self.repeats):
@@ -534,7 +233,16 @@ def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], 
 # ---------------------------------------------------------------- metric groups
 
 
-def _fields(reply: Reply) -> dict[str, str]:
+def failure_output(failure: str, kind: str) -> Output:
+    """fail_<failure>_severity (0-100) or fail_<failure>_present (a rate): also how the report shows a
+    failure type it finds in a run but that is not registered here."""
+    label = f"{failure.replace('_', ' ')} {kind}"
+    if kind == "severity":
+        return Output(f"fail_{failure}_severity", label, "failures", -1, "judge", digits=1)
+    return Output(f"fail_{failure}_present", label, "failures", -1, "rate", "%", 100, 1)
+
+
+def _fields(reply: ScoredReply) -> dict[str, str]:
     return {"history": format_history(reply.history()), "reply": reply.scored_text(), "topic": topic_of(reply.dialogue)}
 
 
@@ -545,7 +253,7 @@ def _require(res: Any, attr: str = "judge") -> Any:
     return j
 
 
-def _quality(reply: Reply, res: Any) -> MetricResult:
+def _quality(reply: ScoredReply, res: Any) -> MetricResult:
     judge = _require(res)
     fields = _fields(reply)
     runs = judge.ask("quality", parse_quality, **fields)
@@ -556,7 +264,7 @@ def _quality(reply: Reply, res: Any) -> MetricResult:
     return out
 
 
-def _failures(reply: Reply, res: Any) -> MetricResult:
+def _failures(reply: ScoredReply, res: Any) -> MetricResult:
     judge = _require(res)
     runs = judge.ask("failures", parse_failures, **_fields(reply))
     outputs = tuple(f"fail_{f}_{k}" for f in FAILURES for k in ("severity", "present"))
@@ -571,7 +279,7 @@ def _failures(reply: Reply, res: Any) -> MetricResult:
     return out
 
 
-def _voice(reply: Reply, res: Any) -> MetricResult:
+def _voice(reply: ScoredReply, res: Any) -> MetricResult:
     """Audio judge (an audiolm backend): does the current reply sound like the same voice as the earlier ones?"""
     judge = _require(res, "audio_judge")
     cur = reply.audio_path
@@ -586,8 +294,6 @@ def _voice(reply: Reply, res: Any) -> MetricResult:
     parts = [{"type": "text", "text": text}] + [
         {"type": "input_audio", "input_audio": {"data": base64.b64encode(p.read_bytes()).decode(), "format": "wav"}}
         for p in clips]
-    from spokentod.backends.retry import safe_call
-
     got = safe_call(judge.backend.respond, [{"role": "user", "content": parts}], judge._params(0))
     if not got.ok:
         raise Missing(f"audio judge call failed: {got.reason()}", cacheable=False)
@@ -605,16 +311,12 @@ class AudioJudge:
     """An audio-capable model (audiolm backend) with the voice prompt; cached like the text judge."""
 
     def __init__(self, backend: Any, cache: Any = None, max_tokens: int = 200, prompt: str | None = None):
-        from spokentod.backends.cache import cached
-
         self.raw_backend = backend
         self.backend = cached(backend, cache) if cache is not None and getattr(cache, "enabled", False) else backend
         self.max_tokens = max_tokens
         self.prompts = {"voice": load_judge_prompt(prompt or DEFAULT_PROMPTS["voice"])}
 
     def _params(self, i: int) -> Any:
-        from spokentod.backends.base import GenParams
-
         return GenParams(max_tokens=self.max_tokens, temperature=0.0, seed=i)
 
     def identity(self) -> dict[str, Any]:
@@ -624,10 +326,15 @@ class AudioJudge:
         return self.prompts["voice"].sha256
 
 
-register(Metric("judge_quality", "1", QUALITY, _quality, needs=("transcript", "dialogue", "judge"),
+register(MetricGroup("judge_quality", "1", (Output("naturalness", "naturalness", "judge", +1, "judge", digits=1, headline=True),
+                                           Output("consistency", "consistency", "judge", +1, "judge", digits=1,
+                                                  headline=True)),
+                     _quality, needs=("transcript", "dialogue", "judge"),
                 doc="LLM judge: naturalness and consistency 0-100"))
-register(Metric("judge_failures", "1", tuple(f"fail_{f}_{k}" for f in FAILURES for k in ("severity", "present")),
-                _failures, needs=("transcript", "dialogue", "judge"),
+register(MetricGroup("judge_failures", "1", (*(failure_output(f, "severity") for f in FAILURES),
+                                            *(failure_output(f, "present") for f in FAILURES)),
+                     _failures, needs=("transcript", "dialogue", "judge"),
                 doc="LLM judge: failure taxonomy (severity 0-100, presence)"))
-register(Metric("voice_judge", "1", ("voice_judge",), _voice, needs=("audio", "prior_audio", "audio_judge"),
+register(MetricGroup("voice_judge", "1",
+                     (Output("voice_judge", "voice consistency (audio judge)", "speech", +1, "judge", digits=1),), _voice, needs=("audio", "prior_audio", "audio_judge"),
                 spoken_only=True, doc="audio judge: voice consistency 0-100"))

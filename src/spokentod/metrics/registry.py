@@ -4,9 +4,13 @@ A metric *group* computes one or more named outputs for one reply (DNSMOS gives 
 model call). Groups are what `--metrics` selects, what the cache keys on and what gets a version: bump
 `version` when a change alters results, and only that group is recomputed on the next `score`.
 
+Each output carries its own display facts (`Output`: label, report section, which direction is better,
+unit and scale), which the score command's table and the report read from here: adding a metric is one
+module that registers its group, and its test.
+
 Plug-ins (other MOS predictors such as UTMOS or VERSA, where installed) register through the
-``spokentod.metrics`` entry-point group: each entry point loads to a `Metric` (or a list of them).
-Outside code may also call `register(Metric(...))` before `score_run`.
+``spokentod.metrics`` entry-point group: each entry point loads to a `MetricGroup` (or a list of them).
+Outside code may also call `register(MetricGroup(...))` before `score_run`.
 
 A metric returns a `MetricResult`; an output it cannot compute is None with a reason in `missing`
 (raise `Missing(reason)` to mark every output of the group at once). Missing is never 0.
@@ -16,11 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+
+from spokentod.data.schema import Speaker
 
 # What a metric reads; each named input goes into its cache key, so a change to it recomputes the metric.
 NEEDS = ("text", "audio", "transcript", "dialogue", "prior_audio", "record", "judge", "audio_judge")
@@ -47,20 +54,44 @@ class MetricResult:
         return {"values": self.values, "missing": self.missing, "judge": self.judge}
 
 
+# Report sections, in report order; every Output names one.
+SECTIONS = ("audio quality", "intelligibility", "speech", "judge", "failures", "judge-free", "latency", "other")
+AUDIO_SECTIONS = ("audio quality", "intelligibility", "speech")  # the audio side of the report's correlations
+
+
 @dataclass(frozen=True)
-class Metric:
+class Output:
+    """One number a metric group computes, and how to show it."""
+
+    name: str  # the key in a metric record's "metrics"
+    label: str
+    section: str  # one of SECTIONS
+    better: int  # +1 higher is better, -1 lower is better, 0 neither (length, duration)
+    scale: str = "value"  # "judge": 0-100 points; "rate": 0/1 shown in %; "value": anything else
+    unit: str = ""
+    factor: float = 1.0  # display multiplier (WER 0.05 is shown as 5.0 %)
+    digits: int = 2
+    headline: bool = False  # one of the few columns `bench score` prints
+
+
+@dataclass(frozen=True)
+class MetricGroup:
     name: str  # group name: --metrics, cache key
     version: str
-    outputs: tuple[str, ...]
-    compute: Callable[[Reply, Any], MetricResult]  # (reply, Resources) → result
+    display: tuple[Output, ...]  # its outputs, in order, with their display facts
+    compute: Callable[[ScoredReply, Any], MetricResult]  # (reply, Resources) → result
     needs: tuple[str, ...] = ("text",)
     spoken_only: bool = False  # needs reply audio: text-only systems get "text-only system (no audio)"
     doc: str = ""
     identity: Callable[[], Any] | None = None  # the model behind it (goes into the cache key)
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.display)
+
 
 @dataclass
-class Reply:
+class ScoredReply:
     """One final result record plus what metrics need around it (dialogue, transcript, earlier audio)."""
 
     record: dict[str, Any]
@@ -94,8 +125,6 @@ class Reply:
 
     def gold_reply(self) -> Any:
         """The gold agent turn right after this user turn, or None."""
-        from spokentod.data.schema import Speaker
-
         if self.dialogue is None:
             raise Missing("dialogue not found (the run's dataset could not be loaded)")
         turns = self.dialogue.turns
@@ -113,11 +142,11 @@ class Reply:
 
 # ---------------------------------------------------------------- registry
 
-_METRICS: dict[str, Metric] = {}
+_METRICS: dict[str, MetricGroup] = {}
 _LOADED = False
 
 
-def register(metric: Metric) -> Metric:
+def register(metric: MetricGroup) -> MetricGroup:
     _METRICS[metric.name] = metric
     return metric
 
@@ -127,27 +156,26 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from spokentod.metrics import audio, judge, judge_free, latency  # noqa: F401 - they register themselves
+    # Imported here, not at the top: they import this module to register themselves.
+    from spokentod.metrics import audio, judge, judge_free, latency  # noqa: F401
 
     for ep in entry_points(group="spokentod.metrics"):
         try:
             got = ep.load()
         except Exception as e:  # noqa: BLE001 - a broken plug-in must not stop the built-in metrics
-            import warnings
-
             warnings.warn(f"metric plug-in {ep.name!r} failed to load: {type(e).__name__}: {e}", stacklevel=2)
             continue
         for m in got if isinstance(got, (list, tuple)) else [got]:
-            if isinstance(m, Metric):
+            if isinstance(m, MetricGroup):
                 _METRICS.setdefault(m.name, m)
 
 
-def available() -> dict[str, Metric]:
+def available() -> dict[str, MetricGroup]:
     _load()
     return dict(_METRICS)
 
 
-def resolve(names: list[str] | str | None, with_judge: bool = False, with_audio_judge: bool = False) -> list[Metric]:
+def resolve(names: list[str] | str | None, with_judge: bool = False, with_audio_judge: bool = False) -> list[MetricGroup]:
     """Metric groups for `names` (group names or output names, comma-separated allowed). None = every
     group whose requirements are configured (judge groups only with a judge)."""
     metrics = available()
@@ -156,7 +184,7 @@ def resolve(names: list[str] | str | None, with_judge: bool = False, with_audio_
                 and ("audio_judge" not in m.needs or with_audio_judge)]
     if isinstance(names, str):
         names = [n for n in names.split(",")]
-    out: list[Metric] = []
+    out: list[MetricGroup] = []
     for raw in names:
         n = raw.strip()
         if not n:
@@ -168,6 +196,16 @@ def resolve(names: list[str] | str | None, with_judge: bool = False, with_audio_
         if group not in out:
             out.append(group)
     return out
+
+
+def catalog() -> dict[str, Output]:
+    """Every registered output's display facts, in registration order."""
+    return {o.name: o for g in available().values() for o in g.display}
+
+
+def headline() -> tuple[str, ...]:
+    """The outputs `bench score` prints a column for."""
+    return tuple(name for name, o in catalog().items() if o.headline)
 
 
 def sha256_file(path: Path) -> str:

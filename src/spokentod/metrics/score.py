@@ -1,4 +1,4 @@
-"""`spokentod bench score DIR`: per-reply metrics for a finished (or partial) bench run.
+"""Scoring a run directory (`spokentod bench score DIR`): per-reply metrics for a finished (or partial) run.
 
 Reads ``<run>/results/<system>*.jsonl`` (the last attempt of each key) and writes
 
@@ -32,20 +32,28 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from spokentod.atomic import atomic_write
+from spokentod.backends.base import create
+from spokentod.backends.cache import Cache, cached
+from spokentod.backends.spec import parse_backend_spec
+from spokentod.data.source import DialogueSource, load_dialogues
+from spokentod.metrics.audio import describe_voice_model
+from spokentod.metrics.judge import AudioJudge, Judge
 from spokentod.metrics.registry import (
-    Metric,
+    MetricGroup,
     MetricResult,
     Missing,
-    Reply,
+    ScoredReply,
     resolve,
     sha256_file,
     stable_hash,
 )
+from spokentod.rundir.layout import METRIC_CACHE, METRICS, SUMMARY, metrics_name
+from spokentod.rundir.records import MetricRecord
+from spokentod.rundir.scan import RunDir
+from spokentod.rundir.store import final_records, write_json_atomic
 
 DEFAULT_ASR = {"name": "whisper-ct2"}  # Whisper tiny.en (embedded, CTranslate2)
 
@@ -59,17 +67,8 @@ class ScoreError(Exception):
 
 def _spec(value: Any) -> Any:
     """A backend given as a name, a JSON/YAML string or file, a dict, or an already built backend."""
-    if value is None or not isinstance(value, (str, os.PathLike)):
-        return value
-    s = str(value).strip()
-    if s.startswith("{"):
-        return json.loads(s)
-    p = Path(s)
-    if p.suffix in (".json", ".yaml", ".yml") and p.is_file():
-        import yaml
-
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    return {"name": s}
+    return value if value is not None and not isinstance(value, (str, os.PathLike, dict)) else \
+        parse_backend_spec(value)
 
 
 def _text_out(value: Any) -> Any:
@@ -82,8 +81,6 @@ def _text_out(value: Any) -> Any:
 
 
 def _build(kind: str, value: Any) -> Any:
-    from spokentod.backends.base import create
-
     spec = _spec(value)
     return create(kind, spec) if isinstance(spec, dict) else spec
 
@@ -91,11 +88,7 @@ def _build(kind: str, value: Any) -> Any:
 def _load_dialogues(meta: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The run's dialogues (from run.json's config), or ({}, why not)."""
     try:
-        from spokentod.bench.config import parse_config
-        from spokentod.bench.runner import load_dialogues
-
-        cfg = parse_config(meta["config"], "run.json")
-        dialogues, _ = load_dialogues(cfg)
+        dialogues, _ = load_dialogues(DialogueSource.model_validate(meta["config"]["dataset"]))
         return {d.id: d for d in dialogues}, None
     except Exception as e:  # noqa: BLE001 - context metrics become missing with this reason
         return {}, f"cannot load the run's dialogues: {type(e).__name__}: {e}"
@@ -118,7 +111,7 @@ class Resources:
         return self._sha[k]
 
 
-def _context_hash(reply: Reply) -> str | None:
+def _context_hash(reply: ScoredReply) -> str | None:
     d = reply.dialogue
     if d is None:
         return None
@@ -126,7 +119,7 @@ def _context_hash(reply: Reply) -> str | None:
     return stable_hash({"turns": turns, "intent": d.intent.model_dump() if d.intent else None})
 
 
-def cache_key(metric: Metric, reply: Reply, res: Resources) -> str:
+def cache_key(metric: MetricGroup, reply: ScoredReply, res: Resources) -> str:
     inputs: dict[str, Any] = {"metric": metric.name, "version": metric.version}
     if metric.identity:
         inputs["model"] = metric.identity()
@@ -157,8 +150,8 @@ def _reply_hash(rec: dict[str, Any], res: Resources, run_dir: Path) -> str:
 
 
 def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[str, Any],
-                  system_types: dict[str, str]) -> list[Reply]:
-    replies: list[Reply] = []
+                  system_types: dict[str, str]) -> list[ScoredReply]:
+    replies: list[ScoredReply] = []
     by_dialogue: dict[tuple, list[dict]] = defaultdict(list)
     for r in finals:
         by_dialogue[(r["system"], r["dialogue_id"], int(r.get("seed", 0)))].append(r)
@@ -169,7 +162,7 @@ def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[s
         earlier: list[Path] = []
         for r in recs:
             turn = int(r["turn"])
-            rep = Reply(r, run_dir, d, user_idx.index(turn) + 1 if turn in user_idx else None)
+            rep = ScoredReply(r, run_dir, d, user_idx.index(turn) + 1 if turn in user_idx else None)
             rep.spoken = bool(r.get("audio_path")) or system_types.get(system, "cascade") != "text"
             rep.prior_audio = list(earlier)
             if not rep.spoken:
@@ -180,7 +173,7 @@ def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[s
     return replies
 
 
-def transcribe(replies: list[Reply], asr: Any) -> None:
+def transcribe(replies: list[ScoredReply], asr: Any) -> None:
     """Standardized transcription: one ASR for every spoken reply; text-only replies keep their text."""
     for rep in replies:
         rep.transcript_error = None
@@ -206,7 +199,7 @@ def transcribe(replies: list[Reply], asr: Any) -> None:
 # ---------------------------------------------------------------- computing
 
 
-def _all_missing(metric: Metric, reason: str, cacheable: bool = True) -> MetricResult:
+def _all_missing(metric: MetricGroup, reason: str, cacheable: bool = True) -> MetricResult:
     return MetricResult({o: None for o in metric.outputs}, {o: reason for o in metric.outputs}, cacheable=cacheable)
 
 
@@ -218,7 +211,7 @@ def _count(stats: Counter, key: str) -> None:
         stats[key] += 1
 
 
-def compute_one(metric: Metric, reply: Reply, res: Resources, cache: Any, stats: Counter) -> MetricResult:
+def compute_one(metric: MetricGroup, reply: ScoredReply, res: Resources, cache: Any, stats: Counter) -> MetricResult:
     rec = reply.record
     if rec.get("error"):
         _count(stats, f"{metric.name}:skipped")
@@ -247,10 +240,10 @@ def compute_one(metric: Metric, reply: Reply, res: Resources, cache: Any, stats:
     return out
 
 
-def _parallel(metric: Metric, res: Resources) -> bool:
-    """Judge calls to an HTTP server may run side by side; in-process models run one at a time."""
+def _parallel(metric: MetricGroup, res: Resources) -> bool:
+    """Judge calls to a server may run side by side; in-process models run one at a time."""
     j = res.judge if "judge" in metric.needs else res.audio_judge if "audio_judge" in metric.needs else None
-    return j is not None and getattr(j.raw_backend, "base_url", None) is not None
+    return j is not None and bool(getattr(j.raw_backend, "remote", False))
 
 
 # ---------------------------------------------------------------- summary
@@ -314,19 +307,12 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
     Arguments left at None fall back to the bench config's `metrics:` section in run.json.
     Returns the summary (also written to summary.json) with "stats": per group computed/cached/skipped.
     """
-    from spokentod.backends.cache import Cache, cached
-    from spokentod.bench.store import RunDir, final_records, read_records, write_json_atomic
-    from spokentod.metrics.audio import describe_voice_model
-    from spokentod.metrics.judge import AudioJudge, Judge
-
     t0 = time.perf_counter()
     run_dir = Path(run_dir).resolve()
     run = RunDir.scan(run_dir)
-    meta = run.metas.get("run.json") or next(iter(run.metas.values()), {})
-    recs: list[dict[str, Any]] = []
-    for path in run.files:
-        recs += read_records(path)[0]
-    finals = sorted(final_records(recs).values(), key=lambda r: (r["system"], r["dialogue_id"], int(r["turn"])))
+    meta = run.meta()
+    finals = sorted(final_records(run.records()).values(),
+                    key=lambda r: (r["system"], r["dialogue_id"], int(r["turn"])))
     if not finals:
         raise ScoreError(f"{run_dir} has no results to score")
 
@@ -344,9 +330,9 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
         dmap, derr = _load_dialogues(meta)
     types = {n: (s or {}).get("type", "cascade") for n, s in ((meta.get("config") or {}).get("systems") or {}).items()}
 
-    out_dir = run_dir / "metrics"
+    out_dir = run_dir / METRICS
     out_dir.mkdir(exist_ok=True)
-    store = Cache(out_dir / "cache.sqlite", enabled=cache)
+    store = Cache(out_dir / METRIC_CACHE, enabled=cache)
     mcache = store if store.enabled else None
     try:
         j = None
@@ -385,29 +371,29 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
         by_system: dict[str, list[dict[str, Any]]] = defaultdict(list)
         olds: dict[str, dict[tuple, dict]] = {}
         for rep in replies:
-            old_all = olds.setdefault(rep.system, _read_old(out_dir / f"{rep.system}.jsonl"))
+            old_all = olds.setdefault(rep.system, _read_old(out_dir / metrics_name(rep.system)))
             rh = _reply_hash(rep.record, res, run_dir)
             old = old_all.get((rep.dialogue_id, rep.turn, rep.seed))
-            rec = {"system": rep.system, "dialogue_id": rep.dialogue_id, "turn": rep.turn, "seed": rep.seed,
-                   "phase": rep.record.get("phase"), "turn_ordinal": rep.turn_ordinal,
-                   "metrics": {}, "missing": {}, "judge": {}, "transcript": rep.transcript, "text": rep.text,
-                   "error": rep.record.get("error"), "reply_hash": rh}
+            rec = MetricRecord(system=rep.system, dialogue_id=rep.dialogue_id, turn=rep.turn, seed=rep.seed,
+                               phase=rep.record.get("phase"), turn_ordinal=rep.turn_ordinal,
+                               transcript=rep.transcript, text=rep.text, error=rep.record.get("error"),
+                               reply_hash=rh)
             if old is not None and old.get("reply_hash") == rh:  # carry the groups not computed this time
-                rec["metrics"] = {k: v for k, v in old["metrics"].items() if k not in selected}
-                rec["missing"] = {k: v for k, v in old.get("missing", {}).items() if k not in selected}
-                rec["judge"] = dict(old.get("judge") or {})
-                if rec["transcript"] is None and not rep.transcript_error:
-                    rec["transcript"] = old.get("transcript")
+                rec.metrics = {k: v for k, v in old["metrics"].items() if k not in selected}
+                rec.missing = {k: v for k, v in old.get("missing", {}).items() if k not in selected}
+                rec.judge = dict(old.get("judge") or {})
+                if rec.transcript is None and not rep.transcript_error:
+                    rec.transcript = old.get("transcript")
             for g in groups:
                 o = results[id(rep)][g.name]
-                rec["metrics"].update(o.values)
-                rec["missing"].update({k: v for k, v in o.missing.items() if o.values.get(k) is None})
-                rec["judge"].update(o.judge)
-            if rec["transcript"] is None and rep.transcript_error:
-                rec["missing"].setdefault("transcript", rep.transcript_error)
-            by_system[rep.system].append(rec)
+                rec.metrics.update(o.values)
+                rec.missing.update({k: v for k, v in o.missing.items() if o.values.get(k) is None})
+                rec.judge.update(o.judge)
+            if rec.transcript is None and rep.transcript_error:
+                rec.missing.setdefault("transcript", rep.transcript_error)
+            by_system[rep.system].append(rec.to_json())
         for system, rs in by_system.items():
-            _write_jsonl(out_dir / f"{system}.jsonl", rs)
+            _write_jsonl(out_dir / metrics_name(system), rs)
 
         summary = {"run": str(run_dir), "systems": summarize(by_system),
                    "metrics": {g.name: {"version": g.version, "outputs": list(g.outputs), "doc": g.doc} for g in groups},
@@ -416,68 +402,12 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
                    "voice_model": describe_voice_model() if any(g.name == "voice_sim" for g in groups) else None,
                    "dialogues_error": derr, "wall_s": round(time.perf_counter() - t0, 3),
                    "stats": _stats(stats, groups), "transcription": transcription}
-        write_json_atomic(out_dir / "summary.json", summary)
+        write_json_atomic(out_dir / SUMMARY, summary)
         return summary
     finally:
         store.close()
 
 
-def _stats(stats: Counter, groups: list[Metric]) -> dict[str, dict[str, float]]:
+def _stats(stats: Counter, groups: list[MetricGroup]) -> dict[str, dict[str, float]]:
     return {g.name: {k: stats.get(f"{g.name}:{k}", 0) for k in ("computed", "cached", "skipped", "seconds")}
             for g in groups}
-
-
-# ---------------------------------------------------------------- CLI (wired in by bench/cli.py)
-
-
-def score_command(
-    run_dir: Annotated[Path, typer.Argument(help="A bench run directory (holds run.json and results/).")],
-    metrics: Annotated[str | None, typer.Option(
-        "--metrics", help="Comma-separated metric groups or outputs (default: all; the judge groups need "
-        "--judge). Groups: dnsmos, intelligibility, duration, voice_sim, judge_free, latency, judge_quality, "
-        "judge_failures, voice_judge.")] = None,
-    judge: Annotated[str | None, typer.Option(
-        "--judge", help="LLM judge backend: a name (smollm2), a JSON config ('{\"name\": \"openai\", "
-        "\"model\": ..., \"base_url\": ...}') or a YAML file.")] = None,
-    asr: Annotated[str | None, typer.Option(
-        "--asr", help="ASR for standardized transcription (default whisper-ct2, tiny.en); same forms as --judge.")
-    ] = None,
-    audio_judge: Annotated[str | None, typer.Option(
-        "--audio-judge", help="audiolm backend for the voice-consistency judge.")] = None,
-    judge_repeats: Annotated[int | None, typer.Option("--judge-repeats", min=1, help="Judge each reply N times.")
-                             ] = None,
-    judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=16)] = 400,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel calls for HTTP judges.")] = 4,
-    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse cached results and backend calls.")] = True,
-) -> None:
-    """Compute per-reply metrics for a run: writes <run>/metrics/<system>.jsonl and summary.json."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from spokentod.errors import SpokenTODError
-
-    err = Console(stderr=True, soft_wrap=True)
-    try:
-        summary = score_run(run_dir, metrics=metrics, judge=judge, asr=asr, cache=cache, audio_judge=audio_judge,
-                            judge_repeats=judge_repeats, judge_max_tokens=judge_max_tokens, workers=workers,
-                            progress=True)
-    except (ScoreError, SpokenTODError, KeyError, FileNotFoundError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
-    show = ("dnsmos_ovrl", "wer", "voice_sim", "naturalness", "consistency", "sim_gold", "lat_total")
-    table = Table(title=f"{run_dir} metrics (mean, n)")
-    table.add_column("system", no_wrap=True)
-    table.add_column("replies", justify="right")
-    for m in show:
-        table.add_column(m, justify="right")
-    for system, s in summary["systems"].items():
-        cells = []
-        for m in show:
-            v = s["metrics"].get(m)
-            cells.append("-" if not v or v["mean"] is None else f"{v['mean']:.3g} ({v['n']})")
-        table.add_row(system, str(s["replies"]), *cells)
-    Console().print(table)
-    if summary.get("judge") and summary["judge"].get("weak"):
-        err.print(f"[yellow]judge warning:[/yellow] {summary['judge']['weak_reason']}")
-    st = summary["stats"]
-    err.print("computed/cached: " + ", ".join(f"{g} {v['computed']}/{v['cached']}" for g, v in st.items()))

@@ -39,7 +39,8 @@ from starlette.exceptions import HTTPException
 
 from spokentod.audio import Waveform, as_waveform
 from spokentod.backends.base import GenParams, create
-from spokentod.errors import AudioError
+from spokentod.backends.cache import Cache, cached
+from spokentod.errors import AudioError, field_path
 from spokentod.serve.middleware import Faults, Guard
 from spokentod.serve.schema import (
     APIError,
@@ -88,8 +89,6 @@ class Slot:
     def _wrap(self, backend: Any) -> Any:
         if self.cache is None:
             return backend
-        from spokentod.backends.cache import cached
-
         return cached(backend, self.cache)
 
     def call(self, method: str, *args: Any, **kw: Any) -> Any:
@@ -119,8 +118,6 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
     faults = Faults.parse(faults) if isinstance(faults, str) else faults
     cache = None
     if config.get("cache"):
-        from spokentod.backends.cache import Cache
-
         cache_cfg = config["cache"] if isinstance(config["cache"], dict) else {}
         cache = Cache(**cache_cfg)
     slots: dict[str, Slot] = {}
@@ -158,13 +155,13 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
     async def _invalid(_: Request, e: RequestValidationError):
         problems = []
         for err in e.errors()[:5]:
-            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            loc = field_path(err.get("loc", ()), skip=("body",))
             if err.get("type") == "json_invalid":
                 problems.append(f"request body is not valid JSON ({err.get('ctx', {}).get('error', '')})")
             else:
                 problems.append(f"field '{loc or 'body'}': {err.get('msg')}")
         first = e.errors()[0].get("loc", ()) if e.errors() else ()
-        param = ".".join(str(x) for x in first if x != "body") or None
+        param = field_path(first, skip=("body",)) or None
         return error_response(400, "; ".join(problems) or "invalid request", "invalid_request_error", param)
 
     @app.exception_handler(HTTPException)

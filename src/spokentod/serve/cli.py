@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 
 import typer
+import yaml
 
 
 def load_config(path: str | None) -> dict | None:
     if not path:
         return None
-    import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -48,6 +48,7 @@ def main(config: str = typer.Option(None, "--config", help="YAML: {asr: {name: w
                                     help="TEST ONLY: inject failures (see module docstring)."),
          ) -> None:
     """Serve the configured backends over an OpenAI-compatible HTTP API."""
+    # The server stack (uvicorn, FastAPI) loads only when serving, not for every `spokentod` command.
     import uvicorn
 
     from spokentod.serve.app import create_app

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spokentod.backends.base import GenParams
+from spokentod.errors import error_cause
 from spokentod.systems.base import Context, SystemReply
+from spokentod.systems.config import SystemConfig
 from spokentod.systems.messages import truncate_turns
 from spokentod.systems.prompts import Prompt, load_prompt
 
@@ -22,13 +24,13 @@ def backend_identity(backend: Any) -> dict[str, Any]:
 class SystemSettings:
     prompt: Prompt = field(default_factory=load_prompt)
     params: GenParams = field(default_factory=GenParams)
-    use_intent: bool = True  # give the dialogue's intent description to the agent (seed: configurable)
+    use_intent: bool = True  # give the dialogue's intent description to the agent (configurable, as in the reference implementation)
     max_context_tokens: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "SystemSettings":
-        return cls(prompt=load_prompt(cfg.get("prompt")), params=GenParams(**cfg.get("params", {})),
-                   use_intent=cfg.get("use_intent", True), max_context_tokens=cfg.get("max_context_tokens"))
+    def from_config(cls, cfg: SystemConfig) -> SystemSettings:
+        return cls(prompt=load_prompt(cfg.prompt), params=GenParams(**cfg.params), use_intent=cfg.use_intent,
+                   max_context_tokens=cfg.max_context_tokens)
 
     def identity(self) -> dict[str, Any]:
         return {"prompt": self.prompt.name, "prompt_sha256": self.prompt.sha256, "params": self.params.as_dict(),
@@ -43,6 +45,7 @@ def failed(reply: SystemReply, stage: str, exc: BaseException, t0: float) -> Sys
     """A failure becomes a recorded reply, never an exception that kills a worker."""
     reason = str(exc) or type(exc).__name__
     reply.error = f"{stage}: {type(exc).__name__}: {reason}"
+    reply.error_reason = f"{stage}: {error_cause(exc)}"
     reply.extra["traceback"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     reply.timings["total"] = time.perf_counter() - t0
     return reply

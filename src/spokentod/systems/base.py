@@ -22,7 +22,7 @@ class Context:
     truncated: bool = False  # set when a model window forced token truncation (same rule for every system)
 
     @classmethod
-    def gold(cls, dialogue: Dialogue, t: int) -> "Context":
+    def gold(cls, dialogue: Dialogue, t: int) -> Context:
         return cls(dialogue.id, list(dialogue.turns[:t]), dialogue.intent)
 
 
@@ -33,7 +33,8 @@ class SystemReply:
     audio_seconds: float | None = None
     user_transcript: str | None = None  # what the system heard (cascade ASR)
     timings: dict[str, float] = field(default_factory=dict)  # per stage: asr, llm, ttft, tts, first_audio, total
-    error: str | None = None
+    error: str | None = None  # "<stage>: <ExceptionType>: <message>"
+    error_reason: str | None = None  # short and countable: "<stage>: <errors.error_cause(exc)>"
     truncated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -21,7 +21,7 @@ class E2ESystem:
             raise ValueError(f"e2e history must be text, audio or both, not {history!r}")
         if user_input not in ("audio", "text"):
             raise ValueError(f"e2e user_input must be audio or text, not {user_input!r}")
-        # user_input="text": the same audio LM reads the gold user text (the seed's "text mode")
+        # user_input="text": the same audio LM reads the gold user text (the reference implementation's "text mode")
         self.user_input = user_input
         self.audiolm, self.settings, self.history, self.name = audiolm, settings or SystemSettings(), history, name
         self.audio_root = audio_root

@@ -1,4 +1,4 @@
-"""Text-only system: gold user text in, text out (the seed's text-only upper bound)."""
+"""Text-only system: gold user text in, text out (the reference paper's text-only upper bound)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from spokentod.audio import load_audio
 from spokentod.backends.audiolm._parts import part_audio, part_text, parts
-from spokentod.backends.base import AudioOut, Backend, GenParams, Message, Reply, Timings, register
+from spokentod.backends.base import AudioOut, AudioReply, Backend, GenParams, Message, Timings, register
 from spokentod.errors import SpokenTODError
 
 MODULES = ("mimo_audio.mimo_audio", "src.mimo_audio.mimo_audio")  # installed package / repository checkout
@@ -111,7 +111,7 @@ class MimoAudioLM(Backend):
             "prompt_speech": str(self.prompt_speech) if self.prompt_speech else None,
         }
 
-    def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply:
+    def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply:
         import torch
 
         params = params or GenParams()
@@ -131,7 +131,7 @@ class MimoAudioLM(Backend):
             wav = load_audio(wav_path, target_rate=None, allow_empty=True)
         wall = time.perf_counter() - t0
         audio = AudioOut(wav.samples, wav.rate, Timings(wall=wall))
-        return Reply(
+        return AudioReply(
             text=str(text).strip(),
             audio=audio,
             timings=Timings(wall=wall, rtf=wall / audio.duration if audio.duration else None),

@@ -11,7 +11,7 @@ import base64
 import binascii
 from typing import Any
 
-from spokentod.backends.base import AudioOut, Backend, GenParams, Message, Reply, Timings, register
+from spokentod.backends.base import AudioOut, AudioReply, Backend, GenParams, Message, Timings, register
 from spokentod.backends.http import OpenAICompatible, wire_messages
 from spokentod.backends.tts.openai_tts import decode_wav
 from spokentod.errors import AudioError
@@ -28,7 +28,7 @@ class OpenAIAudioLM(OpenAICompatible, Backend):
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "voice": self.voice, "audio_out": self.audio_out, "extra_body": self.extra_body}
 
-    def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply:
+    def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply:
         p = params or GenParams()
         body: dict[str, Any] = {"model": self.model, "messages": wire_messages(messages, self.http.error),
                                 "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
@@ -43,7 +43,8 @@ class OpenAIAudioLM(OpenAICompatible, Backend):
         try:
             msg = data["choices"][0]["message"]
         except (KeyError, IndexError, TypeError):
-            raise self.http.error(f"response has no choices[0].message: {str(data)[:120]}") from None
+            raise self.http.error(f"response has no choices[0].message: {str(data)[:120]}",
+                                  cause="bad response") from None
         audio_part = msg.get("audio") or {}
         text = msg.get("content") or audio_part.get("transcript") or ""
         audio = None
@@ -56,6 +57,6 @@ class OpenAIAudioLM(OpenAICompatible, Backend):
             audio = AudioOut(samples, rate, Timings(wall=resp.wall, rtf=resp.wall / dur if dur else None))
         elif self.audio_out:
             raise self.http.error("audio was requested but the response has no message.audio.data")
-        return Reply(text=text, audio=audio,
+        return AudioReply(text=text, audio=audio,
                      timings=Timings(wall=resp.wall, first=resp.first_byte,
                                      extra={"attempts": resp.attempts, "transcript_only": float(not msg.get("content"))}))

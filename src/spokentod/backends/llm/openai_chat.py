@@ -55,7 +55,8 @@ class OpenAIChat(OpenAICompatible, Backend):
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise self.http.error(f"response has no choices[0].message: {str(data)[:120]}") from None
+            raise self.http.error(f"response has no choices[0].message: {str(data)[:120]}",
+                                  cause="bad response") from None
         usage = data.get("usage") or {}
         return Completion(text=text, ttft=None, tokens=int(usage.get("completion_tokens") or 0),
                           finish_reason=choice.get("finish_reason"), logprobs=_logprobs(choice),

@@ -1,4 +1,4 @@
-"""Sesame CSM-1B through transformers (the TTS of the seed paper's cascade), 24 kHz output.
+"""Sesame CSM-1B through transformers (the TTS of the reference paper's cascade), 24 kHz output.
 
 Config: ``{"name": "hf-csm", "model": "sesame/csm-1b" (or a local path), "revision": ..., "speaker": 0,
 "reference_text": ..., "reference_audio": <path>, "dtype": "float32", "device": "auto", "max_audio_s": 30,

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources as res
 import json
+import logging
 import os
 import re
 import threading
@@ -49,7 +50,7 @@ import numpy as np
 
 from spokentod.backends.base import AudioOut, Backend, Timings, register
 from spokentod.backends.tts._common import TTSError, check_text, split_sentences
-from spokentod.backends.tts._kokoro_float import REWRITE_VERSION
+from spokentod.backends.tts._kokoro_float import REWRITE_VERSION, ensure_float32
 
 SAMPLE_RATE = 24000
 MAX_TOKENS = 510  # the model's context is 512 with the two pad tokens
@@ -97,8 +98,6 @@ def _phonemizer(language: str, tie: bool):
 
     EspeakWrapper.set_library(espeakng_loader.get_library_path())
     EspeakWrapper.set_data_path(espeakng_loader.get_data_path())
-    import logging
-
     quiet = logging.getLogger("spokentod.phonemizer")
     quiet.setLevel(logging.ERROR)  # phonemizer warns on every word-count mismatch
     return EspeakBackend(
@@ -116,8 +115,6 @@ def _model_file(precision: str, sha256: str) -> str:
 
     if precision == "int8":
         return str(model_path())
-    from spokentod.backends.tts._kokoro_float import ensure_float32
-
     return str(ensure_float32(sha256, model_path))  # converted once per machine, then read from the cache
 
 

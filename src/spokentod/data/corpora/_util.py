@@ -9,9 +9,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from spokentod.data.manifest import validation_problems
 from spokentod.data.schema import Dialogue
-from spokentod.errors import DataError, Problem
+from spokentod.errors import DataError, Problem, validation_problems
 
 T = TypeVar("T")
 
@@ -42,7 +41,7 @@ def convert_records(file: str, records: Iterable[tuple[str, T]], convert: Callab
             if problems is not None:
                 problems.extend(errs)
         except ValidationError as e:
-            errs = validation_problems(file, rid, e)
+            errs = validation_problems(e, file, rid)
             if not lenient:
                 raise DataError.many(errs) from None
             if problems is not None:

@@ -120,16 +120,25 @@ def lr_at(step: int, s: TrainSettings) -> float:
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * p))
 
 
-def evaluate(model: SpeechAdapter, feats: Features, dev: list[Utterance], s: TrainSettings) -> dict[str, Any]:
+def evaluate(model: SpeechAdapter, feats: Features, dev: list[Utterance], s: TrainSettings,
+             llm: bool = True) -> dict[str, Any]:
+    """Dev WER of the LLM's greedy transcripts ("wer"; skipped with llm=False) and of the CTC head's ("ctc_wer")."""
     hyps: list[str] = []
+    ctc: list[str] = []
     t0 = time.perf_counter()
     for i in range(0, len(dev), 16):
-        hyps += model.transcribe(feats.get(dev[i: i + 16]), s.max_new_tokens)
+        x = feats.get(dev[i: i + 16])
+        ctc += model.ctc_transcribe(x)
+        if llm:
+            hyps += model.transcribe(x, s.max_new_tokens)
     refs = [u.text for u in dev]
-    by_tts = {t: wer([u.text for u in dev if u.tts == t], [h for u, h in zip(dev, hyps) if u.tts == t])
-              for t in sorted({u.tts for u in dev})}
-    return {"wer": wer(refs, hyps), "wer_by_tts": by_tts, "n": len(dev), "decode_s": time.perf_counter() - t0,
-            "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:6]]}
+    out = {"ctc_wer": wer(refs, ctc), "n": len(dev), "decode_s": time.perf_counter() - t0}
+    if llm:
+        out["wer"] = wer(refs, hyps)
+        out["wer_by_tts"] = {t: wer([u.text for u in dev if u.tts == t], [h for u, h in zip(dev, hyps) if u.tts == t])
+                             for t in sorted({u.tts for u in dev})}
+    out["examples"] = [{"ref": r, "hyp": h, "ctc": c} for r, h, c in list(zip(refs, hyps or ctc, ctc))[:6]]
+    return out
 
 
 def _save_checkpoint(path: Path, blob: dict) -> None:
@@ -187,14 +196,15 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
                 log.flush()
             last = step >= s.steps or state["train_s"] >= budget
             if step % s.eval_every == 0 or last:
-                ev = {"step": step, "train_s": round(state["train_s"], 1), **evaluate(model, feats, dev, s)}
+                llm = step > s.ctc_only_steps  # while only CTC trains, the LLM's reading is not yet meaningful
+                ev = {"step": step, "train_s": round(state["train_s"], 1), **evaluate(model, feats, dev, s, llm)}
                 with (out / "eval.jsonl").open("a") as f:
                     f.write(json.dumps(ev) + "\n")
-                if state["best_wer"] is None or ev["wer"] < state["best_wer"]:
+                if llm and (state["best_wer"] is None or ev["wer"] < state["best_wer"]):
                     state["best_wer"], state["best_step"] = ev["wer"], step
                     model.save(out / "best", {"step": step, "dev_wer": ev["wer"], "train_s": state["train_s"]})
-                bar.console.print(f"step {step}: dev WER {ev['wer']:.3f} {ev['wer_by_tts']} "
-                                  f"(train {state['train_s'] / 60:.1f} min)")
+                bar.console.print(f"step {step}: dev WER {ev.get('wer', float('nan')):.3f} {ev.get('wer_by_tts')} "
+                                  f"CTC {ev['ctc_wer']:.3f} (train {state['train_s'] / 60:.1f} min)")
             if step % s.save_every == 0 or last:
                 _save_checkpoint(ckpt, {"adapter": model.adapter_state(), "opt": opt.state_dict(), "state": state})
     write_json(out / "summary.json", {**state, "recipe": recipe.model_dump(mode="json")})

@@ -59,3 +59,10 @@ clean:
 .PHONY: dst-repro
 dst-repro: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst repro configs/dst/repro_multiwoz.yaml
+
+# The speech adapter (DST phase 1 / the embedded end-to-end front end): corpus (~39k utterances, rendered
+# once, resumable), encoder features (cached once), then training within the recipe's time budget.
+.PHONY: adapter
+adapter: install
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod adapter prepare --out runs/adapter/corpus
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod adapter train configs/adapter/smollm2_tiny.yaml

@@ -218,6 +218,15 @@ def test_splits_are_seeded_disjoint_and_test_first():
         prepare.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 30}), 0)
 
 
+def test_the_pool_is_every_path_and_ids_are_unique_across_them():
+    from types import SimpleNamespace
+
+    pool = prepare._load_pool(SimpleNamespace(corpus="demo", paths=["demo"]))
+    assert pool and len({d.id for d in pool}) == len(pool)
+    with pytest.raises(repro_config.ReproError, match=f"dialogue id '{pool[0].id}' is in both demo and demo"):
+        prepare._load_pool(SimpleNamespace(corpus="demo", paths=["demo", "demo"]))
+
+
 def test_dialogue_counts_add_up_to_the_file_score(tmp_path):
     from spokentod.dst.score.scorer import score_files
 

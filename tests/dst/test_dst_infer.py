@@ -290,6 +290,8 @@ def test_track_cli_errors_name_the_problem(tmp_path, checkpoint):
     assert res.exit_code == 1 and "not a SpeechDST checkpoint" in res.err
     res = run("--tracker", "prompted", "--manifest", str(m))
     assert res.exit_code == 1 and "--llm" in res.err
+    res = run("--tracker", "bogus", "--history", "mine", "--manifest", str(m))  # options checked by TrackSettings
+    assert res.exit_code == 1 and "--tracker: Input should be 'model' or 'prompted'; --history:" in res.err
     res = run("--checkpoint", str(checkpoint), "--manifest", str(m), "--mode", "speech")
     assert res.exit_code == 1 and "no user turns" in res.err and "no_audio" in res.err
     bad = tmp_path / "bad.jsonl"

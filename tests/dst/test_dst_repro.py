@@ -161,7 +161,7 @@ def test_config_errors_name_the_field():
         repro_config.parse_repro(raw, "r.yaml", ["conditions.S.losses.0.data=elsewhere"])
     with pytest.raises(repro_config.ReproError, match="heldout voices"):
         repro_config.parse_repro(raw, "r.yaml", ["prepare.render.heldout.voices=[en-us]"])
-    with pytest.raises(repro_config.ReproError, match=r"(?s)r.yaml: .*conditions.S: phase2.steps"):
+    with pytest.raises(repro_config.ReproError, match=r"(?s)r.yaml: .*conditions.S: field 'phase2.steps'"):
         repro_config.parse_repro(raw, "r.yaml", ["base.phase2.steps=-1"])
 
 

@@ -139,7 +139,7 @@ def test_recipe_errors_name_the_field(tmp_path, tiny_llm):
     raw["phase2"]["losses"][1]["data"] = "nope"
     with pytest.raises(RecipeError, match="nope"):
         parse_recipe(raw, "r.yaml")
-    with pytest.raises(RecipeError, match=r"r.yaml: phase2.steps"):
+    with pytest.raises(RecipeError, match=r"r.yaml: field 'phase2.steps'"):
         parse_recipe(_recipe(tmp_path, tiny_llm), "r.yaml", ["phase2.steps=-1"])
     assert parse_recipe(_recipe(tmp_path, tiny_llm), "r", ["phase2.steps=9"]).phase2.steps == 9
 

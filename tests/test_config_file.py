@@ -46,6 +46,9 @@ def test_missing_and_invalid_files_name_the_file(tmp_path, load, error, what):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(error, match=f"{bad}: not valid YAML"):
         load(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(error, match=f"{bad}: expected a mapping"):
+        load(bad)
 
 
 def test_override_paths():
@@ -84,21 +87,21 @@ def test_validation_errors_have_one_format(tmp_path):
         validate(Cfg, {"steps": "x", "losses": [{"name": "a", "weight": -1}], "nope": 1}, "c.yaml", Bad, "demo")
     assert str(e.value).splitlines() == [
         "bad demo config:",
-        "  c.yaml: steps: Input should be a valid integer, unable to parse string as an integer",
-        "  c.yaml: losses.0.weight: Input should be greater than or equal to 0",
-        "  c.yaml: nope: Extra inputs are not permitted"]
+        "  c.yaml: field 'steps': Input should be a valid integer, unable to parse string as an integer",
+        "  c.yaml: field 'losses.0.weight': Input should be greater than or equal to 0",
+        "  c.yaml: field 'nope': Extra inputs are not permitted"]
     path = tmp_path / "c.yaml"
     path.write_text("steps: 2\nlosses: [{name: a}, {name: b}]\n")
     cfg = load_yaml_config(path, Cfg, Bad, "demo", ["losses[1].weight=3"])
     assert cfg.steps == 2 and [x.weight for x in cfg.losses] == [1.0, 3.0]
-    with pytest.raises(Bad, match=f"(?s)bad demo config:.*{path}: losses.0.weight"):
+    with pytest.raises(Bad, match=f"(?s)bad demo config:.*{path}: field 'losses.0.weight'"):
         load_yaml_config(path, Cfg, Bad, "demo", ["losses[0].weight=-2"])
 
 
 def test_recipe_and_repro_configs_take_list_overrides():
     recipe = load_recipe(REPO / "configs/dst/cpu_small.yaml", ["phase2.losses[1].weight=8", "phase2.steps=7"])
     assert recipe.phase2.losses[1].weight == 8 and recipe.phase2.steps == 7
-    with pytest.raises(RecipeError, match=r"(?s)bad recipe config:.*cpu_small.yaml: phase2.losses.0.weight"):
+    with pytest.raises(RecipeError, match=r"(?s)bad recipe config:.*cpu_small.yaml: field 'phase2.losses.0.weight'"):
         load_recipe(REPO / "configs/dst/cpu_small.yaml", ["phase2.losses[0].weight=-1"])
     repro = load_repro(REPO / "configs/dst/repro_multiwoz.yaml", ["conditions.S.losses[0].weight=2"])
     assert repro.conditions["S"].losses[0]["weight"] == 2

@@ -1,6 +1,7 @@
 """A YAML config file → a pydantic model: read the file (errors name it), apply ``--set`` overrides, validate
-with one error format. Shared by the DST recipe and the DST reproduction's config; the bench config reads
-its file here too.
+with one error format (spokentod.errors.validation_message). Shared by the DST recipe, the DST reproduction's
+config and the speech adapter; the bench config, the server config and backend spec files read their files
+here too.
 
     cfg = load_yaml_config("configs/dst/cpu_small.yaml", RecipeConfig, RecipeError, "recipe",
                            ["phase2.steps=50", "phase2.losses[1].weight=8"])
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from spokentod.errors import validation_message
+
 M = TypeVar("M", bound=BaseModel)
 
 _PIECE = re.compile(r"([^\[\]]*)((?:\[-?\d+\])*)")
@@ -38,6 +41,16 @@ def read_yaml(path: str | Path, error: type[Exception], what: str = "config") ->
         raise error(f"cannot read {what + ' ' if what else ''}{path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML: {e}") from None
+
+
+def read_mapping(path: str | Path, error: type[Exception], what: str = "config") -> dict:
+    """read_yaml for a config file, whose top level must be a mapping (an empty file is {})."""
+    data = read_yaml(path, error, what)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping of settings at the top level, got a {type(data).__name__}")
+    return data
 
 
 def override_path(key: str) -> list[str | int]:
@@ -85,6 +98,8 @@ def set_override(tree: dict, key: str, value: Any) -> None:
 
 def apply_overrides(data: Any, overrides: Iterable[str], error: type[Exception]) -> dict:
     """A deep copy of the mapping `data` with every ``key=value`` override set; a bad one raises `error`."""
+    if data is not None and not isinstance(data, dict):
+        raise error(f"expected a mapping of settings at the top level, got a {type(data).__name__}")
     out = copy.deepcopy(dict(data or {}))
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -99,16 +114,15 @@ def apply_overrides(data: Any, overrides: Iterable[str], error: type[Exception])
 
 def validate(model: type[M], data: Any, where: str, error: type[Exception], what: str) -> M:
     """`data` as a `model`; a ValidationError becomes `error` with one line per problem:
-    ``bad <what> config:`` then ``<where>: <dotted field>: <message>``."""
+    ``bad <what> config:`` then ``<where>: field '<dotted field>': <message>`` (spokentod.errors' format)."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        lines = [f"{where}: {'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()]
-        raise error(f"bad {what} config:\n  " + "\n  ".join(lines)) from None
+        raise error(f"bad {what} config:\n  " + validation_message(e, where).replace("\n", "\n  ")) from None
 
 
 def load_yaml_config(path: str | Path, model: type[M], error: type[Exception], what: str,
                      overrides: Iterable[str] = ()) -> M:
     """Read, override, validate: the whole way from a config file to its model (errors name the file)."""
-    data = apply_overrides(read_yaml(path, error, what), overrides, error)
+    data = apply_overrides(read_mapping(path, error, what), overrides, error)
     return validate(model, data, str(path), error, what)

@@ -40,7 +40,7 @@ def test_report_renders_in_chromium(tmp_path):
     assert dom.count('data-rendered="yes"') == n_figures and 'data-rendered="no"' not in dom
     assert len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", dom)) == n_figures
     assert len(re.findall(r"<table>", dom)) >= 12
-    table1 = dom[dom.index("Seed Table 1 metrics"):].split("</table>")[0]
+    table1 = dom[dom.index("Table 1 of the reference paper"):].split("</table>")[0]
     assert table1.count("<tr>") == 1 + len(SYSTEMS)  # header + one row per system
     assert 'id="weak-judge"' in dom and 'class="drop"' in dom
 

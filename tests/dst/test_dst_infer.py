@@ -290,12 +290,21 @@ def test_track_cli_errors_name_the_problem(tmp_path, checkpoint):
     assert res.exit_code == 1 and "not a SpeechDST checkpoint" in res.err
     res = run("--tracker", "prompted", "--manifest", str(m))
     assert res.exit_code == 1 and "--llm" in res.err
+    res = run("--tracker", "bogus", "--history", "mine", "--manifest", str(m))  # options checked by TrackSettings
+    assert res.exit_code == 1 and "--tracker: Input should be 'model' or 'prompted'; --history:" in res.err
     res = run("--checkpoint", str(checkpoint), "--manifest", str(m), "--mode", "speech")
     assert res.exit_code == 1 and "no user turns" in res.err and "no_audio" in res.err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(m.read_text().replace('"speaker":"agent"', '"speaker":"robot"', 1))
     res = run("--checkpoint", str(checkpoint), "--manifest", str(bad), "--mode", "text_direct")
     assert res.exit_code == 1 and "bad.jsonl" in res.err and "speaker" in res.err
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(m.read_text() * 2)  # the same dialogue ids twice: predictions could not be told apart
+    res = run("--checkpoint", str(checkpoint), "--manifest", str(twice), "--mode", "text_direct")
+    assert res.exit_code == 1 and "twice.jsonl" in res.err and "not unique" in res.err and "m1" in res.err
+    # backend specs are read by the one parser (backends/spec.py): a missing spec file is named, not a name
+    res = run("--tracker", "prompted", "--manifest", str(m), "--llm", str(tmp_path / "nope.yaml"))
+    assert res.exit_code == 1 and "nope.yaml does not exist" in res.err
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from spokentod.backends.base import Backend, GenParams, create
 from spokentod.dst.cli import app
-from spokentod.dst.cli.tracking import backend_spec
 from spokentod.dst.data import ontology as O
 from spokentod.dst.data.examples import Example, dialogue_examples
 from spokentod.dst.infer.predictions import write_predictions
@@ -97,16 +96,6 @@ def test_failed_backend_call_is_an_error_not_an_empty_state(tmp_path):
                             for e in DIALOGUE))
     r = score_files(write_predictions(preds, tmp_path / "p.jsonl"), refs, ontology="none")
     assert r["missing_turns"] == 2 and r["jga"] == 0.0
-
-
-def test_backend_spec_forms(tmp_path):
-    assert backend_spec("smollm2") == {"name": "smollm2"}
-    assert backend_spec('{"name": "openai", "model": "m"}') == {"name": "openai", "model": "m"}
-    f = tmp_path / "b.yaml"
-    f.write_text("name: hf\nmodel: /x\n")
-    assert backend_spec(str(f)) == {"name": "hf", "model": "/x"}
-    with pytest.raises(ValueError, match="'name'"):
-        backend_spec('{"model": "m"}')
 
 
 # ------------------------------------------------------------------ real models (slow)

@@ -161,7 +161,7 @@ def test_config_errors_name_the_field():
         repro_config.parse_repro(raw, "r.yaml", ["conditions.S.losses.0.data=elsewhere"])
     with pytest.raises(repro_config.ReproError, match="heldout voices"):
         repro_config.parse_repro(raw, "r.yaml", ["prepare.render.heldout.voices=[en-us]"])
-    with pytest.raises(repro_config.ReproError, match=r"(?s)r.yaml: .*conditions.S: phase2.steps"):
+    with pytest.raises(repro_config.ReproError, match=r"(?s)r.yaml: .*conditions.S: field 'phase2.steps'"):
         repro_config.parse_repro(raw, "r.yaml", ["base.phase2.steps=-1"])
 
 
@@ -216,6 +216,15 @@ def test_splits_are_seeded_disjoint_and_test_first():
     assert prepare.assign_splits(src, tgt, sizes, 1)["source_test"] != a["source_test"]
     with pytest.raises(repro_config.ReproError, match="need"):
         prepare.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 30}), 0)
+
+
+def test_the_pool_is_every_path_and_ids_are_unique_across_them():
+    from types import SimpleNamespace
+
+    pool = prepare._load_pool(SimpleNamespace(corpus="demo", paths=["demo"]))
+    assert pool and len({d.id for d in pool}) == len(pool)
+    with pytest.raises(repro_config.ReproError, match=f"dialogue id '{pool[0].id}' is in both demo and demo"):
+        prepare._load_pool(SimpleNamespace(corpus="demo", paths=["demo", "demo"]))
 
 
 def test_dialogue_counts_add_up_to_the_file_score(tmp_path):

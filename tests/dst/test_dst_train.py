@@ -126,7 +126,7 @@ def test_stream_order_is_reproducible_and_covers_every_item():
     a, b = Stream(list(range(5)), 2, 0, "x"), Stream(list(range(5)), 2, 0, "x")
     first = [a.next() for _ in range(5)]
     assert first == [b.next() for _ in range(5)]
-    assert sorted(sum(first, [])[:5]) == [0, 1, 2, 3, 4]  # one epoch is a permutation
+    assert sorted([x for batch in first for x in batch][:5]) == [0, 1, 2, 3, 4]  # one epoch is a permutation
     c = Stream(list(range(5)), 2, 0, "x")
     c.load_state_dict(a.state_dict())
     assert c.next() == a.next()
@@ -139,7 +139,7 @@ def test_recipe_errors_name_the_field(tmp_path, tiny_llm):
     raw["phase2"]["losses"][1]["data"] = "nope"
     with pytest.raises(RecipeError, match="nope"):
         parse_recipe(raw, "r.yaml")
-    with pytest.raises(RecipeError, match=r"r.yaml: phase2.steps"):
+    with pytest.raises(RecipeError, match=r"r.yaml: field 'phase2.steps'"):
         parse_recipe(_recipe(tmp_path, tiny_llm), "r.yaml", ["phase2.steps=-1"])
     assert parse_recipe(_recipe(tmp_path, tiny_llm), "r", ["phase2.steps=9"]).phase2.steps == 9
 
@@ -235,7 +235,7 @@ def test_two_processes_with_accelerate_launch(tmp_path, tiny_llm):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "spokentod.cli", "dst", "train", str(path)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     log = _losses(tmp_path / "run")
     assert [r["step"] for r in log] == [1, 2, 3]  # one writer: no duplicated lines

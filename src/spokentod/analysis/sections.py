@@ -119,7 +119,7 @@ def _system_section(bench: Bench, t: dict, names: list[str]) -> Section:
     if head:
         s.blocks.append(View(["system", *(label(n) for n in head)],
                              [[sys, *(est_cell(by[(sys, n)], n) for n in head)] for sys in bench.systems],
-                             "Seed Table 1 metrics"))
+                             "Table 1 of the reference paper"))
     s.blocks.append(View(["group", "metric", *bench.systems],
                          [[metric(n).section if i == 0 or metric(names[i - 1]).section != metric(n).section else "",
                            label(n), *(est_cell(by[(sys, n)], n) for sys in bench.systems)]
@@ -132,8 +132,8 @@ def _failure_section(bench: Bench, t: dict, colors: dict[str, str]) -> Section:
                 "For each failure type the judge gives a severity 0–100 (0 none, 1–33 mild, 34–66 moderate, "
                 "67–100 severe) and says whether it is present. Mean severity is over all judged replies; "
                 "'when present' only over replies where the judge said present; the presence rate is the share "
-                "of judged replies with it (the seed counted presence only). 'Primary' counts how often the judge "
-                "named it the reply's main failure.")
+                "of judged replies with it (the reference implementation counted presence only). 'Primary' "
+                "counts how often the judge named it the reply's main failure.")
     if not any(r["n"] for r in t["failures"]):
         s.blocks.append(Note("No failure-taxonomy verdicts in these runs" + (
             " (every judgement is missing: see 'Missing judgements and errors')." if t["failures"] else ".")))
@@ -228,8 +228,9 @@ def _turn_section(bench: Bench, t: dict, names: list[str], colors: dict[str, str
 
 def _phase_section(bench: Bench, t: dict, names: list[str]) -> Section:
     s = Section("phases", "Per phase (chit-chat, transition, task)",
-                "SalesBot dialogues move from chit-chat through a transition to the task; the seed never "
-                "split its numbers by phase. Each cell is the mean over the replies to user turns of that phase.")
+                "SalesBot dialogues move from chit-chat through a transition to the task; the reference paper "
+                "never split its numbers by phase. Each cell is the mean over the replies to user turns of that "
+                "phase.")
     phases = agg.phases(bench)
     by = {(r["system"], r["metric"], r["phase"]): r for r in t["per_phase"]}
     rows = []

@@ -23,11 +23,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spokentod.config_file import read_yaml
+from spokentod.config_file import read_yaml, validate
 from spokentod.data.source import DialogueSource
-from spokentod.errors import SpokenTODError, validation_message
+from spokentod.errors import SpokenTODError
 from spokentod.systems.config import SystemConfig
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # system names become file and directory names
@@ -123,10 +123,7 @@ class BenchConfig(_M):
 def parse_config(data: Any, source: str = "<config>") -> BenchConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with dataset, systems, ... at the top level")
-    try:
-        return BenchConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(validation_message(e, source)) from None
+    return validate(BenchConfig, data, source, ConfigError, "bench")
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -13,27 +13,37 @@ stall or send malformed JSON on purpose, e.g. "fail=2,status=429,retry_after=0.1
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 import typer
-import yaml
+from pydantic import BaseModel, ConfigDict
+
+from spokentod.config_file import read_mapping, validate
+
+
+class ServeConfig(BaseModel):
+    """The --config file: a backend per kind (a name or a backend config), request limits, the call cache."""
+
+    model_config = ConfigDict(extra="forbid")
+    asr: str | dict[str, Any] | None = None
+    llm: str | dict[str, Any] | None = None
+    tts: str | dict[str, Any] | None = None
+    audiolm: str | dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None  # spokentod.serve.schema.Limits
+    cache: bool | dict[str, Any] | None = None  # true, or spokentod.backends.cache.Cache's arguments
+
+
+class _ConfigError(typer.BadParameter):
+    def __init__(self, message: str):
+        super().__init__(message, param_hint="--config")
 
 
 def load_config(path: str | None) -> dict | None:
+    """The sections the file sets (None without a file: the embedded backends); errors name file and field."""
     if not path:
         return None
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise typer.BadParameter(f"cannot read config {path}: {e}", param_hint="--config") from None
-    if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping of asr/llm/tts/audiolm sections", param_hint="--config")
-    known = {"asr", "llm", "tts", "audiolm", "limits", "cache"}
-    if unknown := set(data) - known:
-        raise typer.BadParameter(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}",
-                                 param_hint="--config")
-    return data
+    cfg = validate(ServeConfig, read_mapping(path, _ConfigError, "config"), path, _ConfigError, "serve")
+    return cfg.model_dump(exclude_unset=True)
 
 
 def main(config: str = typer.Option(None, "--config", help="YAML: {asr: {name: whisper-ct2}, llm: {name: smollm2}, "

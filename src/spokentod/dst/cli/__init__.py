@@ -23,7 +23,7 @@ from spokentod.dst.cli.tracking import TrackSettings, run_track
 from spokentod.dst.data.normalize import Policy
 from spokentod.dst.score.scorer import score_files
 from spokentod.dst.train.recipe import load_recipe
-from spokentod.errors import SpokenTODError
+from spokentod.errors import SpokenTODError, field_path
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 err = Console(stderr=True)
@@ -191,7 +191,8 @@ def track(
         settings = TrackSettings(**{k: v for k, v in locals().items() if k in TrackSettings.model_fields})
         result = run_track(settings)
     except ValidationError as e:
-        msg = "; ".join(f"--{str(x['loc'][0]).replace('_', '-')}: {x['msg']}" for x in e.errors())
+        # the fields are the command's options: named as typed (--batch-size), not as a config field
+        msg = "; ".join(f"--{field_path(x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())
         err.print(f"[red]error:[/red] {msg}")
         raise typer.Exit(1) from None
     except (SpokenTODError, ValueError, KeyError, TypeError) as e:

@@ -8,20 +8,17 @@ that the ``spokentod`` entry point (which loads this package for every command) 
 
 from __future__ import annotations
 
-import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from spokentod.atomic import write_json
 from spokentod.backends.base import GenParams, create
 from spokentod.backends.cache import cached
-from spokentod.data import corpora
-from spokentod.data.manifest import read_manifest
+from spokentod.backends.spec import parse_backend_spec
+from spokentod.data import DialogueSource, load_dialogues
 from spokentod.dst.data import ontology as O
 from spokentod.dst.data.examples import DropReport, Filters, dialogue_examples
 from spokentod.dst.model.config import TEXT_MODES
@@ -96,49 +93,16 @@ def _check(s) -> str:
     return mode
 
 
-def load_dialogues(manifest: Path | None, corpus: str | None, path: Path | None, limit: int | None = None):
-    """(dialogues, audio_root): a manifest's relative audio paths resolve against its folder; corpus loaders
-    give absolute paths."""
-    if manifest is not None:
-        dialogues, root = list(read_manifest(manifest)), Path(manifest).resolve().parent
-    else:
-        dialogues, root = corpora.load(corpus, path), None
-    if limit:
-        dialogues = dialogues[:limit]
-    dup = [i for i, c in Counter(d.id for d in dialogues).items() if c > 1]
-    if dup:
-        raise SpokenTODError(f"{manifest or path}: dialogue ids are not unique ({dup[:5]}); predictions could "
-                             "not be told apart")
-    return dialogues, root
+def _source(manifest: Path | None, corpus: str | None, path: Path | None) -> DialogueSource:
+    """The dialogues a track run reads (--manifest, or --corpus + --path; the same for --shots-*)."""
+    return DialogueSource(manifest=manifest and str(manifest), corpus=corpus, path=path and str(path))
 
 
 def _backend(kind: str, spec: str, use_cache: bool):
-    b = create(kind, backend_spec(spec))
+    b = create(kind, parse_backend_spec(spec))
     if use_cache:
         b = cached(b)
     return b
-
-
-def backend_spec(value: str | dict | None) -> dict | None:
-    """A backend given as a name ("smollm2"), a JSON object string, or a .json/.yaml file → a config dict."""
-    if value is None or isinstance(value, dict):
-        return value
-    s = str(value).strip()
-    if s.startswith("{"):
-        try:
-            spec = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"backend spec {s!r} is not valid JSON: {e.msg}") from None
-    elif Path(s).suffix in (".json", ".yaml", ".yml"):
-        p = Path(s)
-        if not p.is_file():
-            raise ValueError(f"backend spec file {s} does not exist")
-        spec = yaml.safe_load(p.read_text(encoding="utf-8"))
-    else:
-        return {"name": s}
-    if not isinstance(spec, dict) or not spec.get("name"):
-        raise ValueError(f"backend spec {s!r} must be an object with a 'name'")
-    return spec
 
 
 def run_track(settings) -> dict[str, Any]:
@@ -152,7 +116,7 @@ def run_track(settings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    dialogues, root = load_dialogues(s.manifest, s.corpus, s.path, s.limit)
+    dialogues, root = load_dialogues(_source(s.manifest, s.corpus, s.path), s.limit)
     modality = "speech" if mode in ("speech", "audio") or s.asr else "text"
     report = DropReport()
     # Inference tracks every user turn: no state needed (its prediction is scored only where the reference
@@ -207,7 +171,7 @@ def run_track(settings) -> dict[str, Any]:
         onto = O.load(onto_name, s.data_dir)
         shots, excluded = [], 0
         if s.shots:
-            train, troot = load_dialogues(s.shots_manifest, s.shots_corpus, s.shots_path)
+            train, troot = load_dialogues(_source(s.shots_manifest, s.shots_corpus, s.shots_path))
             tracked = {g[0].dialogue_id for g in groups}
             pool = [ex for g in dialogue_examples(train, "text", troot) for ex in g]
             kept = [ex for ex in pool if ex.dialogue_id not in tracked]  # never show a tracked dialogue

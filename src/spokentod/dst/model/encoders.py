@@ -263,8 +263,6 @@ class CT2WhisperEncoder(_WhisperBase):
         return self._dim
 
     def _encode_padded(self, pieces: list[np.ndarray]) -> Tensor:
-        import ctranslate2
-
         n = self.mel.n_samples  # 480000
         mels = np.stack([self.mel(np.pad(p, (0, n - len(p))), padding=0) for p in pieces])
         if mels.shape[-1] != self.mel.nb_max_frames:  # guards the recipe against feature-extractor changes

@@ -57,7 +57,8 @@ def flatten_state(state: Any, pool: dict | None = None) -> tuple[Item, ...]:
     With a `pool`, equal items become one object: states are cumulative, so the same item recurs turn after
     turn, and the scorer's per-item memo then hits on identity instead of comparing strings."""
     if not isinstance(state, dict):
-        raise ValueError(f"state: expected an object {{domain: {{slot: value}}}}, got {type(state).__name__}")
+        kind = type(state).__name__  # bad input data, not a caller's bug: readers collect ValueErrors as Problems
+        raise ValueError(f"state: expected an object {{domain: {{slot: value}}}}, got {kind}")  # noqa: TRY004
     out: list[Item] = []
     for d, slots in state.items():
         if isinstance(slots, dict) and any(isinstance(slots.get(p), dict) for p in ("semi", "book")):
@@ -129,7 +130,7 @@ def read_states(path: str | os.PathLike, turn_index: str = "index",
             if isinstance(r, Exception):
                 raise r
             if not isinstance(r, dict):
-                raise ValueError("expected a JSON object")
+                raise ValueError("expected a JSON object")  # noqa: TRY004 (a bad record: a Problem, below)
             for key in ("dialogue_id", "turn", "state"):
                 if key not in r:
                     raise ValueError(f"missing field {key!r}")

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from spokentod.audio import load_audio
-from spokentod.data import corpora
-from spokentod.data.manifest import read_manifest
+from spokentod.data import DialogueSource, load_dialogues
 from spokentod.data.synth import synthesize_manifest
 from spokentod.dst.data.asr_items import load_asr_items
 from spokentod.dst.data.examples import Example, make_examples
@@ -77,14 +76,15 @@ class Features:
         return EncoderFeatures(self.encoder).get(paths)
 
 
-def load_dialogues(spec: DataSpec) -> list:
-    dialogues = read_manifest(spec.manifest) if spec.manifest else corpora.load(spec.corpus, spec.path)
-    return dialogues[: spec.limit] if spec.limit else dialogues
+def _source(spec: DataSpec) -> DialogueSource:
+    """Where a recipe's data set reads its dialogues (the rest of DataSpec says what is made of them)."""
+    return DialogueSource(manifest=spec.manifest, corpus=spec.corpus, path=spec.path, limit=spec.limit)
 
 
 def rendered(name: str, spec: DataSpec, out: str | Path) -> DataSpec:
     """TTS augmentation: the set's user turns rendered (once; resumable) and used as a speech manifest."""
-    manifest = synthesize_manifest(load_dialogues(spec), Path(out) / "rendered" / name, spec.render.tts,
+    dialogues, _ = load_dialogues(_source(spec))
+    manifest = synthesize_manifest(dialogues, Path(out) / "rendered" / name, spec.render.tts,
                                    spec.render.voices)
     return spec.model_copy(update={"manifest": str(manifest), "corpus": None, "path": None,
                                    "modality": "speech", "render": None, "limit": None})
@@ -99,8 +99,8 @@ def load_set(name: str, spec: DataSpec, count_tokens, out: str | Path = ".") -> 
             raise SpokenTODError(f"data.{name}: an ASR set needs a manifest (ours or lhotse)")
         items = load_asr_items(spec.manifest)
         return items[: spec.limit] if spec.limit else items
-    root = Path(spec.manifest).parent if spec.manifest else None
-    examples, report = make_examples(load_dialogues(spec), spec.modality, root, spec.filters, count_tokens)
+    dialogues, root = load_dialogues(_source(spec))
+    examples, report = make_examples(dialogues, spec.modality, root, spec.filters, count_tokens)
     if report.counts:
         print(f"data.{name}: {len(examples)} examples; dropped {report.summary()}")
     return examples

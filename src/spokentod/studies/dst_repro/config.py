@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spokentod.config_file import apply_overrides, read_yaml, validate
+from spokentod.config_file import apply_overrides, read_mapping, validate
 from spokentod.dst.train.recipe import RecipeError, parse_recipe
 from spokentod.errors import SpokenTODError
 from spokentod.studies.dst_repro.layout import data_dir, run_dir, slug
@@ -173,7 +173,7 @@ def parse_repro(data: Any, where: str, overrides: list[str] = ()) -> ReproConfig
 
 
 def load_repro(path: str | os.PathLike, overrides: list[str] = ()) -> ReproConfig:
-    return parse_repro(read_yaml(path, ReproError, ""), str(path), overrides)
+    return parse_repro(read_mapping(path, ReproError, ""), str(path), overrides)
 
 
 # ---------------------------------------------------------------------------------------------- recipes

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spokentod.data import corpora
+from spokentod.data import DialogueSource, load_dialogues
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.synth import synthesize_manifest
 from spokentod.dst.data.domains import split_by_domain
@@ -34,9 +34,12 @@ from spokentod.studies.dst_repro.layout import Timings, data_dir, diff_paths, no
 
 
 def _load_pool(p: Prepare) -> list:
+    """The dialogues of every path in `p.paths`, pooled; a dialogue id in two of them is a ReproError (the
+    splits are made by id)."""
     pool, seen = [], {}
     for path in p.paths:
-        for d in corpora.load(p.corpus, path):
+        dialogues, _ = load_dialogues(DialogueSource(corpus=p.corpus, path=path))
+        for d in dialogues:
             if d.id in seen:
                 raise ReproError(f"dialogue id {d.id!r} is in both {seen[d.id]} and {path}")
             seen[d.id] = path

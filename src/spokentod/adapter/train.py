@@ -186,7 +186,7 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s)
             losses = model.asr_losses(x, [u.text for u in batch], ce=step >= s.ctc_only_steps)
-            loss = losses.get("ce", 0.0) + s.ctc_weight * losses["ctc"] if "ce" in losses else losses["ctc"]
+            loss = losses["ce"] + s.ctc_weight * losses["ctc"] if "ce" in losses else losses["ctc"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -38,11 +38,12 @@ caller sets. A frozen HF encoder still exposes ``module`` (so a parent nn.Module
 
 Measured cost of the embedded ct2 tiny.en encoder on this machine (2 CPU cores shared with other engineers'
 jobs, load average 1.3-3.0 during the runs, so wall times are noisy and pessimistic; 16 utterances of 2-6 s,
-intra_threads default; every utterance costs about the same whatever its length, because Whisper always
-encodes a 30 s window; the log-mel is ~0.03 s of it):
+intra_threads default; with the default ``window="full"`` every utterance costs about the same whatever its
+length, because Whisper always encodes a 30 s window; the log-mel is ~0.03 s of it):
     float32: 0.28-0.74 s wall per utterance, ~0.50 CPU-s per utterance (batch 1 and batch 8 alike)
     int8:    0.26-0.58 s wall per utterance, ~0.40-0.48 CPU-s per utterance
-so roughly 2-3 utterances per second on 2 cores; batching does not help on CPU. Encode a corpus once into
+so roughly 2-3 utterances per second on 2 cores; batching does not help on CPU. ``window="fit"`` (whisper-ct2
+only, see EncoderConfig) encodes a window just longer than the utterance: 6-11x less compute for short turns. Encode a corpus once into
 the FeatureCache (features.py) rather than per epoch.
 
 Each kind imports its runtime (CTranslate2 + faster-whisper, or transformers) when it is built: they are

@@ -38,6 +38,31 @@ from spokentod.errors import SpokenTODError
 IGNORE = -100
 
 
+def stack_sequences(seqs: list[tuple[Tensor, Tensor]], left: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(embeddings [L_i, H], labels [L_i]) per example → padded embeddings [B, L, H], attention mask and
+    labels (IGNORE where padded); ``left`` pads on the left (generation), else on the right (training)."""
+    n = max(e.shape[0] for e, _ in seqs)
+    b, h = len(seqs), seqs[0][0].shape[1]
+    emb = seqs[0][0].new_zeros(b, n, h)
+    mask = torch.zeros(b, n, dtype=torch.long, device=emb.device)
+    labels = torch.full((b, n), IGNORE, dtype=torch.long, device=emb.device)
+    for i, (e, lab) in enumerate(seqs):
+        sl = slice(n - len(e), n) if left else slice(0, len(e))
+        emb[i, sl], mask[i, sl], labels[i, sl] = e, 1, lab
+    return emb, mask, labels
+
+
+def target_loss(llm: nn.Module, seqs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Mean cross-entropy of a causal LM over the labelled positions of right-padded sequences."""
+    emb, mask, labels = stack_sequences(seqs, left=False)
+    # Vocabulary logits only where some example predicts a target token (position t predicts t+1):
+    # the prefix and prompt need none, which saves a large share of the step on a small LLM.
+    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
+    logits = llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                       labels[:, keep + 1].reshape(-1), ignore_index=IGNORE)
+
+
 def resolve_llm(name: str) -> str:
     """An embedded name → its converted local directory; anything else is passed to from_pretrained."""
     if name == "smollm2":
@@ -294,29 +319,11 @@ class SpeechDST(nn.Module):
             out.append((e, labels))
         return out
 
-    @staticmethod
-    def _stack(seqs: list[tuple[Tensor, Tensor]], left: bool) -> tuple[Tensor, Tensor, Tensor]:
-        n = max(e.shape[0] for e, _ in seqs)
-        b, h = len(seqs), seqs[0][0].shape[1]
-        emb = seqs[0][0].new_zeros(b, n, h)
-        mask = torch.zeros(b, n, dtype=torch.long, device=emb.device)
-        labels = torch.full((b, n), IGNORE, dtype=torch.long, device=emb.device)
-        for i, (e, lab) in enumerate(seqs):
-            sl = slice(n - len(e), n) if left else slice(0, len(e))
-            emb[i, sl], mask[i, sl], labels[i, sl] = e, 1, lab
-        return emb, mask, labels
-
     # ------------------------------------------------------------------ training and generation
 
     def loss(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], targets: list[str]) -> Tensor:
         """Mean cross-entropy over target tokens (and eos) of the batch."""
-        emb, mask, labels = self._stack(self._sequences(prefix, prefix_lengths, prompts, targets), left=False)
-        # Vocabulary logits only where some example predicts a target token (position t predicts t+1):
-        # the prefix and prompt need none, which saves a large share of the step on a small LLM.
-        keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
-        logits = self.llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                           labels[:, keep + 1].reshape(-1), ignore_index=IGNORE)
+        return target_loss(self.llm, self._sequences(prefix, prefix_lengths, prompts, targets))
 
     @torch.no_grad()
     def generate(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], max_new_tokens: int = 128,
@@ -325,7 +332,7 @@ class SpeechDST(nn.Module):
         was_training = self.training
         self.eval()  # no dropout (connector, LoRA) while decoding
         try:
-            emb, mask, _ = self._stack(self._sequences(prefix, prefix_lengths, prompts, None), left=True)
+            emb, mask, _ = stack_sequences(self._sequences(prefix, prefix_lengths, prompts, None), left=True)
             # generate() derives position ids from the attention mask, so left padding shifts nothing.
             out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
                                     num_beams=num_beams, do_sample=False, eos_token_id=self.eos,

@@ -372,8 +372,9 @@ def render(out: Path, utts: list[Utterance], cfg: CorpusConfig, workers: int = 2
     """Render every utterance (resumable); returns failures [{id, error}]."""
     failures = []
     by_id = {u.id: u for u in utts}
-    # espeak-ng first (~0.02 s each), Kokoro last (~1-4 s each): most of the corpus is usable early.
-    order = sorted(utts, key=lambda u: u.tts == "kokoro")
+    # espeak-ng first (~0.02 s each), Kokoro last (~1-4 s each, held-out ones first): most of the corpus
+    # and all of dev/test are usable early.
+    order = sorted(utts, key=lambda u: (u.tts == "kokoro", u.split == "train"))
     with ProcessPoolExecutor(workers) as pool, progress_bar("render", unit="utt") as bar:
         task = bar.add_task("render", total=len(order))
         futs = [pool.submit(_render_one, str(out), u.model_dump(), cfg.kokoro_precision) for u in order]

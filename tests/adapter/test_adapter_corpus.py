@@ -77,3 +77,13 @@ def test_read_manifest_names_file_and_line(tmp_path):
     (tmp_path / "manifest.jsonl").write_text(good.model_dump_json() + "\n" + '{"id": "b"}\n')
     with pytest.raises(CorpusError, match=r"manifest.jsonl:2"):
         read_manifest(tmp_path)
+
+
+def test_on_disk_reads_durations_of_rendered_audio_and_lists_the_rest(tmp_path):
+    # `prepare --no-render`: the manifest of what is on disk while a slow tail still renders.
+    utts = [Utterance(id=i, text="Thanks, that is all.", split="train", source="s", tts="espeak", voice="en-us",
+                      wpm=170, pitch=50, audio=f"audio/train/{i}.wav") for i in ("one", "two")]
+    _, dur, _ = C._render_one(str(tmp_path), utts[0].model_dump(), "float32")
+    missing = C._on_disk(tmp_path, utts)
+    assert utts[0].duration == pytest.approx(dur, abs=1e-3) and utts[1].duration is None
+    assert missing == [{"id": "two", "error": "not rendered (prepare --no-render)"}]

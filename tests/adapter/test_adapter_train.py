@@ -84,3 +84,59 @@ def test_lr_schedule_warms_up_and_decays():
     s = AdapterRecipe().train
     assert lr_at(0, s) < lr_at(s.warmup - 1, s) <= s.lr
     assert lr_at(s.steps, s) == pytest.approx(s.min_lr)
+
+
+def _runs(labels: list[int], blank: int) -> list[tuple[int, int]]:
+    """(start, end) of each run of one non-blank label: the reference segmentation, written plainly."""
+    out, start = [], 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            if labels[start] != blank:
+                out.append((start, i))
+            start = i
+    return out
+
+
+def test_ctc_segments_average_runs_of_one_token_and_drop_blanks(tiny_llm):
+    from spokentod.adapter.model import AdapterConfig
+
+    m = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), connector={"width": 32, "layers": 1, "heads": 2,
+                                                                        "ff": 64}), 384)
+    emb = m.llm.get_input_embeddings().weight.detach()
+    blank = len(emb)
+    with torch.no_grad():
+        m.ctc_blank.copy_(emb[:8].mean(0))
+    # Frames built from a known token sequence with repeats and blanks, plus a little noise.
+    seq = [5, 5, blank, 7, 7, 7, blank, blank, 5, 9]
+    vec = {t: 40 * emb[t] for t in (5, 7, 9)} | {blank: 40 * m.ctc_blank.detach()}
+    frames = torch.stack([vec[t] + 0.01 * torch.randn(emb.shape[1]) for t in seq])[None]
+    labels = m.ctc_classes(frames)[0].tolist()
+    runs = _runs(labels, blank)
+    assert len(runs) >= 3  # the frames do read as several tokens
+    segs = m.segments(frames, torch.tensor([len(seq)]))[0]
+    assert segs.shape == (len(runs), emb.shape[1])
+    for seg, (a, b) in zip(segs, runs):
+        assert torch.allclose(seg, frames[0, a:b].mean(0), atol=1e-5)
+    # An utterance read as all blank keeps its frames rather than vanishing.
+    r = torch.randn(emb.shape[1])
+    with torch.no_grad():
+        m.ctc_blank.copy_(1000 * r)  # r·(1000 r) dwarfs every r·E[t]
+    silent = torch.stack([r] * 4)[None]
+    assert set(m.ctc_classes(silent)[0].tolist()) == {blank}
+    assert torch.equal(m.segments(silent, torch.tensor([4]))[0], silent[0])
+
+
+def test_learned_asr_prompt_trains_and_round_trips(tmp_path, tiny_llm):
+    from spokentod.adapter.model import AdapterConfig
+
+    cfg = AdapterConfig(llm=str(tiny_llm), asr_prompt=5, compress="none",
+                        connector={"width": 32, "layers": 1, "heads": 2, "ff": 64})
+    m = SpeechAdapter.build(cfg, 384)
+    assert m.asr_instruction().shape[0] == 5
+    m.asr_losses([torch.randn(120, 384)], TEXTS[:1])["ce"].backward()
+    assert m.asr_prompt.grad is not None and m.asr_prompt.grad.abs().sum() > 0
+    with torch.no_grad():
+        m.asr_prompt.add_(1.0)
+    m.save(tmp_path / "a")
+    again = SpeechAdapter.load(tmp_path / "a")
+    assert torch.equal(again.asr_prompt, m.asr_prompt.detach())

@@ -20,6 +20,7 @@ def prepare(
     out: Annotated[Path, Opt(help="Corpus directory.")] = Path("runs/adapter/corpus"),
     data: Annotated[Path, Opt(help="The shared data root.")] = Path("../shared/data"),
     workers: Annotated[int, Opt(help="Rendering processes.")] = 2,
+    render: Annotated[bool, Opt(help="Render missing audio; --no-render writes the manifest of what is on disk.")] = True,
     set_: Annotated[list[str] | None, Opt("--set", help="Override a corpus setting: sizes.templates=5000")] = None,
 ) -> None:
     """Build the leak-free ASR corpus: text pool, held-out splits, TTS rendering (resumable)."""
@@ -28,7 +29,7 @@ def prepare(
 
     cfg = validate(CorpusConfig, apply_overrides({"data": str(data)}, set_ or [], typer.BadParameter), "--set",
                    typer.BadParameter, "corpus settings")
-    meta = run(cfg, out, workers=workers)
+    meta = run(cfg, out, workers=workers, render_audio=render)
     typer.echo(json.dumps({k: meta[k] for k in ("counts", "dropped", "hours", "rendered", "n_failed")}, indent=1))
 
 
@@ -39,13 +40,12 @@ def train(
     features_only: Annotated[bool, Opt(help="Only compute the encoder features of the corpus.")] = False,
 ) -> None:
     """Cache the corpus features, then train (resumable; stops at the step or time budget)."""
-    from spokentod.adapter.corpus import read_manifest  # torch and the LLM: only when a command runs
-    from spokentod.adapter.train import Features, load_recipe
+    from spokentod.adapter.train import Features, load_recipe, splits  # torch and the LLM: only when run
     from spokentod.adapter.train import train as run
 
     cfg = load_recipe(recipe, set_ or [])
-    utts = [u for u in read_manifest(cfg.corpus) if u.duration]
-    Features(cfg).fill(utts)
+    train_set, dev = splits(cfg)
+    Features(cfg).fill(dev + train_set)
     if not features_only:
         state = run(cfg)
         typer.echo(f"best dev WER {state['best_wer']:.3f} at step {state['best_step']} "

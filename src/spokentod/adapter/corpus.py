@@ -25,7 +25,9 @@ are training-only. Every row says its split, source, TTS and voice.
 Layout of ``out``: ``pool.jsonl`` (one row per utterance: id, text, split, source, dialogue, tts, voice,
 wpm, pitch, speed, audio), ``audio/<split>/<id[:2]>/<id>.wav`` (16 kHz mono), ``manifest.jsonl`` (the
 rendered rows with their durations) and ``corpus.json`` (the config, counts and source hashes).
-Rendering resumes: an existing WAV is kept.
+Rendering resumes: an existing WAV is kept. ``render_audio=False`` (``prepare --no-render``) renders
+nothing and writes the manifest of the WAVs already on disk, so training can start while a slow tail
+(the Kokoro utterances) renders; a later full ``prepare`` rewrites it.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
 
-from spokentod.atomic import write_json
+from spokentod.atomic import atomic_write, write_json
 from spokentod.audio import resample, write_wav
 from spokentod.data.corpora import load as load_corpus
 from spokentod.data.schema import Dialogue
@@ -388,15 +390,26 @@ def render(out: Path, utts: list[Utterance], cfg: CorpusConfig, workers: int = 2
     return failures
 
 
+def _on_disk(out: Path, utts: list[Utterance]) -> list[dict]:
+    """Durations of the WAVs already rendered; the others are listed as not rendered (yet)."""
+    missing = []
+    for u in utts:
+        try:
+            u.duration = round(sf.info(out / u.audio).frames / RATE, 3)
+        except (RuntimeError, OSError):
+            missing.append({"id": u.id, "error": "not rendered (prepare --no-render)"})
+    return missing
+
+
 def prepare(cfg: CorpusConfig, out: str | Path, workers: int = 2, render_audio: bool = True) -> dict:
     """Plan, render and write the corpus (see the module docstring); returns corpus.json's content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     utts, stats = plan(cfg)
     (out / "pool.jsonl").write_text("".join(u.model_dump_json() + "\n" for u in utts))
-    failures = render(out, utts, cfg, workers) if render_audio else []
+    failures = render(out, utts, cfg, workers) if render_audio else _on_disk(out, utts)
     done = [u for u in utts if u.duration is not None]
-    (out / "manifest.jsonl").write_text("".join(u.model_dump_json() + "\n" for u in done))
+    atomic_write(out / "manifest.jsonl", "".join(u.model_dump_json() + "\n" for u in done).encode())
     hours = {sp: round(sum(u.duration for u in done if u.split == sp) / 3600, 2) for sp in ("train", "dev", "test")}
     meta = {"config": cfg.model_dump(mode="json"), **stats, "rendered": len(done), "failed": failures[:50],
             "n_failed": len(failures), "hours": hours,

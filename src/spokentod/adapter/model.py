@@ -9,13 +9,23 @@ Speech sits inside the user turn of the LLM's own chat format, where text would 
 
     <|im_start|>user\\n{instruction}[speech embeddings]<|im_end|>\\n<|im_start|>assistant\\n{reply}<|im_end|>
 
-ASR training uses the instruction "Transcribe: " and the transcript as the reply. No system prompt: it
-costs ~20 tokens a step and the LLM answers the same without it.
+ASR training uses an instruction and the transcript as the reply. No system prompt: it costs ~20 tokens a
+step and the LLM answers the same without it. The instruction is the text "Transcribe: " or, with
+``asr_prompt > 0``, that many learned vectors (initialised from it): SmolLM2-135M does not follow a text
+instruction to copy (given "Transcribe: " and the exact transcript tokens it answers the sentence instead,
+dev WER 123 %), and a learned prompt moves the task out of the connector, which then only has to make
+speech read like text — what the end-to-end use needs. Only the ASR task uses the prompt.
 
 Auxiliary CTC: each connector frame is scored against the LLM's (frozen, tied) token embeddings plus a
 learned blank vector, ``logits = s · h @ [E; blank]ᵀ``, and CTC aligns them with the transcript's tokens.
 It needs no LLM forward (cheap), and it pulls each frame towards the embedding of the token spoken there,
 which is the space the LLM reads.
+
+CTC compression (``compress: ctc``, after Gaido et al. 2021): the LLM does not read every connector frame
+but one vector per CTC segment: each frame's best class over the full vocabulary + blank, runs of the same
+class averaged into one vector, blank runs dropped. A 3-s turn becomes ~12 vectors instead of ~25 frames,
+and each sits near the embedding of the token it stands for, so the frozen LLM reads speech much as it
+reads text. The segmentation is discrete; the gradient flows through the averages.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +56,9 @@ class AdapterConfig(BaseModel):
     encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(window="fit"))
     connector: ConnectorConfig = Field(default_factory=lambda: ConnectorConfig(
         width=384, layers=2, heads=4, ff=1536, dropout=0.1))
+    compress: Literal["none", "ctc"] = "ctc"  # what the LLM reads: every connector frame, or CTC segments
     asr_instruction: str = "Transcribe: "
+    asr_prompt: int = Field(0, ge=0)  # learned instruction vectors for the ASR task (0: the text instruction)
     user_open: str = "<|im_start|>user\n"
     user_close: str = "<|im_end|>\n<|im_start|>assistant\n"
     reply_end: str = "<|im_end|>"
@@ -64,6 +77,11 @@ class SpeechAdapter(nn.Module):
         ids = self._ids
         self.open_ids, self.close_ids = ids(cfg.user_open), ids(cfg.user_close)
         self.asr_ids, self.end_ids = ids(cfg.asr_instruction), ids(cfg.reply_end)
+        self.asr_prompt = None
+        if cfg.asr_prompt:
+            with torch.no_grad():
+                init = self.embed(self.asr_ids)
+            self.asr_prompt = nn.Parameter(init[torch.arange(cfg.asr_prompt) % len(init)].clone())
 
     @classmethod
     def build(cls, cfg: AdapterConfig, feature_dim: int) -> SpeechAdapter:
@@ -93,12 +111,47 @@ class SpeechAdapter(nn.Module):
         padded = nn.utils.rnn.pad_sequence([f.to(self.device) for f in feats], batch_first=True)
         return self.connector(padded, lengths)
 
+    def ctc_classes(self, frames: Tensor) -> Tensor:
+        """Best class per frame over the full vocabulary + blank (index ``vocab``) [B, T]; no gradient."""
+        emb = self.llm.get_input_embeddings().weight
+        with torch.no_grad():
+            return torch.stack([(f @ torch.cat([emb, self.ctc_blank[None]]).T).argmax(-1) for f in frames])
+
+    def segments(self, frames: Tensor, lengths: Tensor) -> list[Tensor]:
+        """CTC compression of [B, P, H] frames: one mean vector per run of the same non-blank best class.
+        An utterance whose frames are all blank keeps its frames (nothing is better than silence)."""
+        best = self.ctc_classes(frames)
+        blank = self.llm.get_input_embeddings().weight.shape[0]
+        out = []
+        for f, row, n in zip(frames, best, lengths.tolist()):
+            f, row = f[:n], row[:n]
+            start = torch.ones(n, dtype=torch.bool, device=f.device)
+            start[1:] = row[1:] != row[:-1]
+            group = start.cumsum(0) - 1
+            means = torch.zeros(int(group[-1]) + 1, f.shape[1], device=f.device, dtype=f.dtype).index_add(0, group, f)
+            means = means / torch.bincount(group).to(f.dtype)[:, None]
+            keep = row[start] != blank
+            out.append(means[keep] if keep.any() else f)
+        return out
+
+    def speech_inputs(self, feats: list[Tensor]) -> list[Tensor]:
+        """What the LLM reads for each utterance [N_i, H]: the connector frames or their CTC segments."""
+        frames, lengths = self.speech(feats)
+        if self.cfg.compress == "ctc":
+            return self.segments(frames, lengths)
+        return [frames[i, : int(lengths[i])] for i in range(len(feats))]
+
     def embed(self, ids: list[int]) -> Tensor:
         return self.llm.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
 
-    def user_turn(self, frames: Tensor, instruction: list[int]) -> Tensor:
-        """Embeddings of one user turn whose content is the instruction then the speech."""
-        return torch.cat([self.embed(self.open_ids + instruction), frames, self.embed(self.close_ids)])
+    def asr_instruction(self) -> Tensor:
+        """The ASR task's instruction embeddings: the learned prompt, or the text instruction's."""
+        return self.asr_prompt if self.asr_prompt is not None else self.embed(self.asr_ids)
+
+    def user_turn(self, speech: Tensor, instruction: Tensor | None = None) -> Tensor:
+        """Embeddings of one user turn whose content is the instruction (if any) then the speech."""
+        head = [self.embed(self.open_ids)] + ([instruction] if instruction is not None else [])
+        return torch.cat([*head, speech, self.embed(self.close_ids)])
 
     # ------------------------------------------------------------------ ASR training
 
@@ -108,9 +161,13 @@ class SpeechAdapter(nn.Module):
         targets = [self._ids(t.strip()) for t in texts]
         out = {"ctc": self.ctc_loss(frames, lengths, targets)}
         if ce:
+            if self.cfg.compress == "ctc":
+                inputs = self.segments(frames, lengths)
+            else:
+                inputs = [frames[i, : int(lengths[i])] for i in range(len(feats))]
             seqs = []
             for i, tgt in enumerate(targets):
-                head = self.user_turn(frames[i, : int(lengths[i])], self.asr_ids)
+                head = self.user_turn(inputs[i], self.asr_instruction())
                 reply = tgt + self.end_ids
                 emb = torch.cat([head, self.embed(reply)])
                 labels = torch.full((len(emb),), IGNORE, dtype=torch.long, device=self.device)
@@ -142,11 +199,10 @@ class SpeechAdapter(nn.Module):
         """Greedy CTC reading of the connector frames (no LLM): best token per frame, repeats and blanks
         dropped. A cheap view of what the frames say, used to watch alignment early in training."""
         frames, lengths = self.speech(feats)
-        emb = self.llm.get_input_embeddings().weight
-        best = (frames @ torch.cat([emb, self.ctc_blank[None]]).T).argmax(-1)
+        blank = self.llm.get_input_embeddings().weight.shape[0]
         out = []
-        for row, n in zip(best.tolist(), lengths.tolist()):
-            ids = [t for i, t in enumerate(row[:n]) if t != len(emb) and (i == 0 or t != row[i - 1])]
+        for row, n in zip(self.ctc_classes(frames).tolist(), lengths.tolist()):
+            ids = [t for i, t in enumerate(row[:n]) if t != blank and (i == 0 or t != row[i - 1])]
             out.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
         return out
 
@@ -166,9 +222,8 @@ class SpeechAdapter(nn.Module):
         was = self.training
         self.eval()
         try:
-            frames, lengths = self.speech(feats)
-            turns = [self.user_turn(frames[i, : int(lengths[i])], self.asr_ids) for i in range(len(feats))]
-            return self.generate(turns, max_new_tokens)
+            instruction = self.asr_instruction()
+            return self.generate([self.user_turn(x, instruction) for x in self.speech_inputs(feats)], max_new_tokens)
         finally:
             self.train(was)
 

@@ -63,6 +63,7 @@ class TrainSettings(BaseModel):
     threads: int = 2
     seed: int = 0
     bucket: int = 32  # draw batch*bucket utterances, sort by length, cut into batches (less padding)
+    sources: list[str] | None = None  # train only on these corpus sources (None: all), e.g. real turns only
 
 
 class AdapterRecipe(BaseModel):
@@ -151,15 +152,26 @@ def _save_checkpoint(path: Path, blob: dict) -> None:
     atomic_write(path, lambda f: torch.save(blob, f))
 
 
+def splits(recipe: AdapterRecipe) -> tuple[list[Utterance], list[Utterance]]:
+    """The training utterances (``train.sources`` applied) and the dev sample evaluated at each step."""
+    s = recipe.train
+    train_set = [u for u in read_manifest(recipe.corpus, "train") if u.duration]
+    if s.sources is not None:
+        unknown = set(s.sources) - {u.source for u in train_set}
+        if unknown:
+            raise AdapterError(f"train.sources: {sorted(unknown)} not in the corpus's train split")
+        train_set = [u for u in train_set if u.source in s.sources]
+    dev = [u for u in read_manifest(recipe.corpus, "dev") if u.duration]
+    return train_set, random.Random(s.seed).sample(dev, min(s.dev_limit, len(dev)))
+
+
 def train(recipe: AdapterRecipe) -> dict[str, Any]:
     s = recipe.train
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
-    train_set = [u for u in read_manifest(recipe.corpus, "train") if u.duration]
-    dev = [u for u in read_manifest(recipe.corpus, "dev") if u.duration]
-    dev = random.Random(s.seed).sample(dev, min(s.dev_limit, len(dev)))
+    train_set, dev = splits(recipe)
     feats = Features(recipe)
     model = SpeechAdapter.build(recipe.model, feats.encoder.dim)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -202,7 +214,9 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
                 log.flush()
             last = step >= s.steps or state["train_s"] >= budget
             if step % s.eval_every == 0 or last:
-                llm = step > s.ctc_only_steps  # while only CTC trains, the LLM's reading is not yet meaningful
+                # While only CTC trains, the LLM is decoded once, at the switch (a baseline for the CE phase):
+                # decoding 96 utterances costs minutes, and before CE trains the prompt it reads poorly.
+                llm = step >= s.ctc_only_steps
                 ev = {"step": step, "train_s": round(state["train_s"], 1), **evaluate(model, feats, dev, s, llm)}
                 with (out / "eval.jsonl").open("a") as f:
                     f.write(json.dumps(ev) + "\n")

@@ -1,0 +1,65 @@
+"""The embedded end-to-end speech LM (speech adapter → frozen LLM): the speech vectors land exactly where
+the audio part was in the LLM's own chat format, and it answers through the normal audiolm interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spokentod.adapter.model import AdapterConfig, SpeechAdapter
+from spokentod.backends.audiolm.speechlm import MARKER, SpeechLM, to_marked
+from spokentod.backends.base import GenParams, create
+from spokentod.errors import AudioError
+
+
+@pytest.fixture(scope="module")
+def speech_wav():
+    wav = create("tts", {"name": "espeak"}).synthesize("I need a cheap hotel in the centre.")
+    return wav.samples, wav.rate
+
+
+@pytest.fixture(scope="module")
+def tiny_speechlm(tmp_path_factory, tiny_llm):
+    out = tmp_path_factory.mktemp("adapter")
+    cfg = AdapterConfig(llm=str(tiny_llm), connector={"width": 32, "layers": 1, "heads": 2, "ff": 64})
+    torch.manual_seed(0)
+    SpeechAdapter.build(cfg, 384).save(out)
+    return SpeechLM(adapter=out)
+
+
+def _msgs(samples, rate):
+    return [{"role": "system", "content": "You are a travel agent."},
+            {"role": "user", "content": "Hello there."},
+            {"role": "assistant", "content": "Hi! How can I help?"},
+            {"role": "user", "content": [{"type": "audio", "samples": samples, "rate": rate}]}]
+
+
+def test_speech_vectors_replace_the_audio_part_inside_the_chat_template(tiny_speechlm, speech_wav):
+    lm, m = tiny_speechlm, tiny_speechlm.model
+    msgs = _msgs(*speech_wav)
+    conv, audios = to_marked(msgs)
+    assert conv[-1] == {"role": "user", "content": MARKER} and len(audios) == 1
+    text = m.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    before, after = text.split(MARKER)
+    speech = m.speech_inputs(lm.encoder.encode(audios))[0]
+    emb = lm.prompt_embeddings(msgs)
+    nb = len(m._ids(before))
+    assert emb.shape[0] == nb + len(speech) + len(m._ids(after))
+    assert torch.equal(emb[:nb], m.embed(m._ids(before)))
+    assert torch.allclose(emb[nb: nb + len(speech)], speech)
+    # With text where the audio was, the embeddings are the text path's, token for token.
+    as_text = msgs[:-1] + [{"role": "user", "content": "a cheap hotel"}]
+    ids = m.tokenizer.apply_chat_template([dict(x) for x in as_text], tokenize=False, add_generation_prompt=True)
+    assert torch.equal(lm.prompt_embeddings(as_text), m.embed(m._ids(ids)))
+
+
+def test_respond_is_deterministic_and_bad_audio_names_the_message(tiny_speechlm, speech_wav):
+    msgs = _msgs(*speech_wav)
+    a = tiny_speechlm.respond(msgs, GenParams(max_tokens=8))
+    b = tiny_speechlm.respond(msgs, GenParams(max_tokens=8))
+    assert a.text == b.text and a.audio is None and a.timings.wall > 0
+    assert tiny_speechlm.identity()["adapter_sha256"] and tiny_speechlm.identity()["compress"] == "ctc"
+    silent = _msgs(np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="message 3 part 0"):
+        tiny_speechlm.respond(silent, GenParams(max_tokens=4))

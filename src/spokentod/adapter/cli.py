@@ -1,4 +1,4 @@
-"""``spokentod adapter prepare|train``: the speech adapter's corpus and training."""
+"""``spokentod adapter prepare|train|eval|export|report``: the speech adapter's corpus, training and results."""
 
 from __future__ import annotations
 
@@ -50,3 +50,51 @@ def train(
         state = run(cfg)
         typer.echo(f"best dev WER {state['best_wer']:.3f} at step {state['best_step']} "
                    f"({state['train_s'] / 60:.1f} min of training); adapter in {Path(cfg.out) / 'best'}")
+
+
+@app.command("eval")
+def eval_(
+    adapter: Annotated[Path, typer.Argument(help="Adapter directory (adapter.safetensors + adapter.json).")],
+    corpus: Annotated[Path, Opt(help="Corpus directory.")] = Path("runs/adapter/corpus"),
+    split: Annotated[str, Opt(help="dev or test.")] = "test",
+    limit: Annotated[int | None, Opt(help="Decode a seeded sample of this many utterances.")] = None,
+) -> None:
+    """WER of an adapter on a held-out split (LLM and CTC readings, by TTS/voice/source) → eval_<split>.json."""
+    from spokentod.adapter.evaluate import run_eval
+
+    if split not in ("dev", "test"):
+        raise typer.BadParameter(f"--split must be dev or test, not {split!r}")
+    out = run_eval(adapter, corpus, split, limit)  # type: ignore[arg-type]
+    typer.echo(f"{split}: WER {out['wer']:.3f} (CTC {out['ctc_wer']:.3f}) over {out['n']} utterances; "
+               f"by TTS {json.dumps({k: round(v['wer'], 3) for k, v in out['by_tts'].items()})}")
+
+
+@app.command()
+def export(
+    adapter: Annotated[Path, typer.Argument(help="Adapter directory to ship (e.g. runs/adapter/run1/best).")],
+    out: Annotated[Path | None, Opt(help="Destination (default: the package's embedded adapter).")] = None,
+) -> None:
+    """Write the adapter in float16 with its sidecar (training facts, measured WER, re-train command)."""
+    from spokentod.adapter.evaluate import EMBEDDED
+    from spokentod.adapter.evaluate import export as run
+
+    meta = run(adapter, out or EMBEDDED)
+    typer.echo(f"{out or EMBEDDED}: {meta['params']} parameters, measured {json.dumps(meta['measured'])[:200]}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="The main training run directory.")],
+    out: Annotated[Path, Opt(help="Markdown report path (its PNG goes beside it).")] = Path("reports/speech_adapter.md"),
+    try_: Annotated[list[str] | None, Opt("--try", help="Another run for the table: 'label=dir'.")] = None,
+) -> None:
+    """Write reports/speech_adapter.md (+ PNG) from the run files."""
+    from spokentod.adapter.report import write_report
+
+    tried = []
+    for item in try_ or []:
+        label, sep, path = item.rpartition("=")
+        if not sep or not label:
+            raise typer.BadParameter(f"--try {item!r}: expected 'label=dir'")
+        tried.append((label, path))
+    typer.echo(write_report(run, out, tried))

@@ -1,0 +1,150 @@
+"""The speech adapter's report (markdown + a PNG), written from run files only.
+
+    spokentod adapter report runs/adapter/run1 --try "CTC only, 2.2k utts=runs/adapter/trial1_ctc" ...
+
+Reads the main run's ``eval.jsonl`` (dev WER by step), ``summary.json``, ``best/eval_test.json`` (and
+``eval_dev.json`` if present) and the corpus's ``corpus.json``; each ``--try`` run adds a row to the table
+of what was tried. The verdict line applies the goal (dev WER ≤ 20 % within 60 min of training) to the
+numbers; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+GOAL_WER, GOAL_MIN = 0.20, 60.0
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def _evals(run: Path) -> list[dict]:
+    """Dev evaluations by step; a resumed run's repeated steps keep their last row."""
+    return sorted({e["step"]: e for e in _jsonl(run / "eval.jsonl")}.values(), key=lambda e: e["step"])
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _best(evals: list[dict], key: str) -> dict | None:
+    rows = [e for e in evals if e.get(key) is not None]
+    return min(rows, key=lambda e: e[key]) if rows else None
+
+
+def plot(evals: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for key, label in (("wer", "LLM transcript (greedy)"), ("ctc_wer", "CTC head (greedy)")):
+        pts = [(e["train_s"] / 60, 100 * e[key]) for e in evals if e.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    ax.axhline(100 * GOAL_WER, color="grey", ls="--", lw=1, label=f"goal {100 * GOAL_WER:.0f} %")
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("dev WER (%)")
+    ax.set_ylim(0, min(120, max([100 * e.get("wer", 0) or 0 for e in evals] + [60]) + 5))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def _setting(summary: dict) -> str:
+    r = summary.get("recipe") or {}
+    m, t = r.get("model", {}), r.get("train", {})
+    return (f"compress={m.get('compress', 'none')}, asr_prompt={m.get('asr_prompt', 0)}, batch={t.get('batch_size')}, "
+            f"lr={t.get('lr')}, ctc_only_steps={t.get('ctc_only_steps')}, sources={t.get('sources') or 'all'}")
+
+
+def tried_row(label: str, run: Path) -> str:
+    evals = _evals(run)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    b, c = _best(evals, "wer"), _best(evals, "ctc_wer")
+    log = _jsonl(run / "log.jsonl")
+    steps = max([e["step"] for e in evals] + [x["step"] for x in log] + [0])
+    minutes = max([e["train_s"] for e in evals] + [x["train_s"] for x in log] + [0]) / 60
+    best = f"{pct(b['wer'])} (step {b['step']})" if b else "not decoded"
+    return (f"| {label} | {_setting(summary)} | {steps} | {minutes:.1f} | {best} | "
+            f"{pct(c['ctc_wer']) if c else '–'} |")
+
+
+def _table(rows: dict[str, dict], head: str) -> list[str]:
+    out = [f"| {head} | n | WER |", "|---|---:|---:|"]
+    out += [f"| {k} | {v['n']} | {pct(v['wer'])} |" for k, v in rows.items()]
+    return out
+
+
+def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
+                 tried: list[tuple[str, str]] | None = None) -> Path:
+    run, out = Path(run), Path(out)
+    evals = _evals(run)
+    if not evals:
+        raise FileNotFoundError(f"{run / 'eval.jsonl'}: no dev evaluations (train first)")
+    summary = json.loads((run / "summary.json").read_text())
+    recipe = summary.get("recipe", {})
+    corpus = Path(recipe.get("corpus", "runs/adapter/corpus"))
+    cmeta = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else {}
+    test = json.loads((run / "best/eval_test.json").read_text()) if (run / "best/eval_test.json").is_file() else None
+    png = out.with_suffix("") / "dev_wer.png"
+    plot(evals, png)
+
+    in_budget = [e for e in evals if e.get("wer") is not None and e["train_s"] <= GOAL_MIN * 60]
+    b = _best(in_budget, "wer")
+    met = b is not None and b["wer"] <= GOAL_WER
+    lines: list[str] = [
+        "# The speech adapter: does phase 1 hear?",
+        "",
+        f"_Written by `spokentod.adapter.report` from `{run}`; regenerate with the command at the end._",
+        "",
+        ("Whisper tiny.en (frozen) → connector → SmolLM2-135M-Instruct (frozen, no LoRA), trained on 2 CPU cores "
+        "to transcribe a leak-free TTS corpus; dev and test are held-out dialogues spoken by held-out voices."),
+        "",
+        "## Verdict",
+        "",
+        (f"**Goal met:** dev WER {pct(b['wer'])} (LLM transcript) after {b['train_s'] / 60:.1f} min of training "
+         f"(goal ≤ {pct(GOAL_WER)} within {GOAL_MIN:.0f} min)." if met else
+         f"**Goal not met:** the best dev WER within {GOAL_MIN:.0f} min of training is "
+         f"{pct(b['wer']) if b else 'not measured'} (goal ≤ {pct(GOAL_WER)})."),
+    ]
+    if test:
+        lines += ["", (f"Held-out **test** ({test['n']} utterances): WER {pct(test['wer'])} through the LLM, "
+                      f"{pct(test['ctc_wer'])} from the CTC head.")]
+    lines += ["", "## Learning curve", "", f"![dev WER by training minutes]({png.relative_to(out.parent)})", "",
+              "| step | train min | dev WER (LLM) | dev WER (CTC) |", "|---:|---:|---:|---:|"]
+    lines += [f"| {e['step']} | {e['train_s'] / 60:.1f} | {pct(e.get('wer'))} | {pct(e['ctc_wer'])} |" for e in evals]
+    if test:
+        lines += ["", "## Held-out test, by engine and voice", ""]
+        lines += _table(test["by_tts"], "TTS") + [""] + _table(test["by_voice"], "voice") + [""]
+        lines += _table(test["by_source"], "source")
+        lines += ["", "Examples (reference → LLM transcript / CTC):", ""]
+        lines += [f"- {r['ref']} → {r['hyp']} / {r['ctc']}" for r in test["rows"][:6]]
+    if cmeta:
+        lines += ["", "## Corpus", "", (f"Utterances rendered: {cmeta.get('rendered')} "
+                  f"(not rendered: {cmeta.get('n_failed')}); hours: {json.dumps(cmeta.get('hours'))}; "
+                  f"counts: {json.dumps(cmeta.get('counts'))}. The training run used sources "
+                  f"{recipe.get('train', {}).get('sources') or 'all'}.")]
+    rows = [("this run", run)] + [(label, Path(p)) for label, p in tried or []]
+    lines += ["", "## What was tried", "",
+              "| run | settings | steps | train min | best dev WER (LLM) | best dev WER (CTC) |",
+              "|---|---|---:|---:|---:|---:|"] + [tried_row(label, p) for label, p in rows]
+    cmd = f"spokentod adapter report {run}" + "".join(f' --try "{label}={p}"' for label, p in tried or [])
+    lines += ["", "## Regenerate", "", "```", cmd, "```", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    return out
+
+
+def report_data(run: str | Path) -> dict[str, Any]:
+    """The figures the report states, for tests and other reports."""
+    evals = _evals(Path(run))
+    b = _best([e for e in evals if e.get("wer") is not None and e["train_s"] <= GOAL_MIN * 60], "wer")
+    return {"best": b, "met": bool(b and b["wer"] <= GOAL_WER), "evals": evals}

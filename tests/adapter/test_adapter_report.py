@@ -1,0 +1,52 @@
+"""The adapter's report and export: the verdict follows the numbers in the run files; the float16 export
+loads back as the same adapter, with a sidecar that says what it was trained on and how it measured."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from spokentod.adapter.evaluate import export
+from spokentod.adapter.model import AdapterConfig, SpeechAdapter
+from spokentod.adapter.report import report_data, write_report
+
+
+def _run(tmp_path, wers, minutes):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 100 * (i + 1), "train_s": 60 * m, "ctc_wer": w / 2, "wer": w, "n": 96}
+            for i, (w, m) in enumerate(zip(wers, minutes))]
+    (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text(json.dumps({"step": 100 * len(rows), "train_s": 60 * minutes[-1],
+                                                  "recipe": {"corpus": str(tmp_path / "none"), "model": {},
+                                                             "train": {"batch_size": 16}}}))
+    return run
+
+
+def test_verdict_counts_only_evaluations_within_the_budget(tmp_path):
+    run = _run(tmp_path, [0.9, 0.3, 0.15], [10, 50, 70])  # 15 % only after 70 min: not within 60
+    out = write_report(run, tmp_path / "r/speech_adapter.md")
+    text = out.read_text()
+    assert "**Goal not met:**" in text and "30.0 %" in text
+    assert (tmp_path / "r/speech_adapter/dev_wer.png").stat().st_size > 1000
+    assert not report_data(run)["met"]
+    (tmp_path / "b").mkdir()
+    run2 = _run(tmp_path / "b", [0.5, 0.18], [20, 55])
+    assert report_data(run2)["met"] and "**Goal met:** dev WER 18.0 %" in write_report(run2, tmp_path / "r2.md").read_text()
+
+
+def test_export_is_float16_and_loads_back_as_the_same_adapter(tmp_path, tiny_llm):
+    cfg = AdapterConfig(llm=str(tiny_llm), asr_prompt=3, connector={"width": 32, "layers": 1, "heads": 2, "ff": 64})
+    torch.manual_seed(0)
+    m = SpeechAdapter.build(cfg, 384)
+    m.save(tmp_path / "best", {"step": 7, "dev_wer": 0.5, "train_s": 120.0})
+    (tmp_path / "best/eval_test.json").write_text(json.dumps({"n": 3, "wer": 0.4, "ctc_wer": 0.3,
+                                                              "by_tts": {"espeak": {"wer": 0.4, "n": 3}}}))
+    meta = export(tmp_path / "best", tmp_path / "ship", run=tmp_path)
+    assert meta["dtype"] == "float16" and meta["measured"]["test"]["wer"] == 0.4 and "adapter train" in meta["retrain"]
+    assert meta["trained"]["step"] == 7 and meta["trained"]["train_minutes"] == 2.0
+    back = SpeechAdapter.load(tmp_path / "ship")
+    a, b = m.adapter_state(), back.adapter_state()
+    assert set(a) == set(b) and all(b[k].dtype == a[k].dtype for k in a)  # computes in float32 again
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-2  # only float16 rounding

@@ -1,0 +1,70 @@
+"""Reply agreement with the text-in reply: the embedded end-to-end speech LM vs the cascade, side by side.
+
+    spokentod bench run configs/speechlm_agreement.yaml --limit 6
+    python benchmarks/speechlm_agreement.py runs/speechlm-agreement
+
+For every user turn both systems answered, compares each system's reply with the `text` system's (the same
+LLM given the gold user text): all-MiniLM-L6-v2 cosine and the exact-match rate under greedy decoding, with
+bootstrap 95% CIs over dialogues. The speech adapter's goal: agreement ≥ the cascade's − 0.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from spokentod.metrics.judge_free import embed
+from spokentod.rundir.layout import results_name
+from spokentod.rundir.store import final_records, read_records
+
+
+def replies(run: Path, system: str) -> dict[tuple, str]:
+    recs, _ = read_records(run / "results" / results_name(system))
+    # Keyed by (dialogue, turn, seed): the system's name is the first element of a record's key.
+    return {k[1:]: r["text"] for k, r in final_records(recs).items()
+            if r.get("text") is not None and not r.get("error")}
+
+
+def boot(per_dialogue: dict[str, list[float]], n: int = 2000) -> tuple[float, float, float]:
+    ids = sorted(per_dialogue)
+    vals = [x for d in ids for x in per_dialogue[d]]
+    rng = random.Random(0)
+    means = []
+    for _ in range(n):
+        pick = [x for d in rng.choices(ids, k=len(ids)) for x in per_dialogue[d]]
+        means.append(float(np.mean(pick)))
+    return float(np.mean(vals)), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--systems", nargs="+", default=["cascade", "e2e"])
+    args = ap.parse_args()
+    ref = replies(args.run, "text")
+    got = {s: replies(args.run, s) for s in args.systems}
+    keys = sorted(set(ref).intersection(*[set(g) for g in got.values()]))
+    if not keys:
+        print("no user turn answered by every system", file=sys.stderr)
+        return 1
+    ref_emb = embed([ref[k] for k in keys])
+    print(f"{len(keys)} turns of {len({k[0] for k in keys})} dialogues in {args.run}")
+    print(f"{'system':10} {'cosine to text reply':>28} {'exact match':>24}")
+    for s, g in got.items():
+        emb = embed([g[k] for k in keys])
+        cos, exact = defaultdict(list), defaultdict(list)
+        for i, k in enumerate(keys):
+            cos[k[0]].append(float(np.dot(emb[i], ref_emb[i])))
+            exact[k[0]].append(float(g[k].strip() == ref[k].strip()))
+        c, e = boot(cos), boot(exact)
+        print(f"{s:10} {c[0]:8.3f} [{c[1]:.3f}, {c[2]:.3f}] {e[0]:10.3f} [{e[1]:.3f}, {e[2]:.3f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

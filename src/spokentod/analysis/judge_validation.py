@@ -127,9 +127,12 @@ def _group_checks(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any] | N
     groups = available()
     out = []
     for g, info in (summary.get("metrics") or {}).items():
-        if g.startswith("judge_") and g != "judge_free":
+        m = groups.get(g)
+        # judge-check's corruptions test what a reply says in its dialogue: the judge-free text metrics
+        # (the judge has its own line; audio and latency metrics are not about the dialogue)
+        if m is None or "dialogue" not in m.needs or "judge" in m.needs:
             continue
-        model = groups[g].identity() if g in groups and groups[g].identity else None
+        model = m.identity() if m.identity else None
         checks = val.load_checks(val.group_key(g, info.get("version", "?"), model))
         out.append((g, checks[0] if checks else None))
     return out

@@ -108,7 +108,7 @@ def _score_set(name: str, run_dir: Path, positions: list[tuple[str, int]], summa
     """Figures of one scorer set (the judge-free groups, or one judge) from its scored run directory."""
     records = latest_by_system(run_dir / METRICS)
     cat = catalog()
-    groups = {g: [o for o in m["outputs"]] for g, m in summary["metrics"].items()}
+    groups = {g: list(m["outputs"]) for g, m in summary["metrics"].items()}
     scorers, flags, retest, scores = {}, [], {}, {}
     for g, outputs in groups.items():
         for o in outputs:

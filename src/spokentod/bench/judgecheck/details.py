@@ -161,8 +161,9 @@ def swap(text: str, value: str, new: str) -> str:
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")  # "Washington D.C. soon" stays one sentence
-_OPENERS = re.compile(r"^(?:(?:yes|yeah|no|well|oh|ah|actually|honestly|so|um|uh|hmm|sure|okay|ok|right)\b[,!.]?\s*)+",
-                      re.IGNORECASE)
+_OPENERS = re.compile(r"^(?:(?:yes|yeah|no|well|oh|ah|actually|honestly|so|um|uh|hmm|sure|okay|ok|right|in fact|"
+                      r"come to think of it|now that you mention it|to be honest|you know|i mean|speaking of which|"
+                      r"although|but|and)\b[,!.]?\s*)+", re.IGNORECASE)
 _PERSON = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're",
            "i've": "you've", "i'd": "you'd", "i'll": "you'll", "am": "are", "we": "you", "us": "you",
            "our": "your", "ours": "yours", "we're": "you're", "we've": "you've", "we'll": "you'll"}

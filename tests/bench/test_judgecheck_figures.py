@@ -82,3 +82,20 @@ def test_judge_key_is_model_prompts_and_decoding_not_repeats():
     assert val.judge_key({**d, "prompts": {**d["prompts"], "quality": {"sha256": "q2"}}}) != k
     assert val.judge_key({**d, "backend": {**d["backend"], "model": "m2"}}) != k
     assert val.judge_key({**d, "max_tokens": 100}) != k
+
+
+def test_judge_status_reads_the_store_by_identity(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPOKENTOD_CACHE", str(tmp_path))
+    d = {"backend": {"name": "openai", "model": "big-judge"}, "max_tokens": 400, "temperature": 0.0,
+         "logprobs": True, "prompts": {"quality": {"sha256": "q"}, "failures": {"sha256": "f"}}}
+    unchecked = val.judge_status(d)
+    assert unchecked["validated"] is None and "no judge-check on record" in unchecked["lines"][0]
+    weak = {"off_topic": _p(0.54, 0.41, 0.66), "repeat": _p(0.9, 0.8, 0.97)}
+    payload = {"source_key": val.judge_key(d), "check": {"created": "2026-01-01T00:00:00+00:00"},
+               "labels": {"off_topic": "off-topic"},
+               "scorers": {"consistency": {"label": "consistency", "pairwise": weak}}}
+    val.save(val.judge_key(d), "c1", payload)
+    st = val.judge_status(d)
+    assert st["validated"] is False and "0.54 [0.41, 0.66] vs off-topic" in st["lines"][0]
+    assert val.judge_status({**d, "max_tokens": 48})["validated"] is None  # other settings: another judge
+    assert val.judge_status(None) is None

@@ -100,7 +100,10 @@ def test_judge_check_against_a_judge_served_over_loopback(tmp_path, monkeypatch)
     with ServerThread(served) as s:
         spec = {"name": "openai", "model": "smol-judge", "base_url": s.url, "timeout": 600}
         result = judge_check(DialogueSource(corpus="demo", limit=2), tmp_path / "out", judges=[spec, spec],
-                             metrics=None, positions=1, judge_repeats=2, judge_max_tokens=48, n_boot=200)
+                             metrics=None, positions=1, judge_repeats=2, judge_max_tokens=48, n_boot=200, probe=0)
+        # a judge cut to 4 tokens cannot answer in JSON: after 3 replies the check stops asking, and says so
+        mute = judge_check(DialogueSource(corpus="demo", limit=2), tmp_path / "mute", judges=[spec], metrics=None,
+                           positions=1, judge_max_tokens=4, probe=3, store=False)
     sets = result["sets"]
     assert [x["type"] for x in sets] == ["judge", "judge"]
     j = sets[0]
@@ -138,3 +141,10 @@ def test_judge_check_against_a_judge_served_over_loopback(tmp_path, monkeypatch)
     head = next(ln for ln in status["lines"] if " consistency:" in ln)
     assert ("pairwise accuracy" in head) or ("no pairs could be scored" in head)
     assert ("NOT validated" in md and "Judge not validated" in md) if not status["validated"] else "validated" in md
+
+    (m,) = mute["sets"]
+    assert m["gave_up"] and "first 3 replies" in m["gave_up"]
+    for counts in m["judgements"].values():
+        assert counts["judged"] == 0 and counts["replies"] == sum(mute["replies"].values())
+        assert sum(n for r, n in counts["missing_reasons"].items() if r == m["gave_up"]) == counts["replies"] - 3
+    assert m["validated"] is False

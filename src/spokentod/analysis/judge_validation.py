@@ -86,6 +86,8 @@ def check_section(result: dict[str, Any]) -> Section:
     for st in result["sets"]:
         if st["type"] == "judge":
             s.blocks.append(_judgement_note(st))
+            if st.get("gave_up"):
+                s.blocks.append(Note(st["gave_up"] + ".", "warn"))
             head = st["scorers"].get(val.JUDGE_HEADLINE)
             if head:
                 s.blocks.append(Note(f"judge {st['label']} {head['line']}", "note" if st["validated"] else "warn"))

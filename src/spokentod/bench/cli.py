@@ -219,6 +219,9 @@ def judge_check_cmd(
     judge_temperature: Annotated[float, typer.Option("--judge-temperature", min=0.0)] = 0.0,
     judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=16)] = 400,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel calls for HTTP judges.")] = 4,
+    probe: Annotated[int, typer.Option("--probe", min=0, help="Ask each judge about N replies first and give up "
+                                       "(the rest missing, with the reason) if it answers none (0: judge all).")
+                     ] = 5,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default runs/judge-check/<corpus>).")
                    ] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse cached judge calls.")] = True,
@@ -237,7 +240,7 @@ def judge_check_cmd(
         result = judge_check(source, folder, judges=judge, metrics=metrics or None, positions=positions, seed=seed,
                              judge_repeats=judge_repeats, judge_temperature=judge_temperature,
                              judge_max_tokens=judge_max_tokens, workers=workers, cache=cache, store=store,
-                             progress=True)
+                             probe=probe, progress=True)
     except (JudgeCheckError, ScoreError, SpokenTODError, KeyError, FileNotFoundError, ValueError) as e:
         raise _fail(str(e)) from None
     _print_check(result)
@@ -283,6 +286,8 @@ def _print_check(result: dict) -> None:
         if st["test_retest"]:
             _print_agreement([{"scorer": o, **r} for o, r in st["test_retest"].items()],
                              f"{st['name']}: test-retest (first two repeats of each reply)")
+        if st.get("gave_up"):
+            out_console.print(f"[yellow]{escape(st['gave_up'])}[/yellow]")
         if st["type"] == "judge":
             colour = "green" if st["validated"] else "red"
             out_console.print(f"[{colour}]judge {escape(st['label'])}: "

@@ -103,12 +103,28 @@ def _judgements(records: dict[str, dict[tuple, dict]], groups: dict[str, list[st
     return out
 
 
+def _unanswered(run_dir: Path, probe: int) -> str | None:
+    """Why the judge is given up on when none of the probe replies got a single value, else None."""
+    recs = [r for rs in latest_by_system(run_dir / METRICS).values() for r in rs.values()]
+    if any(v is not None for r in recs for v in (r.get("metrics") or {}).values()):
+        return None
+    why = Counter(next(iter((r.get("missing") or {}).values()), "not computed") for r in recs).most_common(1)
+    return (f"not judged: the judge gave no usable value for any of the first {probe} replies "
+            f"(e.g. {why[0][0] if why else 'no reason recorded'}); rerun with --probe 0 to judge every reply")
+
+
 def _score_set(name: str, run_dir: Path, positions: list[tuple[str, int]], summary: dict[str, Any],
-               n_boot: int, seed: int) -> dict[str, Any]:
-    """Figures of one scorer set (the judge-free groups, or one judge) from its scored run directory."""
+               n_boot: int, seed: int, built: Built, gave_up: str | None = None) -> dict[str, Any]:
+    """Figures of one scorer set (the judge-free groups, or one judge) from its scored run directory.
+    After `gave_up`, the replies never judged count as missing with that reason."""
     records = latest_by_system(run_dir / METRICS)
     cat = catalog()
     groups = {g: list(m["outputs"]) for g, m in summary["metrics"].items()}
+    if gave_up:
+        outputs = [o for g in groups.values() for o in g]
+        for c in built.candidates:
+            records.setdefault(c.kind, {}).setdefault((c.dialogue_id, c.turn, 0), {
+                "metrics": dict.fromkeys(outputs), "missing": dict.fromkeys(outputs, gave_up)})
     scorers, flags, retest, scores = {}, [], {}, {}
     for g, outputs in groups.items():
         for o in outputs:
@@ -130,7 +146,7 @@ def _score_set(name: str, run_dir: Path, positions: list[tuple[str, int]], summa
     judge = summary.get("judge")
     out = {"name": name, "type": "judge" if judge else "metrics", "run_dir": str(run_dir),
            "wall_s": summary.get("wall_s"), "groups": {g: summary["metrics"][g]["version"] for g in groups},
-           "scorers": scorers, "flag_rates": flags, "test_retest": retest, "_scores": scores}
+           "scorers": scorers, "flag_rates": flags, "test_retest": retest, "_scores": scores, "gave_up": gave_up}
     if judge:
         out |= {"judge": judge, "key": val.judge_key(judge), "label": val.judge_label(judge),
                 "judgements": _judgements(records, {g: groups[g] for g in groups if g.startswith("judge_")})}
@@ -142,11 +158,13 @@ def _score_set(name: str, run_dir: Path, positions: list[tuple[str, int]], summa
 def judge_check(source: DialogueSource, out: str | os.PathLike, judges: list[Any] | None = None,
                 metrics: str | list[str] | None = "judge_free", positions: int = 3, seed: int = 0,
                 judge_repeats: int = 1, judge_temperature: float = 0.0, judge_max_tokens: int = 400,
-                workers: int = 4, n_boot: int = 2000, cache: bool = True, store: bool = True,
+                workers: int = 4, n_boot: int = 2000, cache: bool = True, store: bool = True, probe: int = 5,
                 progress: bool = False) -> dict[str, Any]:
     """Build replies of known quality from `source`, score them with `metrics` (judge-free groups; None or
     "" for none) and each of `judges` (backend specs as `bench score --judge` takes them), and write the
-    figures into `out`. Returns the judge_check.json content."""
+    figures into `out`. A judge is first asked about `probe` replies; when it gives no usable value for any
+    of them, the rest is recorded as not judged with that reason (0: judge everything). Returns the
+    judge_check.json content."""
     t0 = time.perf_counter()
     judges = list(judges or [])
     if not judges and not metrics:
@@ -165,16 +183,25 @@ def judge_check(source: DialogueSource, out: str | os.PathLike, judges: list[Any
     plan = ([("judge-free", None)] if metrics else []) + [(f"judge-{i + 1}", j) for i, j in enumerate(judges)]
     for name, judge in plan:
         run_dir = out / "scored" / name
-        write_run(run_dir, source, built)
-        if progress:
-            print(f"{name}: scoring {len(built.candidates)} replies", flush=True)
-        if judge is None:
-            summary = score_run(run_dir, metrics=metrics, dialogues=dialogues, cache=cache, progress=progress)
-        else:
-            summary = score_run(run_dir, metrics=JUDGE_GROUPS, judge=judge, dialogues=dialogues, cache=cache,
-                                judge_repeats=judge_repeats, judge_temperature=judge_temperature,
-                                judge_max_tokens=judge_max_tokens, workers=workers, progress=progress)
-        sets.append(_score_set(name, run_dir, pos, summary, n_boot, seed))
+
+        def score(replies: Built, judge: Any = judge, run_dir: Path = run_dir, name: str = name) -> dict[str, Any]:
+            write_run(run_dir, source, replies)
+            if progress:
+                print(f"{name}: scoring {len(replies.candidates)} replies", flush=True)
+            if judge is None:
+                return score_run(run_dir, metrics=metrics, dialogues=dialogues, cache=cache, progress=progress)
+            return score_run(run_dir, metrics=JUDGE_GROUPS, judge=judge, dialogues=dialogues, cache=cache,
+                             judge_repeats=judge_repeats, judge_temperature=judge_temperature,
+                             judge_max_tokens=judge_max_tokens, workers=workers, progress=progress)
+
+        gave_up = None
+        if judge is not None and 0 < probe < len(built.candidates):
+            # a judge that cannot answer at all costs minutes per reply: try a few first (cached, not redone)
+            summary = score(Built(built.positions, built.candidates[:probe], []))
+            gave_up = _unanswered(run_dir, probe)
+        if gave_up is None:
+            summary = score(built)
+        sets.append(_score_set(name, run_dir, pos, summary, n_boot, seed, built, gave_up))
 
     agreement = []
     for a, b in itertools.combinations([s for s in sets if s["type"] == "judge"], 2):
@@ -218,7 +245,7 @@ def _store(result: dict[str, Any]) -> list[Path]:
             flags = [f for f in s["flag_rates"] if f["expected"] or f["kind"] == "gold"]
             payload = {"source_key": s["key"], "source": {"type": "judge", "label": s["label"], "describe": s["judge"]},
                        "scorers": s["scorers"], "flag_rates": flags, "judgements": s["judgements"],
-                       "validated": s["validated"], **common}
+                       "validated": s["validated"], "gave_up": s["gave_up"], **common}
             paths.append(val.save(s["key"], result["check_key"], payload))
             continue
         groups = available()

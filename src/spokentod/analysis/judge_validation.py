@@ -16,7 +16,9 @@ HOW = ("Each scorer was run on replies of known quality: the corpus's gold agent
        "generic filler; the gold reply contradicting a detail the user gave). Pairwise accuracy is the share of "
        "(gold, corruption) pairs on which the scorer prefers the gold reply (ties count ½); 0.5 is chance. "
        "Brackets: 95 % bootstrap CI over dialogues; n: pairs scored. A pair with a missing judgement on either "
-       "side is counted as missing, never scored. " + val.BAR_TEXT[0].upper() + val.BAR_TEXT[1:] + ".")
+       "side is counted as missing, never scored. " + val.BAR_TEXT[0].upper() + val.BAR_TEXT[1:] + ". A judge-free "
+       "metric measures one aspect (repetition, genericness...): its ✓ cells say which failures it can be trusted "
+       "to detect; a judge is validated by its consistency score.")
 
 
 def describe_source(src: dict[str, Any]) -> str:

@@ -261,7 +261,7 @@ def _store(result: dict[str, Any]) -> list[Path]:
 
 def _write_files(out: Path, result: dict[str, Any], built: Built) -> None:
     from spokentod.analysis.document import render_html, render_md
-    from spokentod.analysis.judge_validation import check_section
+    from spokentod.analysis.judge_validation import check_section, describe_source
     from spokentod.analysis.report import write_csv
 
     rows = [{"set": s["name"], "scorer": o, "label": v["label"], "better": v["better"], "corruption": c,
@@ -279,7 +279,7 @@ def _write_files(out: Path, result: dict[str, Any], built: Built) -> None:
         json.dumps({"kind": c.kind, "dialogue_id": c.dialogue_id, "turn": c.turn, "text": c.text, **c.info},
                    ensure_ascii=False) + "\n" for c in built.candidates))
     section = check_section(result)
-    header = [(f"judge-check of {json.dumps(result['source'])}: {result['dialogues']} dialogues, "
+    header = [(f"judge-check of {describe_source(result['source'])}: {result['dialogues']} dialogues, "
               f"{result['positions']} positions, seed {result['seed']}; written {result['created']}.")]
     title = "spokentod bench report"  # document.py's title for a bench report; this page is a judge-check
     atomic_write(out / "judge_check.md", render_md([section], header, None, {}).replace(title, "spokentod judge-check"))

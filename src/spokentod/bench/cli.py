@@ -7,6 +7,7 @@ reads and joins them (status, merge), `metrics` measures them (score) and `analy
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -254,24 +255,17 @@ def _print_check(result: dict) -> None:
         for why, n in reasons.items():
             out_console.print(f"  [dim]{labels[kind]} not built ×{n}: {escape(why)}[/dim]")
     for st in result["sets"]:
-        title = st["name"] + (f": {st['label']}" if st.get("label") else "") + " — pairwise accuracy [95 % CI] (n)"
-        table = Table(title=title)
-        table.add_column("scorer", no_wrap=True)
-        kinds = list(next(iter(st["scorers"].values()))["pairwise"]) if st["scorers"] else []
-        for k in kinds:
-            table.add_column(f"vs {labels[k]}", justify="right")
-        table.add_column("validated", no_wrap=True)
-        for v in st["scorers"].values():
-            cells = []
-            for k in kinds:
-                p = v["pairwise"][k]
-                ok, _ = validation.passes(p)
-                miss = f", {p['missing']} missing" if p["missing"] else ""
-                cells.append(f"[{'green' if ok else 'red'}]{validation.est(p)}[/]\n[dim]n={p['pairs']}{miss}[/]")
-            table.add_row(v["label"], *cells, "[green]yes[/]" if v["verdict"]["validated"] else "[red]no[/]")
-        out_console.print(table)
+        if st["scorers"] and not any(p["pairs"] for v in st["scorers"].values() for p in v["pairwise"].values()):
+            out_console.print(f"[red]{st['name']}: {escape(st.get('label') or '')}: no pair could be scored, every "
+                              "judgement is missing[/red]")
+        else:
+            _print_pairwise(st, labels)
         for g, j in (st.get("judgements") or {}).items():
-            reasons = "; ".join(f"{escape(r)} ×{n}" for r, n in j["missing_reasons"].items())
+            heads: Counter = Counter()  # reasons differ by the quoted reply: count them by their head
+            for r, n in j["missing_reasons"].items():
+                heads[r.split(": ", 1)[0]] += n
+            reasons = "; ".join(f"{escape(r)} ×{n}" for r, n in heads.most_common(3))
+            reasons += f"; {len(heads) - 3} other kinds" if len(heads) > 3 else ""
             out_console.print(f"  {g}: judged {j['judged']}/{j['replies']}, missing {j['missing']}"
                               + (f" ({reasons})" if reasons else ""))
         if st["flag_rates"]:
@@ -320,3 +314,22 @@ def _print_agreement(rows: list[dict], title: str) -> None:
         t.add_row(r["scorer"], str(r["n"]), f(r.get("r")), f(r.get("kappa")), f(r.get("exact")),
                   f(r.get("same_verdict")))
     out_console.print(t)
+
+
+def _print_pairwise(st: dict, labels: dict) -> None:
+    title = st["name"] + (f": {st['label']}" if st.get("label") else "") + " — pairwise accuracy [95 % CI] (n)"
+    table = Table(title=title)
+    table.add_column("scorer", no_wrap=True)
+    kinds = list(next(iter(st["scorers"].values()))["pairwise"]) if st["scorers"] else []
+    for k in kinds:
+        table.add_column(f"vs {labels[k]}", justify="right")
+    table.add_column("validated", no_wrap=True)
+    for v in st["scorers"].values():
+        cells = []
+        for k in kinds:
+            p = v["pairwise"][k]
+            ok, _ = validation.passes(p)
+            miss = f", {p['missing']} missing" if p["missing"] else ""
+            cells.append(f"[{'green' if ok else 'red'}]{validation.est(p)}[/]\n[dim]n={p['pairs']}{miss}[/]")
+        table.add_row(v["label"], *cells, "[green]yes[/]" if v["verdict"]["validated"] else "[red]no[/]")
+    out_console.print(table)

@@ -57,7 +57,11 @@ def _now() -> str:
 def write_run(run_dir: Path, source: DialogueSource, built: Built) -> None:
     """The replies as a finished run of text-only systems, one per reply kind."""
     (run_dir / RESULTS).mkdir(parents=True, exist_ok=True)
-    config = {"dataset": source.model_dump(exclude_none=True),
+    dataset = source.model_dump(exclude_none=True)
+    for k in ("path", "manifest"):  # `bench score`/`report` of this folder may run from anywhere
+        if dataset.get(k):
+            dataset[k] = str(Path(dataset[k]).resolve())
+    config = {"dataset": dataset,
               "systems": {k: {"type": "text"} for k in KINDS}, "judge_check": True}
     meta = RunMeta(spokentod_version=__version__, config=config, status="finished", started=_now(),
                    systems={k: {"type": "text", "reply": LABELS[k]} for k in KINDS})

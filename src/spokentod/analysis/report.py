@@ -17,6 +17,7 @@ from typing import Any
 from spokentod import __version__
 from spokentod.analysis import plots
 from spokentod.analysis.document import Figure, render_html, render_md
+from spokentod.analysis.judge_validation import banner as validation_banner
 from spokentod.analysis.load import Bench, ReportError, load_bench
 from spokentod.analysis.sections import build
 
@@ -70,7 +71,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
     header = [f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by spokentod {__version__}.",
               "Runs: " + ", ".join(str(r.path) for r in bench.runs) + ".",
               f"Systems: {', '.join(bench.systems)}; {len(bench.replies)} scored replies."]
-    banner = weak_banner(bench)
+    banner = " ".join(b for b in (weak_banner(bench), validation_banner(bench)) if b) or None
     written["report.md"] = out / "report.md"
     written["report.md"].write_text(render_md(sections, header, banner, figures), encoding="utf-8")
     written["report.html"] = out / "report.html"

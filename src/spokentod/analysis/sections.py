@@ -9,6 +9,7 @@ from typing import Any
 from spokentod.analysis import aggregate as agg
 from spokentod.analysis import plots
 from spokentod.analysis.document import Cell, Figure, Note, Section, View
+from spokentod.analysis.judge_validation import report_section
 from spokentod.analysis.load import Bench, metric
 from spokentod.metrics.judge_parse import FAILURES
 from spokentod.metrics.registry import SECTIONS
@@ -74,6 +75,7 @@ def build(bench: Bench) -> tuple[list[Section], dict[str, list[dict[str, Any]]]]
 
     sections = [
         _overview(bench, t),
+        report_section(bench),
         _system_section(bench, t, names),
         _failure_section(bench, t, colors),
         _turn_section(bench, t, names, colors),

@@ -50,6 +50,7 @@ from spokentod.metrics.registry import (
     sha256_file,
     stable_hash,
 )
+from spokentod.progress import progress_bar
 from spokentod.rundir.layout import METRIC_CACHE, METRICS, SUMMARY, metrics_name
 from spokentod.rundir.records import MetricRecord
 from spokentod.rundir.scan import RunDir
@@ -346,26 +347,32 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
 
         asr_backend, transcription = None, None
         if any("transcript" in g.needs for g in groups):
-            asr_backend = _build("asr", asr or DEFAULT_ASR)
+            # text-only replies are their own transcript: no ASR model is loaded for a run without audio
+            asr_backend = _build("asr", asr or DEFAULT_ASR) if any(r.spoken for r in replies) else None
             t_asr = time.perf_counter()
-            transcribe(replies, cached(asr_backend, store) if store.enabled else asr_backend)
+            transcribe(replies, cached(asr_backend, store) if store.enabled and asr_backend else asr_backend)
             transcription = {"replies": sum(r.spoken for r in replies), "seconds": round(time.perf_counter() - t_asr, 3)}
 
         stats: Counter = Counter()
         results: dict[int, dict[str, MetricResult]] = defaultdict(dict)
-        for g in groups:
-            t_g = time.perf_counter()
-            fn = lambda rep, g=g: compute_one(g, rep, res, mcache, stats)
-            if _parallel(g, res) and workers > 1:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    outs = list(pool.map(fn, replies))
-            else:
-                outs = [fn(rep) for rep in replies]
-            for rep, o in zip(replies, outs):
-                results[id(rep)][g.name] = o
-            stats[f"{g.name}:seconds"] = round(time.perf_counter() - t_g, 3)
-            if progress:
-                print(f"  {g.name}: {len(replies)} replies, {stats[f'{g.name}:seconds']:.1f} s", flush=True)
+        with progress_bar(unit="replies", disable=not progress) as bar:
+            for g in groups:
+                t_g = time.perf_counter()
+                task = bar.add_task(g.name, total=len(replies))
+
+                def fn(rep: ScoredReply, g: MetricGroup = g, task: Any = task) -> MetricResult:
+                    out = compute_one(g, rep, res, mcache, stats)
+                    bar.advance(task)
+                    return out
+
+                if _parallel(g, res) and workers > 1:
+                    with ThreadPoolExecutor(max_workers=workers) as pool:
+                        outs = list(pool.map(fn, replies))
+                else:
+                    outs = [fn(rep) for rep in replies]
+                for rep, o in zip(replies, outs):
+                    results[id(rep)][g.name] = o
+                stats[f"{g.name}:seconds"] = round(time.perf_counter() - t_g, 3)
 
         selected = {o for g in groups for o in g.outputs}
         by_system: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod import __version__
-from spokentod.analysis import pairing_section, plots
+from spokentod.analysis import listening, pairing_section, plots
 from spokentod.analysis.document import Figure, render_html, render_md
 from spokentod.analysis.load import Bench, ReportError, load_bench
 from spokentod.analysis.sections import build
@@ -74,11 +74,15 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
         written[rel], figures[b.name] = out / rel, rel
     header = [f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by spokentod {__version__}.",
               "Runs: " + ", ".join(str(r.path) for r in bench.runs) + ".",
-              f"Systems: {', '.join(bench.systems)}; {len(bench.replies)} scored replies."]
+              f"Systems: {', '.join(bench.systems)}; {len(bench.replies)} scored replies.",
+              "Every spoken turn with its audio, the judge's reasons and filters: "
+              + ", ".join(listening.page_names(bench))
+              + " (beside this file)."]
     banner = weak_banner(bench)
     written["report.md"] = out / "report.md"
     written["report.md"].write_text(render_md(sections, header, banner, figures), encoding="utf-8")
     written["report.html"] = out / "report.html"
     written["report.html"].write_text(render_html(sections, header, banner, plots.system_colors(bench.systems)),
                                       encoding="utf-8")
+    written.update(listening.write_pages(bench, out, banner))
     return written

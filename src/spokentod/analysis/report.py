@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod import __version__
-from spokentod.analysis import listening, pairing_section, plots
+from spokentod.analysis import listening, mos_section, pairing_section, plots
 from spokentod.analysis.document import Figure, render_html, render_md
 from spokentod.analysis.load import Bench, ReportError, load_bench
 from spokentod.analysis.sections import build
@@ -58,11 +58,11 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
     out = Path(out) if out else (Path(run_dirs[0]) / "report" if len(run_dirs) == 1 else Path("report"))
     (out / "figures").mkdir(parents=True, exist_ok=True)
     sections, tables = build(bench)
-    if paired := pairing_section.build(bench):  # placed after the per-phase section it refines
-        section, rows = paired
-        after = next((i + 1 for i, s in enumerate(sections) if s.id == "phases"), len(sections))
-        sections.insert(after, section)
-        tables.update(rows)
+    for extra, after_id in ((pairing_section.build(bench), "phases"), (mos_section.build(bench), "correlations")):
+        if extra:  # sections of their own modules, placed after the one they refine
+            section, rows = extra
+            sections.insert(next((i + 1 for i, s in enumerate(sections) if s.id == after_id), len(sections)), section)
+            tables.update(rows)
     written: dict[str, Path] = {}
     for name, rows in tables.items():
         written[f"{name}.csv"] = out / f"{name}.csv"

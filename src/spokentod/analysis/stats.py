@@ -190,3 +190,23 @@ def cluster_bootstrap_mean(groups: Mapping[str, Iterable[float | None]], n_boot:
     lo, hi = np.percentile(boot, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     p = min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean()))
     return ClusterMean(mean, float(lo), float(hi), float(p), int(c.sum()), len(ids))
+
+
+def spearman_ci(x: Sequence[float | None], y: Sequence[float | None], level: float = LEVEL) -> Correlation:
+    """Spearman rank correlation over the pairs where both values exist, with a Fisher-z interval using the
+    Fieller-Hartley-Pearson standard error sqrt(1.06 / (n - 3)); NaN when a side is constant or n < 3."""
+    from scipy import stats
+
+    pairs = np.array([(float(a), float(b)) for a, b in zip(x, y, strict=True) if a is not None and b is not None],
+                     dtype=float).reshape(-1, 2)
+    pairs = pairs[np.isfinite(pairs).all(axis=1)]
+    n = len(pairs)
+    if n < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
+        return Correlation(NAN, NAN, NAN, n, NAN)
+    res = stats.spearmanr(pairs[:, 0], pairs[:, 1])
+    rho, p = float(res.statistic), float(res.pvalue)
+    if n <= 3:
+        return Correlation(rho, NAN, NAN, n, p)
+    z = math.atanh(min(max(rho, -0.999999999999), 0.999999999999))
+    half = float(stats.norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
+    return Correlation(rho, math.tanh(z - half), math.tanh(z + half), n, p)

@@ -27,7 +27,7 @@ HOW = ("Each system below ran twice on the same dialogues and seeds: with the go
 def _diff_cell(r: dict[str, Any]) -> Cell:
     m = metric(r["metric"])
     f, d = (100.0, 1) if m.scale == "rate" else (m.factor, m.digits)
-    unit = " pts" if m.scale == "rate" else (" %" if m.unit == "%" else "")
+    unit = " pts" if m.scale == "rate" or m.unit == "%" else ""  # a difference of percentages: points
     if not math.isfinite(r["ci_low"]):
         return Cell(num(r["diff"] * f, d, sign=True) + unit, "muted", f"{r['dialogues']} dial.")
     worse = pairing.worse(r)
@@ -78,7 +78,7 @@ def figure(rows: list[dict[str, Any]], names: list[str], colors: dict[str, str],
                 ax.fill_between(bx, lo, hi, color=color, alpha=0.15, linewidth=0)
             ticks.update({p["turn"]: p["phase"] for p in pts})
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(sorted(ticks), [f"R{k}\n{ticks[k][:5]}" for k in sorted(ticks)], fontsize=7)
+        ax.set_xticks(sorted(ticks), [f"R{k}\n{ticks[k]}" for k in sorted(ticks)], fontsize=7)
         ax.set_title(f"{axis_label(name)}: self − gold", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)

@@ -63,6 +63,9 @@ def _cli(*args: str):
     ({"dataset": {"corpus": "demo", "sample": {"n": 0}}}, "dataset.sample.n"),
     ({"seeds": [1, 1]}, "seeds"),
     ({"outt": "x"}, "outt"),
+    ({"systems": {"t": {"type": "text", "llm": "smollm2", "history": ["gold", "mine"]}}}, "systems"),
+    ({"systems": {"t": {"type": "text", "llm": "smollm2", "history": []}}}, "systems"),
+    ({"systems": {"t": {"type": "text", "llm": "smollm2", "history": ["self", "self"]}}}, "systems"),
 ])
 def test_config_errors_name_the_yaml_field(tmp_path, patch, field):
     cfg = _cfg(tmp_path)
@@ -74,6 +77,32 @@ def test_config_errors_name_the_yaml_field(tmp_path, patch, field):
     assert f"{path}: field '{field}'" in str(e.value)
     result = _cli("run", path)
     assert result.exit_code == 2 and f"field '{field}'" in result.output
+
+
+@pytest.mark.parametrize("systems, clash", [
+    ({"t": {"type": PLUGIN, "history": ["gold", "self"]}, "t-self": {"type": PLUGIN}}, "'t-self'"),
+    ({"t-gold": {"type": PLUGIN}, "t": {"type": PLUGIN, "history": ["gold", "self"]}}, "'t-gold'"),
+])
+def test_a_history_list_that_clashes_with_a_system_name_is_refused(tmp_path, systems, clash):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_cfg(tmp_path, systems=systems)))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "t.history" in str(e.value) and clash in str(e.value) and "already configured" in str(e.value)
+
+
+def test_a_history_list_expands_into_one_system_per_mode(tmp_path):
+    path = tmp_path / "pair.yaml"
+    path.write_text(yaml.safe_dump(_cfg(tmp_path, systems={
+        "t": {"type": "text", "llm": "smollm2", "history": ["gold", "self"], "params": {"max_tokens": 8}},
+        "one": {"type": "text", "llm": "smollm2", "history": ["self"]}}), sort_keys=False))
+    cfg = load_config(path)
+    assert list(cfg.systems) == ["t-gold", "t-self", "one"]
+    assert [cfg.systems[n].history for n in cfg.systems] == ["gold", "self", "self"]
+    gold, own = (cfg.systems[n].model_dump() for n in ("t-gold", "t-self"))
+    assert {k for k in gold if gold[k] != own[k]} == {"history"}
+    paired = load_config(REPO / "configs" / "demo_paired.yaml")
+    assert list(paired.systems) == ["cascade-gold", "cascade-self", "text-gold", "text-self"]
 
 
 def test_demo_config_is_valid():

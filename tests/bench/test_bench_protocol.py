@@ -99,6 +99,20 @@ def test_self_history_feeds_back_own_replies(tmp_path):
     assert all(ts == sorted(ts) for ts in order.values())
 
 
+def test_a_history_pair_runs_the_same_turns_both_ways(tmp_path):
+    run_bench(_config(tmp_path, me={"type": PLUGIN, "history": ["gold", "self"]}), progress=False)
+    dialogues = {d.id: d for d in corpora.load("demo", None)[:4]}
+    assert {(s["dialogue"], s["t"]) for s in SEEN["me-gold"]} == {(s["dialogue"], s["t"]) for s in SEEN["me-self"]}
+    for s in SEEN["me-gold"]:
+        assert s["turns"] == _gold(dialogues[s["dialogue"]], s["t"])
+    later = [s for s in SEEN["me-self"] if len(s["turns"]) > 1]
+    assert later and all(any(f"me-self reply to {s['dialogue']}#" in text for _, _, text in s["turns"])
+                         for s in later)
+    rec = {n: [json.loads(x) for x in (tmp_path / f"run/results/{n}.jsonl").read_text().splitlines()]
+           for n in ("me-gold", "me-self")}
+    assert {r["history"] for r in rec["me-gold"]} == {"gold"} and {r["history"] for r in rec["me-self"]} == {"self"}
+
+
 def test_self_history_falls_back_to_gold_after_a_failed_reply(tmp_path):
     run_bench(_config(tmp_path, me={"type": PLUGIN, "history": "self", "fail_on": 2}), progress=False)
     d = corpora.load("demo", None)[0]

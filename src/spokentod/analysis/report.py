@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod import __version__
-from spokentod.analysis import plots
+from spokentod.analysis import listening, mos_section, pairing_section, plots
 from spokentod.analysis.document import Figure, render_html, render_md
 from spokentod.analysis.judge_validation import banner as validation_banner
 from spokentod.analysis.load import Bench, ReportError, load_bench
@@ -59,6 +59,11 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
     out = Path(out) if out else (Path(run_dirs[0]) / "report" if len(run_dirs) == 1 else Path("report"))
     (out / "figures").mkdir(parents=True, exist_ok=True)
     sections, tables = build(bench)
+    for extra, after_id in ((pairing_section.build(bench), "phases"), (mos_section.build(bench), "correlations")):
+        if extra:  # sections of their own modules, placed after the one they refine
+            section, rows = extra
+            sections.insert(next((i + 1 for i, s in enumerate(sections) if s.id == after_id), len(sections)), section)
+            tables.update(rows)
     written: dict[str, Path] = {}
     for name, rows in tables.items():
         written[f"{name}.csv"] = out / f"{name}.csv"
@@ -70,11 +75,15 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> dict[str, Pat
         written[rel], figures[b.name] = out / rel, rel
     header = [f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by spokentod {__version__}.",
               "Runs: " + ", ".join(str(r.path) for r in bench.runs) + ".",
-              f"Systems: {', '.join(bench.systems)}; {len(bench.replies)} scored replies."]
+              f"Systems: {', '.join(bench.systems)}; {len(bench.replies)} scored replies.",
+              "Every spoken turn with its audio, the judge's reasons and filters: "
+              + ", ".join(listening.page_names(bench))
+              + " (beside this file)."]
     banner = " ".join(b for b in (weak_banner(bench), validation_banner(bench)) if b) or None
     written["report.md"] = out / "report.md"
     written["report.md"].write_text(render_md(sections, header, banner, figures), encoding="utf-8")
     written["report.html"] = out / "report.html"
     written["report.html"].write_text(render_html(sections, header, banner, plots.system_colors(bench.systems)),
                                       encoding="utf-8")
+    written.update(listening.write_pages(bench, out, banner))
     return written

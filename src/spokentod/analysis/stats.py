@@ -161,3 +161,52 @@ def _weights(rng: np.random.Generator, k: int, n_boot: int) -> np.ndarray:
     """How often each of k clusters is drawn in each of n_boot resamples (rows sum to k)."""
     draws = rng.integers(0, k, size=(n_boot, k)) + np.arange(n_boot)[:, None] * k  # one bincount for all rows
     return np.bincount(draws.ravel(), minlength=n_boot * k).reshape(n_boot, k).astype(float)
+
+
+@dataclass(frozen=True)
+class ClusterMean:
+    mean: float
+    lo: float
+    hi: float
+    p: float  # two-sided bootstrap p of the mean being 0
+    n: int  # values
+    clusters: int
+
+
+def cluster_bootstrap_mean(groups: Mapping[str, Iterable[float | None]], n_boot: int = 2000, seed: int = 0,
+                           level: float = LEVEL) -> ClusterMean:
+    """Mean of all values with a percentile bootstrap over clusters (dialogues), each resample's mean the
+    ratio estimator (sum / count over the drawn clusters). For paired differences (self − gold of the same
+    reply), where one dialogue's replies are correlated. No interval from fewer than 2 clusters."""
+    ids = [k for k in groups if len(clean(groups[k]))]
+    s, c = _sums(groups, ids)
+    mean = _ratio(s, c)
+    if len(ids) < 2:
+        return ClusterMean(mean, NAN, NAN, NAN, int(c.sum()), len(ids))
+    w = _weights(np.random.default_rng(seed), len(ids), n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (w @ s) / (w @ c)
+    boot = boot[np.isfinite(boot)]
+    lo, hi = np.percentile(boot, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    p = min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean()))
+    return ClusterMean(mean, float(lo), float(hi), float(p), int(c.sum()), len(ids))
+
+
+def spearman_ci(x: Sequence[float | None], y: Sequence[float | None], level: float = LEVEL) -> Correlation:
+    """Spearman rank correlation over the pairs where both values exist, with a Fisher-z interval using the
+    Fieller-Hartley-Pearson standard error sqrt(1.06 / (n - 3)); NaN when a side is constant or n < 3."""
+    from scipy import stats
+
+    pairs = np.array([(float(a), float(b)) for a, b in zip(x, y, strict=True) if a is not None and b is not None],
+                     dtype=float).reshape(-1, 2)
+    pairs = pairs[np.isfinite(pairs).all(axis=1)]
+    n = len(pairs)
+    if n < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
+        return Correlation(NAN, NAN, NAN, n, NAN)
+    res = stats.spearmanr(pairs[:, 0], pairs[:, 1])
+    rho, p = float(res.statistic), float(res.pvalue)
+    if n <= 3:
+        return Correlation(rho, NAN, NAN, n, p)
+    z = math.atanh(min(max(rho, -0.999999999999), 0.999999999999))
+    half = float(stats.norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
+    return Correlation(rho, math.tanh(z - half), math.tanh(z + half), n, p)

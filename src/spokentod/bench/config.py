@@ -9,6 +9,7 @@ like paths given on the command line.
       text: {type: text, llm: {name: smollm2}, prompt: sales_agent_v1, params: {max_tokens: 48}}
       cascade: {type: cascade, asr: {name: whisper-ct2}, llm: {name: smollm2}, tts: {name: kokoro},
                 history: gold, concurrency: 1}
+      e2e: {type: e2e, audiolm: {name: speechlm}, history: [gold, self]}   # → e2e-gold and e2e-self
     concurrency: {workers: 4, backends: {openai: 8}}
     seeds: [0]
     out: runs/bench
@@ -31,6 +32,7 @@ from spokentod.errors import SpokenTODError
 from spokentod.systems.config import SystemConfig
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # system names become file and directory names
+HISTORY_MODES = ("gold", "self")
 
 
 class ConfigError(SpokenTODError, ValueError):
@@ -92,6 +94,11 @@ class BenchConfig(_M):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     metrics: dict[str, Any] | None = None  # read by the evaluation stage, not by the runner
 
+    @field_validator("systems", mode="before")
+    @classmethod
+    def _expand_history(cls, v: Any) -> Any:
+        return expand_history(v)
+
     @field_validator("systems")
     @classmethod
     def _safe_names(cls, v: dict[str, SystemConfig]) -> dict[str, SystemConfig]:
@@ -118,6 +125,33 @@ class BenchConfig(_M):
 
     def protocol_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.protocol(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expand_history(systems: Any) -> Any:
+    """`history: [gold, self]` on a system entry → two systems, `<name>-gold` and `<name>-self`, identical but
+    for `history`: they run on the same dialogues and seeds, and the report pairs them turn by turn
+    (analysis/pairing.py finds pairs by that very property, so two entries written out by hand pair too).
+    A one-item list is the plain value. Anything else is left for the field validators to reject."""
+    if not isinstance(systems, dict):
+        return systems
+    out: dict[Any, Any] = {}
+    for name, sc in systems.items():
+        modes = sc.get("history") if isinstance(sc, dict) else None
+        if not isinstance(modes, list):
+            if name in out:
+                raise ValueError(f"system {name!r} is defined twice (once by expanding a history list)")
+            out[name] = sc
+            continue
+        if not modes or any(m not in HISTORY_MODES for m in modes) or len(set(modes)) != len(modes):
+            raise ValueError(f"{name}.history: a list must name distinct modes out of {list(HISTORY_MODES)} "
+                             f"(e.g. [gold, self]), got {modes!r}")
+        names = {m: name if len(modes) == 1 else f"{name}-{m}" for m in modes}
+        for mode, new in names.items():
+            if new in out or (new != name and new in systems):
+                raise ValueError(f"{name}.history: expanding {modes} makes a system {new!r}, but a system of "
+                                 "that name is already configured; rename one of them")
+            out[new] = {**sc, "history": mode}
+    return out
 
 
 def parse_config(data: Any, source: str = "<config>") -> BenchConfig:

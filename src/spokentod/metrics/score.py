@@ -40,7 +40,7 @@ from spokentod.backends.cache import Cache, cached
 from spokentod.backends.spec import parse_backend_spec
 from spokentod.data.source import DialogueSource, load_dialogues
 from spokentod.metrics.audio import describe_voice_model
-from spokentod.metrics.judge import AudioJudge, Judge
+from spokentod.metrics.judge import AudioJudge, Judge, judge_parse_counts
 from spokentod.metrics.registry import (
     MetricGroup,
     MetricResult,
@@ -285,6 +285,8 @@ def summarize(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         prim.pop(None, None)
         out[system] = {"replies": len(recs), "errors": sum(1 for r in recs if r.get("error")),
                        "metrics": per, "primary_failure": dict(prim)}
+        if parse := judge_parse_counts(recs):
+            out[system]["judge_parse"] = parse
     return out
 
 

@@ -111,7 +111,7 @@ def _overview(bench: Bench, t: dict) -> Section:
                                *(f"{r[k]} ({100 * r[k + '_rate']:.0f} %)" for k in ("as_is", "repaired", "failed"))]
                               for r in t["judge_parse"]],
                              "Judge replies: valid JSON as-is, repaired (fenced, trailing commas, truncated...), or "
-                             "unparsed (missing, never 0)"))
+                             "unparsed (missing, never 0)", lead=2))
     return s
 
 

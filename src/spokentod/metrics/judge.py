@@ -14,6 +14,13 @@ key is missing. A failed call or unparseable reply is *missing with a reason* an
 implementation scored failures 0 and averaged them in, which drags means down by how often the judge
 failed rather than by how bad the replies were).
 
+Constrained output: each call sends the JSON Schema of its prompt's answer (judge_parse.quality_schema /
+failures_schema; GenParams.json_schema), which llamacpp and the hf family decode under and OpenAI-compatible
+servers get as `response_format`, so even a small local model answers in a form that parses. Every reply
+still goes through the lenient parser (a backend may ignore the schema; max_tokens may cut it), and each
+judgement records how it read (`parse`: as_is | repaired | failed). A custom prompt must ask for the same
+form. Parseable is not trustworthy: SmolLM2 answers in the schema and says little (README measurements).
+
 Probability-weighted scores: backends that give token log-probabilities are asked for them
 (`GenParams(logprobs=True, top_logprobs=20)`): OpenAI-compatible servers (vLLM, OpenAI, llama.cpp server,
 `spokentod serve` over an hf-family model) and in-process `hf` models (`supports_logprobs`). When a score

@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 class Echo:
     """A plug-in System ("module:Class" type) answering "<name> reply to <dialogue>#<t>"."""
 
+    speaks = False
+
     def __init__(self, name: str, cfg: dict, audio_root=None):
         self.name, self.cfg = name, cfg
 

@@ -95,6 +95,8 @@ GAUGE = Gauge()
 
 
 class Busy:
+    speaks = False
+
     def __init__(self, name, cfg, audio_root=None):
         self.name = name
 

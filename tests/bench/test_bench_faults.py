@@ -145,6 +145,8 @@ PLUGIN = textwrap.dedent("""
     from spokentod.systems.base import SystemReply
 
     class Wordy:
+        speaks = False
+
         def __init__(self, name, cfg, audio_root=None):
             self.name = name
 

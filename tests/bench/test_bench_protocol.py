@@ -24,6 +24,8 @@ _LOCK = threading.Lock()
 class RecordingSystem:
     """Answers "<system> reply to <dialogue>#<t>" and keeps what it was given."""
 
+    speaks = False
+
     def __init__(self, name: str, cfg: dict, audio_root: Path | None = None):
         self.name, self.cfg, self.audio_root = name, cfg, audio_root
 

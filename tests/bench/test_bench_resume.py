@@ -36,6 +36,8 @@ PLUGIN = textwrap.dedent("""
     class Slow:
         '''Deterministic replies that depend on the whole context; audio written slowly, not atomically.'''
 
+        speaks = True
+
         def __init__(self, name, cfg, audio_root=None):
             self.name, self.delay = name, cfg.get("delay", 0.05)
 

@@ -14,9 +14,16 @@ from typing import ClassVar
 import pytest
 
 from spokentod.backends.base import Backend, Completion, create
-from spokentod.metrics.judge import Judge, combine, load_judge_prompt, weakness
+from spokentod.metrics.judge import Judge, combine, judge_parse_counts, load_judge_prompt, weakness
 from spokentod.metrics.judge_logprobs import weighted_scores
-from spokentod.metrics.judge_parse import FAILURES, ParseError, parse_failures, parse_quality
+from spokentod.metrics.judge_parse import (
+    FAILURES,
+    ParseError,
+    failures_schema,
+    parse_failures,
+    parse_quality,
+    quality_schema,
+)
 from spokentod.metrics.registry import Missing
 
 FIXTURES = Path(__file__).parent / "fixtures" / "judge"
@@ -70,7 +77,8 @@ def test_real_smollm2_outputs_parse_to_values_or_precise_reasons(path):
                                   "judge reply is not a JSON object")), reason
         result = combine([(fx["output"], reason, None)], outputs, weakness(_Named("smollm2")))
         assert all(v is None for v in result.values.values())
-        assert all(result.missing[o] == reason for o in outputs)
+        assert all(result.missing[o] == f"judge reply unparsed: {reason}" for o in outputs)
+        assert result.judge["parse"] == ["failed"]
         assert result.judge["weak"] is True
         return
     for o in outputs:
@@ -129,6 +137,49 @@ def test_repeats_give_mean_spread_and_n_at_temperature_zero():
     assert all(p.temperature == 0.0 for p in llm.params) and [p.seed for p in llm.params] == [0, 1, 2]
 
 
+def test_each_prompt_sends_its_schema_and_every_reply_gets_a_parse_status():
+    fenced = "Here you go:\n```json\n" + GOOD % (70, 50) + "\n```"
+    llm = ScriptedLLM([GOOD % (80, 60), fenced, "no json at all"])
+    judge = Judge(llm, repeats=3, logprobs=False)
+    out = combine(_ask(judge), ("naturalness", "consistency"), None, weight_key=lambda o: o)
+    assert [p.json_schema for p in llm.params] == [quality_schema()] * 3
+    assert out.judge["parse"] == ["as_is", "repaired", "failed"]
+    assert out.judge["repairs"] == ["extracted the JSON object from surrounding text"]
+    assert out.values == {"naturalness": 75.0, "consistency": 55.0}  # repaired replies count, failed ones not
+    judge.ask("failures", parse_failures, history="User: hi", reply="hello", topic="restaurants")
+    assert llm.params[-1].json_schema == failures_schema()
+    assert "primary_failure" in llm.params[-1].json_schema["required"]
+
+    unconstrained = Judge(ScriptedLLM([GOOD % (1, 2)]), logprobs=False, constrain=False)
+    _ask(unconstrained)
+    assert unconstrained.raw_backend.params[0].json_schema is None
+    assert "json_schema" in judge.identity() and "json_schema" not in unconstrained.identity()  # cache keys differ
+
+
+def test_a_reply_that_never_parses_is_missing_as_unparsed_and_counted():
+    judge = Judge(ScriptedLLM(["I think it is fine."]), logprobs=False)
+    out = combine(_ask(judge), ("naturalness", "consistency"), None, weight_key=lambda o: o)
+    assert out.values == {"naturalness": None, "consistency": None}
+    assert out.missing["naturalness"] == "judge reply unparsed: no JSON object in judge reply (prose): " \
+                                         "'I think it is fine.'"
+    recs = [{"judge": {"quality_judge": {"parse": ["as_is", "repaired"]}, "failures_judge": {"parse": ["failed"]}}},
+            {"judge": {"quality_judge": {"parse": ["failed"]}}}, {"judge": {}}, {}]
+    assert judge_parse_counts(recs) == {"quality": {"as_is": 1, "repaired": 1, "failed": 1},
+                                        "failures": {"as_is": 0, "repaired": 0, "failed": 1}}
+
+
+def test_judge_schemas_follow_the_prompts_forms():
+    q = quality_schema()
+    assert list(q["properties"]) == ["naturalness", "consistency"] and q["additionalProperties"] is False
+    assert list(q["properties"]["naturalness"]["properties"]) == ["reason", "score"]  # reason before the score
+    f = failures_schema()
+    assert list(f["properties"]) == [*FAILURES, "primary_failure"]
+    assert f["properties"]["primary_failure"]["enum"] == ["none", *FAILURES]
+    for prompt, schema in (("judge_quality_v1", q), ("judge_failures_v1", f)):
+        example = next(x for x in load_judge_prompt(prompt).template.splitlines() if x.startswith("{"))  # its form
+        assert all(f'"{k}"' in example for k in schema["properties"])
+
+
 def _dead_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -152,6 +203,9 @@ def test_weak_judge_flag():
     assert weakness(create("llm", {"name": "openai", "model": "SmolLM2-360M-Instruct"}))
     assert weakness(create("llm", {"name": "openai", "model": "Qwen2.5-72B-Instruct"})) is None
     assert Judge(_Named("smollm2")).describe()["weak"] is True
+    llamacpp_smollm2 = type("LlamaCpp", (_Named,), {"identity": lambda self: {
+        "name": "llamacpp", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"}})("llamacpp")
+    assert "sub-1B" in weakness(llamacpp_smollm2)  # the same weights through llama.cpp are as weak
 
 
 # ---------------------------------------------------------------- log-probabilities (OpenAI-compatible server)

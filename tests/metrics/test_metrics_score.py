@@ -91,7 +91,7 @@ def test_score_run_writes_metric_files_and_recomputes_only_an_added_metric(run_d
     failed = casc[4]
     assert all(v is None for v in failed["metrics"].values())
     assert failed["missing"]["dnsmos_ovrl"] == "reply failed: llm: timeout"
-    assert text[0]["missing"]["dnsmos_ovrl"] == "text-only system (no audio)"
+    assert text[0]["missing"]["dnsmos_ovrl"] == "not applicable: text-only system (no audio)"
     assert text[0]["transcript"] == text[0]["text"] and text[0]["metrics"]["sim_gold"] > 0.8
     assert text[2]["missing"]["sim_gold"] == "empty reply (nothing was said)"
     summary = json.loads((run_dir / "metrics" / "summary.json").read_text())

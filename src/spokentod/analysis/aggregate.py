@@ -228,6 +228,22 @@ def coverage(bench: Bench) -> list[dict[str, Any]]:
     return rows
 
 
+def judge_parse(bench: Bench) -> list[dict[str, Any]]:
+    """Per system and judge prompt: how the judge's replies read (metrics/summary.json `judge_parse`): as-is,
+    repaired (jsonrepair fixed them), or failed (unparsed: every value of that judgement missing)."""
+    rows = []
+    for run in bench.runs:
+        for s in run.systems:
+            got = (((run.summary.get("systems") or {}).get(s) or {}).get("judge_parse") or {})
+            for prompt, c in got.items():
+                n = sum(int(c.get(k, 0)) for k in ("as_is", "repaired", "failed"))
+                if n:
+                    rows.append({"system": bench.label[(run.name, s)], "prompt": prompt, "replies": n,
+                                 **{k: int(c.get(k, 0)) for k in ("as_is", "repaired", "failed")},
+                                 **{f"{k}_rate": int(c.get(k, 0)) / n for k in ("as_is", "repaired", "failed")}})
+    return rows
+
+
 def error_counts(bench: Bench) -> list[dict[str, Any]]:
     """Failed replies (results records with an error), by reason."""
     rows = []

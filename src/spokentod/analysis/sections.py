@@ -65,7 +65,7 @@ def build(bench: Bench) -> tuple[list[Section], dict[str, list[dict[str, Any]]]]
         "failures": agg.failure_table(bench), "primary_failures": agg.primary_failures(bench),
         "per_turn": agg.per_turn(bench), "per_phase": agg.per_phase(bench), "latency": agg.latency(bench),
         "missing": agg.missing_counts(bench), "missing_replies": agg.missing_replies(bench),
-        "errors": agg.error_counts(bench),
+        "errors": agg.error_counts(bench), "judge_parse": agg.judge_parse(bench),
         "judge_agreement": agg.judge_agreement(bench)}
     audio, dialogue = agg.correlation_metrics(bench)
     t["correlations"] = agg.correlations(bench, audio + dialogue, [None, *bench.systems])
@@ -107,6 +107,13 @@ def _overview(bench: Bench, t: dict) -> Section:
     s.blocks.append(View(cols, [[r["system"], *(str(r[k]) for k in ("replies", "errors", "scored", "not_scored",
                                                                      "judged", "judge_missing"))]
                                 for r in t["coverage"]]))
+    if t["judge_parse"]:
+        s.blocks.append(View(["system", "judge prompt", "judge replies", "parsed as-is", "repaired", "unparsed"],
+                             [[r["system"], r["prompt"], str(r["replies"]),
+                               *(f"{r[k]} ({100 * r[k + '_rate']:.0f} %)" for k in ("as_is", "repaired", "failed"))]
+                              for r in t["judge_parse"]],
+                             "Judge replies: valid JSON as-is, repaired (fenced, trailing commas, truncated...), or "
+                             "unparsed (missing, never 0)", lead=2))
     return s
 
 

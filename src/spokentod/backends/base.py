@@ -91,8 +91,8 @@ class GenParams:
     # at each position (0-20, as OpenAI). Backends that cannot give them ignore the request.
     logprobs: bool = False
     top_logprobs: int = 0
-    # A JSON Schema the answer must follow (constrained decoding where the backend supports it: llamacpp);
-    # backends that cannot constrain ignore it.
+    # A JSON Schema the answer must follow: constrained decoding in llamacpp and the hf family (hf, smollm2,
+    # gemma3-270m), sent as `response_format` by openai (the server decides); other backends ignore it.
     json_schema: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:

@@ -290,6 +290,14 @@ def audio_b64(audio: Any, rate: int | None = None) -> str:
     return base64.b64encode(wav_bytes(w.samples, w.rate)).decode("ascii")
 
 
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """GenParams.json_schema as OpenAI's `response_format` (vLLM, llama.cpp server, Ollama and `spokentod serve`
+    constrain decoding to it). Not `strict`: OpenAI's strict mode refuses keywords such as maxLength, and
+    the servers above enforce the schema without it."""
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in str(schema.get("title") or "response"))[:64]
+    return {"type": "json_schema", "json_schema": {"name": name or "response", "schema": schema}}
+
+
 def wire_messages(messages: list[dict[str, Any]], err) -> list[dict[str, Any]]:
     """In-process messages → JSON-ready OpenAI messages: text checked, audio parts as base64 WAV."""
     out = []

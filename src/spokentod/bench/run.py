@@ -39,7 +39,7 @@ from spokentod.rundir.store import (
     latest_attempts,
     write_json_atomic,
 )
-from spokentod.systems import build_system
+from spokentod.systems import build_system, speaks
 
 
 def shard_of(dialogue_id: str, n: int) -> int:
@@ -134,9 +134,10 @@ def _run(runner: Runner, cfg: BenchConfig, out: Path, limit: int | None) -> RunS
             except Exception as e:  # a system that cannot be built is a setup error: stop here
                 raise BenchError(f"cannot build system {name!r}: {type(e).__name__}: {e}") from e
     identities = scrub({name: systems[(name, cfg.seeds[0])].identity() for name in cfg.systems})
+    spoken = {name: speaks(systems[(name, cfg.seeds[0])]) for name in cfg.systems}
 
     meta_path = out / layout.run_meta_name(runner.shard)
-    meta = _start_meta(meta_path, cfg, runner.shard, identities, started, limit)
+    meta = _start_meta(meta_path, cfg, runner.shard, identities, spoken, started, limit)
     plan = Plan(shard=list(runner.shard), protocol_hash=cfg.protocol_hash(), systems=list(cfg.systems),
                 seeds=cfg.seeds, dialogues_before_sharding=n_all,
                 dialogues=[(d.id, [t.index for t in d.user_turns]) for d in dialogues])
@@ -183,8 +184,8 @@ def _run(runner: Runner, cfg: BenchConfig, out: Path, limit: int | None) -> RunS
     return summary
 
 
-def _start_meta(path: Path, cfg: BenchConfig, shard: tuple[int, int], identities: dict, started: str,
-                limit: int | None) -> RunMeta:
+def _start_meta(path: Path, cfg: BenchConfig, shard: tuple[int, int], identities: dict, spoken: dict[str, bool],
+                started: str, limit: int | None) -> RunMeta:
     """Create run.json, or check that a resumed run matches the one that made the records."""
     meta = RunMeta()
     if path.exists():
@@ -197,12 +198,17 @@ def _start_meta(path: Path, cfg: BenchConfig, shard: tuple[int, int], identities
             where = _diff(meta.systems, identities)[:6]
             raise BenchError(f"{path.parent} holds records made with other backends or prompts ({', '.join(where)} "
                              "differ); use another --out directory (or delete this one)")
+        if meta.speaks is not None and meta.speaks != spoken:
+            where = _diff(meta.speaks, spoken)[:6]
+            raise BenchError(f"{path.parent} holds records of systems that declared other outputs ({', '.join(where)}: "
+                             "speaks differs); use another --out directory (or delete this one)")
         for s in meta.sessions:
             if s.status == "running":
                 s.status = "killed"  # that process never wrote its end
     meta.spokentod_version, meta.git, meta.protocol_hash = __version__, git_info(), cfg.protocol_hash()
     meta.protocol, meta.config = scrub(cfg.protocol()), scrub(cfg.model_dump(mode="json"))
     meta.shard, meta.systems, meta.host, meta.status = list(shard), identities, host_info(), "running"
+    meta.speaks = spoken
     if meta.started is None:
         meta.started = started
     meta.sessions = [*meta.sessions, Session(started=started, ended=None, status="running", limit=limit,

@@ -42,6 +42,7 @@ from spokentod.progress import progress_bar
 from spokentod.rundir import layout
 from spokentod.rundir.records import Key, ResultRecord
 from spokentod.rundir.store import ResultFile
+from spokentod.systems import speaks
 from spokentod.systems.base import Context, SystemReply
 
 console = Console(stderr=True, soft_wrap=True)
@@ -81,7 +82,7 @@ class Runner:
 
     def run_turn(self, name: str, seed: int, system: Any, d: Dialogue, turn: Turn, ctx: Any, attempt: int,
                  store: ResultFile, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        spoken = self.cfg.systems[name].type != "text"
+        spoken = speaks(system)
         rel = layout.reply_audio(name, d.id, turn.index, seed, attempt, several_seeds=len(self.cfg.seeds) > 1)
         final = self.out / rel
         tmp = final.with_name(final.stem + ".partial.wav")

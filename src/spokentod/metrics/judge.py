@@ -14,6 +14,13 @@ key is missing. A failed call or unparseable reply is *missing with a reason* an
 implementation scored failures 0 and averaged them in, which drags means down by how often the judge
 failed rather than by how bad the replies were).
 
+Constrained output: each call sends the JSON Schema of its prompt's answer (judge_parse.quality_schema /
+failures_schema; GenParams.json_schema), which llamacpp and the hf family decode under and OpenAI-compatible
+servers get as `response_format`, so even a small local model answers in a form that parses. Every reply
+still goes through the lenient parser (a backend may ignore the schema; max_tokens may cut it), and each
+judgement records how it read (`parse`: as_is | repaired | failed). A custom prompt must ask for the same
+form. Parseable is not trustworthy: SmolLM2 answers in the schema and says little (README measurements).
+
 Probability-weighted scores: backends that give token log-probabilities are asked for them
 (`GenParams(logprobs=True, top_logprobs=20)`): OpenAI-compatible servers (vLLM, OpenAI, llama.cpp server,
 `spokentod serve` over an hf-family model) and in-process `hf` models (`supports_logprobs`). When a score
@@ -34,6 +41,8 @@ so the report can say that their numbers are for smoke tests only.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
 import statistics
 import string
@@ -47,7 +56,18 @@ from spokentod.backends.cache import cached, make_key
 from spokentod.backends.retry import safe_call
 from spokentod.data.schema import Speaker
 from spokentod.metrics.judge_logprobs import TOP_LOGPROBS, offers_logprobs, unwrap, weighted_scores
-from spokentod.metrics.judge_parse import FAILURES, QUALITY, Parsed, ParseError, parse_failures, parse_quality
+from spokentod.metrics.judge_parse import (
+    FAILURES,
+    PARSE_STATUSES,
+    QUALITY,
+    UNPARSED,
+    Parsed,
+    ParseError,
+    failures_schema,
+    parse_failures,
+    parse_quality,
+    quality_schema,
+)
 from spokentod.metrics.registry import MetricGroup, MetricResult, Missing, Output, ScoredReply, register
 from spokentod.prompt_file import PromptFile
 
@@ -72,6 +92,9 @@ def load_judge_prompt(name_or_path: str) -> JudgePrompt:
 
 
 DEFAULT_PROMPTS = {"quality": "judge_quality_v1", "failures": "judge_failures_v1", "voice": "judge_voice_v1"}
+# The answer's JSON Schema per prompt kind: sent with every call (GenParams.json_schema), see judge_parse.
+SCHEMAS = {"quality": quality_schema(), "failures": failures_schema(), "voice": quality_schema(("voice_consistency",))}
+SCHEMAS_SHA = hashlib.sha256(json.dumps(SCHEMAS).encode()).hexdigest()[:16]  # key order matters: no sort
 
 
 def format_history(turns: list[Any]) -> str:
@@ -93,7 +116,7 @@ def weakness(backend: Any) -> str | None:
     name = ident.get("name") or getattr(backend, "name", "")
     if name in WEAK_BACKENDS:
         return f"{WEAK_BACKENDS[name]} is far too small to judge dialogue: use it for smoke tests only"
-    model = " ".join(str(ident.get(k) or "") for k in ("model", "model_ref", "repo_id"))
+    model = " ".join(str(ident.get(k) or "") for k in ("model", "model_ref", "repo_id", "gguf"))  # gguf: llamacpp
     if _SMALL_MODEL.search(model):
         return f"{model.strip()} looks like a sub-1B model: too weak to trust as a judge"
     return None
@@ -102,7 +125,8 @@ def weakness(backend: Any) -> str | None:
 class Judge:
     def __init__(self, backend: Any, cache: Any = None, max_tokens: int = 400, repeats: int = 1,
                  temperature: float = 0.0, logprobs: bool | str = "auto", prompts: dict[str, str] | None = None,
-                 weak: bool | None = None):
+                 weak: bool | None = None, constrain: bool = True):
+        """`constrain`: send each prompt's JSON Schema (constrained decoding where the backend can)."""
         self.raw_backend = backend
         self.backend = cached(backend, cache) if cache is not None and getattr(cache, "enabled", False) else backend
         self.cache = cache
@@ -111,33 +135,40 @@ class Judge:
         self.prompts = {k: load_judge_prompt(v) for k, v in {**DEFAULT_PROMPTS, **(prompts or {})}.items()}
         why = weakness(backend)
         self.weak_reason = why if weak is None else (why or "marked weak by configuration") if weak else None
+        self.constrain = bool(constrain)
         self.calls = 0
 
     def identity(self) -> dict[str, Any]:
         ident = self.raw_backend.identity() if hasattr(self.raw_backend, "identity") else {"class": repr(self.raw_backend)}
         return {"backend": ident, "max_tokens": self.max_tokens, "repeats": self.repeats,
-                "temperature": self.temperature, "logprobs": self.logprobs}
+                "temperature": self.temperature, "logprobs": self.logprobs} | (
+                    {"json_schema": SCHEMAS_SHA} if self.constrain else {})
 
     def describe(self) -> dict[str, Any]:
         return {**self.identity(), "weak": self.weak_reason is not None, "weak_reason": self.weak_reason,
                 "prompts": {k: {"name": p.name, "sha256": p.sha256} for k, p in self.prompts.items()},
                 "logprobs_note": ("scores are probability-weighted where a score was one token with numbers holding "
                                   "at least half the probability, else sampled (each record's score_source)"
-                                  if self.logprobs else "backend offers no token log-probabilities: sampled scores")}
+                                  if self.logprobs else "backend offers no token log-probabilities: sampled scores"),
+                "json_schema_note": ("each answer's JSON Schema is sent with every call: constrained decoding on "
+                                     "llamacpp and hf-family backends, `response_format` to OpenAI-compatible "
+                                     "servers (which may ignore it); each record's `parse` says how its replies read"
+                                     if self.constrain else "no JSON Schema sent: replies parsed leniently")}
 
     def prompt_hash(self, kind: str) -> str:
         return self.prompts[kind].sha256
 
     # ------------------------------------------------------------ calls
 
-    def _params(self, i: int) -> Any:
-        return GenParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=i)
+    def _params(self, i: int, kind: str | None = None) -> Any:
+        schema = SCHEMAS.get(kind) if self.constrain and kind else None
+        return GenParams(max_tokens=self.max_tokens, temperature=self.temperature, seed=i, json_schema=schema)
 
-    def _call(self, messages: list[dict[str, Any]], i: int) -> tuple[str, list | None]:
+    def _call(self, messages: list[dict[str, Any]], i: int, kind: str | None = None) -> tuple[str, list | None]:
         self.calls += 1
         if not self.logprobs:
-            return self.backend.chat(messages, self._params(i)).text, None
-        return self._chat_logprobs(messages, self._params(i))
+            return self.backend.chat(messages, self._params(i, kind)).text, None
+        return self._chat_logprobs(messages, self._params(i, kind))
 
     def _chat_logprobs(self, messages: list[dict[str, Any]], params: Any) -> tuple[str, list | None]:
         """One chat with logprobs=true on the backend itself: (text, `logprobs.content` or None when the
@@ -160,7 +191,7 @@ class Judge:
         messages = [{"role": "user", "content": self.prompts[kind].render(**fields)}]
         out, errors = [], []
         for i in range(self.repeats):
-            got = safe_call(self._call, messages, i)
+            got = safe_call(self._call, messages, i, kind)
             if not got.ok:
                 errors.append(f"judge call failed: {got.reason()}")
                 continue
@@ -208,11 +239,15 @@ def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], 
     for o in outputs:
         values[o] = statistics.fmean(per[o]) if per[o] else None
         if not per[o]:
-            reasons = [p.missing[o] for p in parsed if o in p.missing] + failures
+            reasons = [p.missing[o] for p in parsed if o in p.missing] + [f"{UNPARSED}: {f}" for f in failures]
             missing[o] = reasons[0] if reasons else "judge gave no value"
     block: dict[str, Any] = {"raw": parsed[0].raw if parsed else None, "texts": [t for t, _, _ in runs],
                              "notes": sorted({n for p in parsed for n in p.notes}), "weak": weak is not None,
-                             "weak_reason": weak}
+                             "weak_reason": weak,
+                             # per repeat: as_is | repaired | failed (judge_parse.PARSE_STATUSES)
+                             "parse": [p.status if isinstance(p, Parsed) else "failed" for _, p, _ in runs]}
+    if repairs := sorted({r for p in parsed for r in p.repairs}):
+        block["repairs"] = repairs
     if failures:
         block["unparsed"] = failures
     if len(runs) > 1:
@@ -228,6 +263,20 @@ def combine(runs: list[tuple[str, Any, dict | None]], outputs: tuple[str, ...], 
     if prim:
         block["primary_failure"] = Counter(prim).most_common(1)[0][0]  # majority over repeats
     return MetricResult(values, missing, block)
+
+
+_PARSE_BLOCKS = {"quality": "quality_judge", "failures": "failures_judge", "voice": "voice"}
+
+
+def judge_parse_counts(recs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per judge prompt, over metric records: how many judge replies (every repeat counts) parsed as-is,
+    needed repair, or failed (summary.json's `judge_parse`, the report's judge replies table)."""
+    out: dict[str, dict[str, int]] = {}
+    for kind, block in _PARSE_BLOCKS.items():
+        c = Counter(st for r in recs for st in (((r.get("judge") or {}).get(block) or {}).get("parse") or []))
+        if c:
+            out[kind] = {st: c.get(st, 0) for st in PARSE_STATUSES}
+    return out
 
 
 # ---------------------------------------------------------------- metric groups
@@ -300,11 +349,12 @@ def _voice(reply: ScoredReply, res: Any) -> MetricResult:
     try:
         parsed = parse_quality(got.value.text, ("voice_consistency",))
     except ParseError as e:
-        return MetricResult({"voice_judge": None}, {"voice_judge": str(e)},
-                            {"voice": {"text": got.value.text, **versioned}})
+        return MetricResult({"voice_judge": None}, {"voice_judge": f"{UNPARSED}: {e}"},
+                            {"voice": {"text": got.value.text, "parse": ["failed"], **versioned}})
     v = parsed.values["voice_consistency"]
     miss = {"voice_judge": parsed.missing["voice_consistency"]} if v is None else {}
-    return MetricResult({"voice_judge": v}, miss, {"voice": {"raw": parsed.raw, "text": got.value.text, **versioned}})
+    return MetricResult({"voice_judge": v}, miss, {"voice": {"raw": parsed.raw, "text": got.value.text,
+                                                             "parse": [parsed.status], **versioned}})
 
 
 class AudioJudge:
@@ -317,10 +367,10 @@ class AudioJudge:
         self.prompts = {"voice": load_judge_prompt(prompt or DEFAULT_PROMPTS["voice"])}
 
     def _params(self, i: int) -> Any:
-        return GenParams(max_tokens=self.max_tokens, temperature=0.0, seed=i)
+        return GenParams(max_tokens=self.max_tokens, temperature=0.0, seed=i, json_schema=SCHEMAS["voice"])
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.raw_backend.identity(), "max_tokens": self.max_tokens}
+        return {"backend": self.raw_backend.identity(), "max_tokens": self.max_tokens, "json_schema": SCHEMAS_SHA}
 
     def prompt_hash(self, kind: str = "voice") -> str:
         return self.prompts["voice"].sha256

@@ -17,6 +17,35 @@ FAILURES = ("generic", "topic_drift", "repetition", "misunderstanding", "memory"
 SEVERITY_BANDS = {"none": (0, 0), "mild": (1, 33), "moderate": (34, 66), "severe": (67, 100)}
 
 
+# The JSON Schemas of the judge's answers, sent with every judge call (GenParams.json_schema): constrained
+# decoding where the backend can (llamacpp, the hf family, OpenAI-compatible servers that honour
+# `response_format`). Each mirrors the form its prompt asks for, reason first so the score follows it; a
+# reason is capped so a small model cannot spend max_tokens inside one string.
+REASON_CHARS = 200
+
+
+def _object(props: dict[str, Any], title: str | None = None) -> dict[str, Any]:
+    return ({"title": title} if title else {}) | {"type": "object", "properties": props, "required": list(props),
+                                                  "additionalProperties": False}
+
+
+def _reason() -> dict[str, Any]:
+    return {"type": "string", "maxLength": REASON_CHARS}
+
+
+def _score() -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "maximum": 100}
+
+
+def quality_schema(keys: tuple[str, ...] = QUALITY) -> dict[str, Any]:
+    return _object({k: _object({"reason": _reason(), "score": _score()}) for k in keys}, "judge_" + "_".join(keys))
+
+
+def failures_schema() -> dict[str, Any]:
+    items = {f: _object({"reason": _reason(), "present": {"type": "boolean"}, "severity": _score()}) for f in FAILURES}
+    return _object({**items, "primary_failure": {"type": "string", "enum": ["none", *FAILURES]}}, "judge_failures")
+
+
 class ParseError(ValueError):
     """The judge's reply holds no usable JSON object; str(e) is the reason recorded as missing."""
 
@@ -77,11 +106,23 @@ class Parsed:
     raw: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     primary: str | None = None
+    repairs: list[str] = field(default_factory=list)  # what jsonrepair fixed to read the object (none: as-is)
+
+    @property
+    def status(self) -> str:
+        return "repaired" if self.repairs else "as_is"
+
+
+# How a judge reply was read: as-is (valid JSON, nothing around it), repaired (jsonrepair.extract_object had
+# to fix something), or failed (no usable object: every value of that judgement is missing).
+PARSE_STATUSES = ("as_is", "repaired", "failed")
+UNPARSED = "judge reply unparsed"  # the head of a failed reply's missing reason (the report groups by it)
 
 
 def parse_quality(text: str | None, keys: tuple[str, ...] = QUALITY) -> Parsed:
     """`{metric: {reason, score}}` → values per metric (a bare number is accepted as the score)."""
     obj, notes = extract_json(text)
+    repairs = list(notes)
     obj = _norm_keys(obj)
     values, missing, raw = {}, {}, {}
     for k in keys:
@@ -107,12 +148,13 @@ def parse_quality(text: str | None, keys: tuple[str, ...] = QUALITY) -> Parsed:
             values[k] = _number(score, f"{k} score")
         except ParseError as e:
             missing[k] = str(e)
-    return Parsed(values, missing, raw, notes)
+    return Parsed(values, missing, raw, notes, repairs=repairs)
 
 
 def parse_failures(text: str | None) -> Parsed:
     """The failure taxonomy → fail_<name>_severity and fail_<name>_present (1/0) plus the primary failure."""
     obj, notes = extract_json(text)
+    repairs = list(notes)
     obj = _norm_keys(obj)
     values, missing, raw = {}, {}, {}
     for f in FAILURES:
@@ -145,4 +187,4 @@ def parse_failures(text: str | None) -> Parsed:
         missing["primary_failure"] = ("judge reply has no 'primary_failure'" if primary is None else
                                       f"primary_failure {snippet(str(primary), 30)} is not a known failure")
         prim = None
-    return Parsed(values, missing, raw, notes, prim)
+    return Parsed(values, missing, raw, notes, prim, repairs)

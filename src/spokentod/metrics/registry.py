@@ -81,7 +81,7 @@ class MetricGroup:
     display: tuple[Output, ...]  # its outputs, in order, with their display facts
     compute: Callable[[ScoredReply, Any], MetricResult]  # (reply, Resources) → result
     needs: tuple[str, ...] = ("text",)
-    spoken_only: bool = False  # needs reply audio: text-only systems get "text-only system (no audio)"
+    spoken_only: bool = False  # needs reply audio: text-only systems get score.NOT_SPOKEN ("not applicable: ...")
     doc: str = ""
     identity: Callable[[], Any] | None = None  # the model behind it (goes into the cache key)
 

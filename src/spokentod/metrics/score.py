@@ -40,7 +40,7 @@ from spokentod.backends.cache import Cache, cached
 from spokentod.backends.spec import parse_backend_spec
 from spokentod.data.source import DialogueSource, load_dialogues
 from spokentod.metrics.audio import describe_voice_model
-from spokentod.metrics.judge import AudioJudge, Judge
+from spokentod.metrics.judge import AudioJudge, Judge, judge_parse_counts
 from spokentod.metrics.registry import (
     MetricGroup,
     MetricResult,
@@ -57,6 +57,9 @@ from spokentod.rundir.scan import RunDir
 from spokentod.rundir.store import final_records, write_json_atomic
 
 DEFAULT_ASR = {"name": "whisper-ct2"}  # Whisper tiny.en (embedded, CTranslate2)
+# An audio metric of a reply that was never meant to be spoken: not applicable, and said so (the report
+# groups missing values by the words before the first colon).
+NOT_SPOKEN = "not applicable: text-only system (no audio)"
 
 
 class ScoreError(Exception):
@@ -150,8 +153,19 @@ def _reply_hash(rec: dict[str, Any], res: Resources, run_dir: Path) -> str:
     return stable_hash({"text": rec.get("text"), "audio": res.sha(path), "error": rec.get("error")})[:16]
 
 
+def spoken_systems(meta: dict[str, Any]) -> dict[str, bool]:
+    """System name → whether it speaks: run.json's `speaks` (what each built system declared), else, for
+    runs made before it was recorded, the type (every type but `text` speaks)."""
+    declared = meta.get("speaks") if isinstance(meta.get("speaks"), dict) else {}
+    systems = (meta.get("config") or {}).get("systems") or {}
+    types = {n: (s or {}).get("type", "cascade") for n, s in systems.items()}
+    return {n: t != "text" for n, t in types.items()} | {n: bool(v) for n, v in declared.items()}
+
+
 def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[str, Any],
-                  system_types: dict[str, str]) -> list[ScoredReply]:
+                  speaks: dict[str, bool]) -> list[ScoredReply]:
+    """`speaks`: system name → whether it speaks (spoken_systems); a system not named there is taken as
+    spoken, and a reply with audio is spoken whatever its system declared."""
     replies: list[ScoredReply] = []
     by_dialogue: dict[tuple, list[dict]] = defaultdict(list)
     for r in finals:
@@ -164,7 +178,7 @@ def build_replies(run_dir: Path, finals: list[dict[str, Any]], dialogues: dict[s
         for r in recs:
             turn = int(r["turn"])
             rep = ScoredReply(r, run_dir, d, user_idx.index(turn) + 1 if turn in user_idx else None)
-            rep.spoken = bool(r.get("audio_path")) or system_types.get(system, "cascade") != "text"
+            rep.spoken = bool(r.get("audio_path")) or speaks.get(system, True)
             rep.prior_audio = list(earlier)
             if not rep.spoken:
                 rep.transcript = rep.text
@@ -219,7 +233,7 @@ def compute_one(metric: MetricGroup, reply: ScoredReply, res: Resources, cache: 
         return _all_missing(metric, f"reply failed: {rec.get('error_reason') or rec['error']}")
     if metric.spoken_only and not reply.spoken:
         _count(stats, f"{metric.name}:skipped")
-        return _all_missing(metric, "text-only system (no audio)")
+        return _all_missing(metric, NOT_SPOKEN)
     key = cache_key(metric, reply, res)
     if cache is not None and (hit := cache.get(key, f"metric.{metric.name}")) is not None:
         _count(stats, f"{metric.name}:cached")
@@ -272,6 +286,8 @@ def summarize(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         prim.pop(None, None)
         out[system] = {"replies": len(recs), "errors": sum(1 for r in recs if r.get("error")),
                        "metrics": per, "primary_failure": dict(prim)}
+        if parse := judge_parse_counts(recs):
+            out[system]["judge_parse"] = parse
     return out
 
 
@@ -329,7 +345,6 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
         dmap, derr = {d.id: d for d in dialogues}, None
     else:
         dmap, derr = _load_dialogues(meta)
-    types = {n: (s or {}).get("type", "cascade") for n, s in ((meta.get("config") or {}).get("systems") or {}).items()}
 
     out_dir = run_dir / METRICS
     out_dir.mkdir(exist_ok=True)
@@ -343,7 +358,7 @@ def score_run(run_dir: str | os.PathLike, metrics: list[str] | str | None = None
         aj = AudioJudge(_build("audiolm", _text_out(audio_judge)), store) if audio_judge is not None else None
         res = Resources(j, aj)
         groups = resolve(metrics, with_judge=j is not None, with_audio_judge=aj is not None)
-        replies = build_replies(run_dir, finals, dmap, types)
+        replies = build_replies(run_dir, finals, dmap, spoken_systems(meta))
 
         asr_backend, transcription = None, None
         if any("transcript" in g.needs for g in groups):

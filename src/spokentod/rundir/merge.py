@@ -120,7 +120,7 @@ def merge_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> MergeRe
                                                                              "host", "git")}
                                                   for n, m in r.metas.items()}} for r in runs],
         protocol_hash=plan.protocol_hash, protocol=first.get("protocol"), config=first.get("config"),
-        systems=first.get("systems"), spokentod_version=first.get("spokentod_version"),
+        systems=first.get("systems"), speaks=first.get("speaks"), spokentod_version=first.get("spokentod_version"),
         status="merged", counts=report.counts,
         gaps={s: len(g) for s, g in report.gaps.items()}, missing_shards=report.missing_shards,
         duplicates=len(report.duplicates))

@@ -106,6 +106,7 @@ class RunMeta(_Record):
     config: dict[str, Any] | None = None  # the whole bench config, secrets scrubbed
     shard: list[int] | None = None
     systems: dict[str, Any] | None = None  # system name → identity (backends, prompt hashes)
+    speaks: dict[str, bool] | None = None  # system name → writes reply audio (else text only); scoring reads it
     host: dict[str, Any] | None = None
     status: str | None = None  # running | finished | interrupted | failed | merged
     started: str | None = None

@@ -17,6 +17,11 @@ backend passes them through); elsewhere it is null, not an error, so a client th
 LLM judge) still gets its text. Such requests skip the server's cache (it keeps text only). Not with
 `stream` (400).
 
+`response_format` (`json_object`, or `json_schema` with its `schema`) becomes GenParams.json_schema: the
+llamacpp and hf-family backends constrain decoding to it (an `openai` backend passes it on); a backend that
+cannot constrain answers as usual, as with logprobs, so a client that always asks (the judge) still gets
+its text and parses it leniently.
+
 Models are not thread-safe, so each backend has a lock; calls run in the threadpool so one slow model
 call does not block the event loop (health checks, other backends, streaming). Errors are JSON in
 OpenAI's shape: bad requests 400 naming the field or cause, a failing remote backend 502, anything else
@@ -53,6 +58,7 @@ from spokentod.serve.schema import (
     decode_audio_parts,
     error_response,
     json_dumps,
+    json_schema_of,
 )
 
 DEFAULT_CONFIG: dict[str, Any] = {"asr": {"name": "whisper-ct2"}, "llm": {"name": "smollm2"},
@@ -253,7 +259,8 @@ def create_app(config: dict[str, Any] | None = None, backends: dict[str, Any] | 
                            top_p=d.top_p if req.top_p is None else req.top_p,
                            seed=d.seed if req.seed is None else req.seed,
                            stop=[req.stop] if isinstance(req.stop, str) else req.stop,
-                           logprobs=bool(req.logprobs), top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0)
+                           logprobs=bool(req.logprobs), top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
+                           json_schema=json_schema_of(req.response_format))
         messages = await run_in_threadpool(lambda: [decode_audio_parts(m.model_dump(exclude_none=True), i, limits)
                                                     for i, m in enumerate(req.messages)])
         voice = (req.audio or {}).get("voice")

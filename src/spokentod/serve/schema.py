@@ -79,6 +79,33 @@ class ChatRequest(BaseModel):
     audio: dict[str, Any] | None = None
     logprobs: bool | None = None  # token log-probabilities, where the backend can give them (else null)
     top_logprobs: int | None = Field(None, ge=0, le=20)  # alternatives per token; needs logprobs=true
+    response_format: dict[str, Any] | None = None  # text | json_object | json_schema: see json_schema_of
+
+
+def json_schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's `response_format` → the JSON Schema the backend constrains its output to (GenParams.json_schema):
+    `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}` → that schema; `{"type":
+    "json_object"}` → any object (or its `schema`, as llama.cpp's server accepts); `{"type": "text"}` → None."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = response_format.get("schema", {"type": "object"})
+        where = "response_format.schema"
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise APIError(400, "field 'response_format.json_schema' must be an object with a 'schema'",
+                           param="response_format.json_schema")
+        schema, where = spec.get("schema"), "response_format.json_schema.schema"
+    else:
+        raise APIError(400, f"field 'response_format.type': {kind!r} is not supported (text, json_object, "
+                       "json_schema)", param="response_format.type")
+    if not isinstance(schema, dict):
+        raise APIError(400, f"field '{where}' must be a JSON Schema object", param=where)
+    return schema
 
 
 class SpeechRequest(BaseModel):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.backends.base import create
+from spokentod.errors import SpokenTODError
 from spokentod.systems._common import SystemSettings
 from spokentod.systems.base import Context, System, SystemReply
 from spokentod.systems.cascade import CascadeSystem
@@ -24,8 +25,12 @@ from spokentod.systems.config import SystemConfig
 from spokentod.systems.e2e import E2ESystem
 from spokentod.systems.text import TextSystem
 
-__all__ = ["CascadeSystem", "Context", "E2ESystem", "System", "SystemConfig", "SystemReply", "TextSystem",
-           "build_system"]
+__all__ = ["CascadeSystem", "Context", "E2ESystem", "System", "SystemConfig", "SystemDeclarationError",
+           "SystemReply", "TextSystem", "build_system", "check_plugin", "speaks"]
+
+
+class SystemDeclarationError(SpokenTODError, TypeError):
+    """A plug-in system class does not declare what it outputs (`speaks`)."""
 
 
 def build_system(name: str, cfg: SystemConfig | dict[str, Any], audio_root: Path | None = None,
@@ -53,4 +58,23 @@ def build_system(name: str, cfg: SystemConfig | dict[str, Any], audio_root: Path
                          user_input=cfg.user_input)
     # a plug-in system class "module:Class" (SystemConfig accepts no other type); it gets the config as a dict
     mod, _, cls = cfg.type.partition(":")
-    return getattr(importlib.import_module(mod), cls)(name=name, cfg=cfg.build_dict(), audio_root=audio_root)
+    system = getattr(importlib.import_module(mod), cls)(name=name, cfg=cfg.build_dict(), audio_root=audio_root)
+    return check_plugin(system, name, cfg.type)
+
+
+def check_plugin(system: Any, name: str, type_: str) -> Any:
+    """A plug-in must say whether it speaks: scoring a text-only reply as speech with its audio missing (or
+    the reverse) would leave every text or audio metric missing, so a guess is never made."""
+    speaks = getattr(system, "speaks", None)
+    if not isinstance(speaks, bool):
+        got = "does not declare it" if speaks is None else f"has speaks = {speaks!r}, not a bool"
+        raise SystemDeclarationError(
+            f"plug-in system {name!r} ({type_}) must declare whether it speaks, and {got}: set the class "
+            "attribute `speaks = True` if respond() writes reply audio to audio_out, or `speaks = False` if it "
+            "answers in text only (scored on its text like the built-in text system)")
+    return system
+
+
+def speaks(system: Any) -> bool:
+    """Whether a built system writes reply audio (plug-ins are checked by build_system)."""
+    return bool(getattr(system, "speaks", True))

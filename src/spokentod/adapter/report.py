@@ -11,6 +11,7 @@ numbers; nothing is typed in by hand.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def step_times(run: Path) -> list[str]:
     """Seconds per optimisation step by phase (CTC alone vs with the LLM's cross-entropy), from log.jsonl."""
     rows = sorted({x["step"]: x for x in _jsonl(run / "log.jsonl")}.values(), key=lambda x: x["step"])
     per: dict[str, list[float]] = {"CTC only (no LLM forward)": [], "CTC + LLM cross-entropy": []}
-    for a, b in zip(rows, rows[1:]):
+    for a, b in pairwise(rows):
         if b["train_s"] > a["train_s"]:
             phase = "CTC + LLM cross-entropy" if "ce" in b else "CTC only (no LLM forward)"
             per[phase].append((b["train_s"] - a["train_s"]) / (b["step"] - a["step"]))

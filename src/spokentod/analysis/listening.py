@@ -21,6 +21,7 @@ import html
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -240,9 +241,11 @@ def page(bench: Bench, run: Run, out: Path, banner: str | None = None) -> str:
             turns.setdefault(key, {})[s] = rec
     order = {d: i for i, d in enumerate(_plan_order(run))}
     keys = sorted(turns, key=lambda k: (order.get(k[0], len(order)), k[0], k[2], k[1]))
-    ordinal: dict[tuple[str, int], int] = {}
-    for d, t, _ in keys:
-        ordinal.setdefault((d, t), sum(1 for (dd, _) in ordinal if dd == d) + 1)
+    ordinal: dict[tuple[str, int], int] = {}  # R1..Rn: position among the dialogue's user turns
+    seen: Counter = Counter()
+    for d, t in sorted({(d, t) for d, t, _ in keys}):
+        seen[d] += 1
+        ordinal[(d, t)] = seen[d]
     phases = list(dict.fromkeys(next(iter(turns[k].values())).get("phase") or "(none)" for k in keys))
     seeds = len({k[2] for k in keys}) > 1
     body, current, n_replies = [], None, 0

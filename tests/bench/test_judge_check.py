@@ -92,6 +92,7 @@ def test_judge_free_verdicts_reach_the_report_of_a_run_scored_with_them(judge_fr
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~50 judge calls of a 135M model on 2 shared cores
 def test_judge_check_against_a_judge_served_over_loopback(tmp_path, monkeypatch):
     monkeypatch.setenv("SPOKENTOD_CACHE", str(tmp_path / "cache"))
     # the server's response cache lets the second (identical) judge replay the first one's answers
@@ -100,10 +101,11 @@ def test_judge_check_against_a_judge_served_over_loopback(tmp_path, monkeypatch)
     with ServerThread(served) as s:
         spec = {"name": "openai", "model": "smol-judge", "base_url": s.url, "timeout": 600}
         result = judge_check(DialogueSource(corpus="demo", limit=2), tmp_path / "out", judges=[spec, spec],
-                             metrics=None, positions=1, judge_repeats=2, judge_max_tokens=48, n_boot=200, probe=0)
+                             metrics=None, positions=1, judge_repeats=2, judge_max_tokens=48, n_boot=200, probe=0,
+                             workers=1)  # one at a time: a repeat reuses the prompt llama.cpp just read
         # a judge cut to 4 tokens cannot answer in JSON: after 3 replies the check stops asking, and says so
         mute = judge_check(DialogueSource(corpus="demo", limit=2), tmp_path / "mute", judges=[spec], metrics=None,
-                           positions=1, judge_max_tokens=4, probe=3, store=False)
+                           positions=1, judge_max_tokens=4, probe=3, store=False, workers=1)
     sets = result["sets"]
     assert [x["type"] for x in sets] == ["judge", "judge"]
     j = sets[0]

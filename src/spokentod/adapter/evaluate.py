@@ -19,9 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spokentod.adapter.corpus import Split, Utterance, read_manifest
 from spokentod.adapter.model import SpeechAdapter
-from spokentod.adapter.train import AdapterRecipe, Features, wer
+from spokentod.adapter.train import AdapterRecipe, Features, decode, wer
 from spokentod.atomic import write_json
 from spokentod.progress import progress_bar
 
@@ -47,16 +49,10 @@ def evaluate_split(model: SpeechAdapter, corpus: str | Path, split: Split = "tes
     if limit:
         utts = random.Random(0).sample(utts, min(limit, len(utts)))
     feats = Features(AdapterRecipe(corpus=str(corpus), features=features, model=model.cfg))
-    hyps: list[str] = []
-    ctc: list[str] = []
     t0 = time.perf_counter()
     with progress_bar("eval", unit="utt") as bar:
         task = bar.add_task(f"decode {split}", total=len(utts))
-        for i in range(0, len(utts), batch):
-            x = feats.get(utts[i: i + batch])
-            hyps += model.transcribe(x, max_new_tokens)
-            ctc += model.ctc_transcribe(x)
-            bar.advance(task, len(x))
+        hyps, ctc = decode(model, feats, utts, max_new_tokens, batch=batch, on_batch=lambda n: bar.advance(task, n))
     refs = [u.text for u in utts]
     return {
         "split": split, "n": len(utts), "wer": wer(refs, hyps), "ctc_wer": wer(refs, ctc),
@@ -78,8 +74,6 @@ def run_eval(adapter: str | Path, corpus: str | Path, split: Split = "test", lim
 
 def export(adapter: str | Path, out: str | Path = EMBEDDED, run: str | Path | None = None) -> dict[str, Any]:
     """Write the adapter's weights in float16 + a sidecar (training facts, measured figures, re-train command)."""
-    from safetensors.torch import save
-
     src = Path(adapter)
     model = SpeechAdapter.load(src)
     run = Path(run) if run else src.parent
@@ -87,20 +81,15 @@ def export(adapter: str | Path, out: str | Path = EMBEDDED, run: str | Path | No
     corpus = Path(summary.get("recipe", {}).get("corpus", "runs/adapter/corpus"))
     evals = {s: json.loads((src / f"eval_{s}.json").read_text()) for s in ("dev", "test")
              if (src / f"eval_{s}.json").is_file()}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.adapter_state().items()}
-    (out / "adapter.safetensors").write_bytes(save(state))
     sidecar = {
-        "config": model.cfg.model_dump(mode="json"), "feature_dim": model.feature_dim, "dtype": "float16",
-        "params": sum(v.numel() for v in state.values()),
+        "dtype": "float16", "params": sum(v.numel() for v in model.adapter_state().values()),
         "trained": {"step": model.meta.get("step"), "train_minutes": round(model.meta.get("train_s", 0) / 60, 1),
                     "dev_wer_at_selection": model.meta.get("dev_wer"), "recipe": summary.get("recipe"),
                     "corpus": _corpus_facts(corpus)},
         "measured": {s: {k: e[k] for k in ("n", "wer", "ctc_wer", "by_tts")} for s, e in evals.items()},
         "retrain": RETRAIN,
     }
-    (out / "adapter.json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    model.save(out, sidecar, dtype=torch.float16)
     return sidecar
 
 

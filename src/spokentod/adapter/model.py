@@ -231,13 +231,16 @@ class SpeechAdapter(nn.Module):
     def adapter_state(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("llm.")}
 
-    def save(self, out: str | os.PathLike, sidecar: dict | None = None) -> None:
-        """``adapter.safetensors`` (connector + CTC head) and ``adapter.json`` (config, feature width, facts)."""
+    def save(self, out: str | os.PathLike, sidecar: dict | None = None, dtype: torch.dtype | None = None) -> None:
+        """``adapter.safetensors`` (connector + CTC head; floats cast to ``dtype`` if given: load computes in
+        float32 again) and ``adapter.json`` (config, feature width, facts)."""
         from safetensors.torch import save
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "adapter.safetensors", save({k: v.contiguous() for k, v in self.adapter_state().items()}))
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                 for k, v in self.adapter_state().items()}
+        atomic_write(out / "adapter.safetensors", save(state))
         meta = {"config": self.cfg.model_dump(mode="json"), "feature_dim": self.feature_dim, **(sidecar or {})}
         atomic_write(out / "adapter.json", json.dumps(meta, indent=1).encode())
 

@@ -127,17 +127,26 @@ def lr_at(step: int, s: TrainSettings) -> float:
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * p))
 
 
+def decode(model: SpeechAdapter, feats: Features, utts: list[Utterance], max_new_tokens: int = 48,
+           llm: bool = True, batch: int = 16, on_batch=None) -> tuple[list[str], list[str]]:
+    """Greedy transcripts of utterances: (the LLM's, [] with llm=False; the CTC head's)."""
+    hyps: list[str] = []
+    ctc: list[str] = []
+    for i in range(0, len(utts), batch):
+        x = feats.get(utts[i: i + batch])
+        ctc += model.ctc_transcribe(x)
+        if llm:
+            hyps += model.transcribe(x, max_new_tokens)
+        if on_batch:
+            on_batch(len(x))
+    return hyps, ctc
+
+
 def evaluate(model: SpeechAdapter, feats: Features, dev: list[Utterance], s: TrainSettings,
              llm: bool = True) -> dict[str, Any]:
     """Dev WER of the LLM's greedy transcripts ("wer"; skipped with llm=False) and of the CTC head's ("ctc_wer")."""
-    hyps: list[str] = []
-    ctc: list[str] = []
     t0 = time.perf_counter()
-    for i in range(0, len(dev), 16):
-        x = feats.get(dev[i: i + 16])
-        ctc += model.ctc_transcribe(x)
-        if llm:
-            hyps += model.transcribe(x, s.max_new_tokens)
+    hyps, ctc = decode(model, feats, dev, s.max_new_tokens, llm)
     refs = [u.text for u in dev]
     out = {"ctc_wer": wer(refs, ctc), "n": len(dev), "decode_s": time.perf_counter() - t0}
     if llm:

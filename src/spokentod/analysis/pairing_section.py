@@ -11,7 +11,7 @@ from typing import Any
 from spokentod.analysis import pairing
 from spokentod.analysis.document import Cell, Figure, Note, Section, View
 from spokentod.analysis.load import Bench, metric
-from spokentod.analysis.plots import _plt, _png, axis_label, scale, system_colors
+from spokentod.analysis.plots import _plt, _png, axis_label, scale, system_colors, turn_line
 from spokentod.analysis.sections import label, num
 
 HOW = ("Each system below ran twice on the same dialogues and seeds: with the gold context (the reference "
@@ -70,12 +70,7 @@ def figure(rows: list[dict[str, Any]], names: list[str], colors: dict[str, str],
             pts = sorted(series.get((name, pair), []), key=lambda r: r["turn"])
             if not pts:
                 continue
-            x = [p["turn"] for p in pts]
-            ax.plot(x, [p["diff"] * f for p in pts], marker="o", ms=3, color=color, label=pair)
-            band = [(p["turn"], p["ci_low"] * f, p["ci_high"] * f) for p in pts if math.isfinite(p["ci_low"])]
-            if band:
-                bx, lo, hi = zip(*band)
-                ax.fill_between(bx, lo, hi, color=color, alpha=0.15, linewidth=0)
+            turn_line(ax, pts, "diff", f, color, pair)
             ticks.update({p["turn"]: p["phase"] for p in pts})
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(sorted(ticks), [f"R{k}\n{ticks[k]}" for k in sorted(ticks)], fontsize=7)

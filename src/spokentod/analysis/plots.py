@@ -48,6 +48,15 @@ def scale(name: str) -> float:
     return 100.0 if m.scale == "rate" else m.factor
 
 
+def turn_line(ax: Any, pts: list[dict[str, Any]], key: str, f: float, color: str, label: str) -> None:
+    """One series by turn: `key` × f with its bootstrap band (ci_low..ci_high × f) where the CI exists."""
+    ax.plot([p["turn"] for p in pts], [p[key] * f for p in pts], marker="o", ms=3, color=color, label=label)
+    band = [(p["turn"], p["ci_low"] * f, p["ci_high"] * f) for p in pts if math.isfinite(p["ci_low"])]
+    if band:
+        bx, lo, hi = zip(*band)
+        ax.fill_between(bx, lo, hi, color=color, alpha=0.15, linewidth=0)
+
+
 def per_turn_figure(rows: list[dict[str, Any]], names: list[str], colors: dict[str, str], ncols: int = 3) -> bytes:
     """Small multiples: one panel per metric, a line per system over R1..Rn with its 95 % CI band; red
     triangles where the turn was flagged as a drop from the one before."""
@@ -64,12 +73,7 @@ def per_turn_figure(rows: list[dict[str, Any]], names: list[str], colors: dict[s
             pts = sorted(series.get((name, system), []), key=lambda r: r["turn"])
             if not pts:
                 continue
-            x = [p["turn"] for p in pts]
-            ax.plot(x, [p["mean"] * f for p in pts], marker="o", ms=3, color=color, label=system)
-            band = [(p["turn"], p["ci_low"] * f, p["ci_high"] * f) for p in pts if math.isfinite(p["ci_low"])]
-            if band:
-                bx, lo, hi = zip(*band)
-                ax.fill_between(bx, lo, hi, color=color, alpha=0.15, linewidth=0)
+            turn_line(ax, pts, "mean", f, color, system)
             drops = [p for p in pts if p["drop"]]
             ax.scatter([p["turn"] for p in drops], [p["mean"] * f for p in drops], marker="v", s=70,
                        facecolor="none", edgecolor="#d62728", linewidth=1.6, zorder=5)

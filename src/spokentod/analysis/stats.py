@@ -81,13 +81,18 @@ class Correlation:
     p: float
 
 
+def _finite_pairs(x: Sequence[float | None], y: Sequence[float | None]) -> np.ndarray:
+    """[n, 2] array of the (x, y) pairs where both values exist and are finite."""
+    pairs = np.array([(float(a), float(b)) for a, b in zip(x, y, strict=True) if a is not None and b is not None],
+                     dtype=float).reshape(-1, 2)
+    return pairs[np.isfinite(pairs).all(axis=1)]
+
+
 def pearson_ci(x: Sequence[float | None], y: Sequence[float | None], level: float = LEVEL) -> Correlation:
     """Pearson r over the pairs where both values exist; NaN r when either side is constant or n < 3."""
     from scipy import stats
 
-    pairs = np.array([(float(a), float(b)) for a, b in zip(x, y, strict=True) if a is not None and b is not None],
-                     dtype=float).reshape(-1, 2)
-    pairs = pairs[np.isfinite(pairs).all(axis=1)]
+    pairs = _finite_pairs(x, y)
     n = len(pairs)
     if n < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
         return Correlation(NAN, NAN, NAN, n, NAN)
@@ -197,9 +202,7 @@ def spearman_ci(x: Sequence[float | None], y: Sequence[float | None], level: flo
     Fieller-Hartley-Pearson standard error sqrt(1.06 / (n - 3)); NaN when a side is constant or n < 3."""
     from scipy import stats
 
-    pairs = np.array([(float(a), float(b)) for a, b in zip(x, y, strict=True) if a is not None and b is not None],
-                     dtype=float).reshape(-1, 2)
-    pairs = pairs[np.isfinite(pairs).all(axis=1)]
+    pairs = _finite_pairs(x, y)
     n = len(pairs)
     if n < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
         return Correlation(NAN, NAN, NAN, n, NAN)

@@ -21,7 +21,8 @@ HOW = ("Each system below ran twice on the same dialogues and seeds: with the go
        "free-running is significantly worse (by the metric's direction). A gap that grows over R1..Rn is "
        "error build-up on the system's own replies; a gap already at R1, where both modes saw the same "
        "context, is the system's run-to-run noise, the floor below which no difference means anything. "
-       "Phases: SalesBot's chit-chat → transition → task.")
+       "Phases: SalesBot's chit-chat → transition → task. A cell over fewer than "
+       f"{pairing.MIN_DIALOGUES} dialogues shows the mean difference without an interval (greyed).")
 
 
 def _diff_cell(r: dict[str, Any]) -> Cell:

@@ -37,7 +37,7 @@ def _naturalness(system: str, d: int, k: int) -> float:
     return gold - 3 * (k - 1) + (1 if d % 2 else -1)
 
 
-def build_paired_run(root: Path) -> Path:
+def build_paired_run(root: Path, dialogues: int = 8) -> Path:
     run = root / "paired"
     (run / "metrics").mkdir(parents=True)
     (run / "results").mkdir()
@@ -46,7 +46,7 @@ def build_paired_run(root: Path) -> Path:
     (run / "run.json").write_text(json.dumps(meta.to_json(exclude_unset=True)))
     for s in CONFIGS:
         recs, res = [], []
-        for d in range(8):
+        for d in range(dialogues):
             for k in range(1, 6):
                 m, missing = {"naturalness": _naturalness(s, d, k), "wer": 0.1 + 0.01 * d}, {}
                 if (s, d, k) == ("cascade-self", 2, 3):
@@ -113,3 +113,17 @@ def test_runs_without_a_pair_have_no_paired_section(tmp_path):
         (run / "results" / f"{s}.jsonl").unlink()
     files = write_report([run], tmp_path / "report")
     assert "paired_turns.csv" not in files and "free-running" not in files["report.md"].read_text()
+
+
+def test_too_few_dialogues_give_means_without_intervals(tmp_path):
+    bench = load_bench([build_paired_run(tmp_path, dialogues=4)])
+    rows = {(r["metric"], r["phase"]): r for r in pairing.per_phase(bench, n_boot=200)}
+    r = rows[("naturalness", "task")]
+    assert r["diff"] == pytest.approx(-10.5) and r["dialogues"] == 4
+    assert math.isnan(r["ci_low"]) and math.isnan(r["ci_high"]) and not r["significant"]
+    assert pairing.worse(r) is False
+    files = write_report([tmp_path / "paired"], tmp_path / "report")
+    md = files["report.md"].read_text()
+    section = md[md.index("## Gold context vs free-running (paired)"):].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| naturalness"))
+    assert "-10.5 (4 dial.)" in row and "**" not in row

@@ -5,7 +5,7 @@ marked, the URL-hash filters hide and show the right replies).
 The run: 3 dialogues x 3 user turns (chitchat, transition, task); `cascade` speaks (real WAV files, 0.4 s
 tones), `text` does not. The judge found repetition in cascade's replies to turn 2 of every dialogue, nothing
 elsewhere; cascade d1 turn 4 failed (no audio, no metrics); cascade d2 turn 0's audio file was deleted after
-the run; text d0 turn 4 was never judged.
+the run; text d0 turn 4 has no judge verdict (the call failed).
 """
 
 from __future__ import annotations
@@ -62,14 +62,16 @@ def build_spoken_run(root: Path) -> Path:
                 res.append(ResultRecord(system=s, dialogue_id=f"d{d}", turn=t, phase=phase, user_text=f"user {d}/{t}",
                                         user_audio=user, text=None if failed else text, audio_path=audio,
                                         error="llm: timeout" if failed else None).to_json())
+                missing = {}
                 if failed:
                     metrics, judge = {}, {}
                 elif (s, d, t) == ("text", 0, 4):
                     metrics, judge = {"naturalness": None}, {}
+                    missing = {"naturalness": "judge call failed: timeout"}
                 else:
                     metrics, judge = _judge(t == 2 and s == "cascade")
                 mets.append(MetricRecord(system=s, dialogue_id=f"d{d}", turn=t, phase=phase, turn_ordinal=t // 2 + 1,
-                                         metrics=metrics, judge=judge, text=text,
+                                         metrics=metrics, missing=missing, judge=judge, text=text,
                                          transcript=text if s == "text" else f"heard {d}/{t}").to_json())
         (run / "results" / f"{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in res))
         (run / "metrics" / f"{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mets))
@@ -113,9 +115,11 @@ def test_page_has_a_player_per_clip_beside_it_and_the_judges_reasons(tmp_path):
     assert page.count("no reply audio") == 1  # the deleted file
     assert html_escaped(REASON) in page and "<script>alert(1)" not in page
     assert "heard: heard 0/0" in page and "error: llm: timeout" in page
+    assert "no judge verdict: judge call failed: timeout" in page
+    assert "heard:" not in page.split('data-system="text"')[1].split("</tr>")[0]  # same words: not repeated
     kinds = {(s, f) for s, _, f, _ in rows.rows}
     assert ("cascade", "repetition") in kinds and ("cascade", "failed_reply") in kinds
-    assert ("text", "not_judged") in kinds and ("text", "none") in kinds
+    assert ("text", "no_verdict") in kinds and ("text", "none") in kinds
     assert "replies.html" in files["report.md"].read_text()
 
 

@@ -28,11 +28,12 @@ from typing import Any
 from spokentod.analysis.load import Bench, Run, metric
 from spokentod.analysis.plots import system_colors
 from spokentod.metrics.judge_parse import FAILURES, QUALITY
+from spokentod.metrics.text import normalize_for_wer
 from spokentod.rundir.layout import AUDIO_IN, METRICS
 from spokentod.rundir.store import StoreError, latest_by_system
 
 SHOWN = ("dnsmos_ovrl", "distillmos", "wer", "voice_sim", "sim_gold")  # metrics printed under each reply
-NOT_JUDGED, FAILED, NO_FAILURE = "not_judged", "failed_reply", "none"  # tokens: data-failures is space-separated
+NOT_JUDGED, FAILED, NO_FAILURE = "no_verdict", "failed_reply", "none"  # tokens: data-failures is space-separated
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -171,7 +172,7 @@ def _failures(judge: dict[str, Any], values: dict[str, Any]) -> list[str]:
     return present
 
 
-def _judge_html(judge: dict[str, Any], values: dict[str, Any], present: list[str]) -> str:
+def _judge_html(judge: dict[str, Any], values: dict[str, Any], present: list[str], missing: dict[str, str]) -> str:
     parts = []
     for k in QUALITY:
         item = judge.get(k) if isinstance(judge.get(k), dict) else {}
@@ -186,7 +187,10 @@ def _judge_html(judge: dict[str, Any], values: dict[str, Any], present: list[str
                      f'{": " + _e(item["reason"]) if isinstance(item, dict) and item.get("reason") else ""}</div>')
     if judge.get("primary_failure"):
         parts.append(f"<div>primary failure: {_e(judge['primary_failure'])}</div>")
-    return "".join(parts) or '<span class="tag">not judged</span>'
+    if not parts:
+        why = next((missing[k] for k in (*QUALITY, *(f"fail_{f}_present" for f in FAILURES)) if k in missing), None)
+        return f'<span class="tag">no judge verdict{": " + _e(why) if why else ""}</span>'
+    return "".join(parts)
 
 
 def _reply_row(label: str, color: str, phase: str, rec: dict[str, Any], mrec: dict[str, Any] | None, run: Run,
@@ -204,7 +208,7 @@ def _reply_row(label: str, color: str, phase: str, rec: dict[str, Any], mrec: di
         kinds = present or [NO_FAILURE]
     text, heard = rec.get("text") or "", m.get("transcript")
     said = f"<div>{_e(text)}</div>" if text else ""
-    if heard is not None and " ".join(heard.lower().split()) != " ".join(text.lower().split()):
+    if heard is not None and normalize_for_wer(heard) != normalize_for_wer(text):  # differs in words
         said += f'<div class="heard">heard: {_e(heard) or "(nothing)"}</div>'
     if rec.get("error"):
         said += f'<div class="err">error: {_e(rec["error"])}</div>'
@@ -217,7 +221,7 @@ def _reply_row(label: str, color: str, phase: str, rec: dict[str, Any], mrec: di
     return (f'<tr class="reply" data-system="{_e(label)}" data-phase="{_e(phase)}" data-failures="{_e(" ".join(kinds))}">'
             f'<td class="sys"><span class="sw" style="background:{color}"></span>{_e(label)}</td>'
             f'<td>{said}<div class="metrics">{_e(shown)}</div></td><td class="play">{play}</td>'
-            f'<td class="judge">{_judge_html(judge, values, present)}</td></tr>')
+            f'<td class="judge">{_judge_html(judge, values, present, m.get("missing") or {})}</td></tr>')
 
 
 def _plan_order(run: Run) -> list[str]:
@@ -294,6 +298,15 @@ def page(bench: Bench, run: Run, out: Path, banner: str | None = None) -> str:
             f"<script>{_SCRIPT}</script></body></html>")
 
 
+def _records_say_weak(run: Run) -> bool:
+    try:
+        metrics = latest_by_system(run.path / METRICS)
+    except StoreError:
+        return False
+    return any(isinstance(r.get("judge"), dict) and r["judge"].get("weak") for recs in metrics.values()
+               for r in recs.values())
+
+
 def page_names(bench: Bench) -> list[str]:
     """The listening page's file name for each run, in run order."""
     return ["replies.html" if len(bench.runs) == 1 else f"replies_{_safe(r.name)}.html" for r in bench.runs]
@@ -303,6 +316,9 @@ def write_pages(bench: Bench, out: Path, banner: str | None = None) -> dict[str,
     """One listening page per run into `out`; returns {file name: path}."""
     written = {}
     for run, name in zip(bench.runs, page_names(bench)):
-        (out / name).write_text(page(bench, run, out, banner if run.judge.weak else None), encoding="utf-8")
+        weak = banner if run.judge.weak else None
+        if weak is None and _records_say_weak(run):  # summary.json may have been rewritten without the judge
+            weak = "The judge is flagged weak in these records: its scores and reasons only exercise the pipeline."
+        (out / name).write_text(page(bench, run, out, weak), encoding="utf-8")
         written[name] = out / name
     return written

@@ -25,6 +25,7 @@ from spokentod.analysis.aggregate import phases
 from spokentod.analysis.load import Bench, ReplyMetrics, metric
 
 ALL = "all turns"
+MIN_DIALOGUES = 5  # fewer dialogues than this: a mean without a CI (a bootstrap over 2-4 clusters is too coarse)
 _IGNORED = ("history", "concurrency")  # what may differ between the two systems of a pair
 
 
@@ -88,13 +89,13 @@ def _row(pair: Pair, name: str, diffs: list[tuple[ReplyMetrics, ReplyMetrics, fl
     by: dict[str, list[float]] = defaultdict(list)
     for g, _, d in diffs:
         by[g.dialogue_id].append(d)
-    e = stats.cluster_bootstrap_mean(by, n_boot=n_boot, seed=seed)
+    e = stats.cluster_bootstrap_mean(by, n_boot=n_boot, seed=seed, min_clusters=MIN_DIALOGUES)
     gold = stats.clean(g.values[name] for g, _, _ in diffs)
     own = stats.clean(s.values[name] for _, s, _ in diffs)
     return {"pair": pair.name, "gold": pair.gold, "free": pair.free, "metric": name,
             "mean_gold": float(gold.mean()) if len(gold) else stats.NAN,
             "mean_self": float(own.mean()) if len(own) else stats.NAN, "diff": e.mean, "ci_low": e.lo,
-            "ci_high": e.hi, "p": e.p, "n": e.n, "dialogues": e.clusters, "significant": bool(e.lo > 0 or e.hi < 0)}
+            "ci_high": e.hi, "p": e.p, "n": e.n, "dialogues": e.clusters, "significant": bool(e.lo > 0 or e.hi < 0)}  # False when NaN
 
 
 def per_turn(bench: Bench, pairs: Iterable[Pair] | None = None, n_boot: int = 2000, seed: int = 0

@@ -14,6 +14,8 @@ from spokentod.analysis.load import Bench, metric
 from spokentod.analysis.plots import _plt, _png, axis_label, scale, system_colors, turn_line
 from spokentod.analysis.sections import label, num
 
+_SHORT = {"chitchat": "chat", "transition": "trans", "task": "task"}  # phase names under the R ticks
+
 HOW = ("Each system below ran twice on the same dialogues and seeds: with the gold context (the reference "
        "agent turns before every user turn) and free-running (its own earlier replies fed back instead). Each "
        "cell is the mean over reply slots (dialogue, user turn, seed) of self − gold, with a 95 % percentile "
@@ -21,7 +23,8 @@ HOW = ("Each system below ran twice on the same dialogues and seeds: with the go
        "free-running is significantly worse (by the metric's direction). A gap that grows over R1..Rn is "
        "error build-up on the system's own replies; a gap already at R1, where both modes saw the same "
        "context, is the system's run-to-run noise, the floor below which no difference means anything. "
-       "Phases: SalesBot's chit-chat → transition → task.")
+       "Phases: SalesBot's chit-chat → transition → task. A cell over fewer than "
+       f"{pairing.MIN_DIALOGUES} dialogues shows the mean difference without an interval (greyed).")
 
 
 def _diff_cell(r: dict[str, Any]) -> Cell:
@@ -73,16 +76,19 @@ def figure(rows: list[dict[str, Any]], names: list[str], colors: dict[str, str],
             turn_line(ax, pts, "diff", f, color, pair)
             ticks.update({p["turn"]: p["phase"] for p in pts})
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(sorted(ticks), [f"R{k}\n{ticks[k]}" for k in sorted(ticks)], fontsize=7)
+        ax.set_xticks(sorted(ticks), [f"R{k}\n{_SHORT.get(ticks[k], ticks[k][:5])}" for k in sorted(ticks)], fontsize=7)
         ax.set_title(f"{axis_label(name)}: self − gold", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False,
-                   bbox_to_anchor=(0.5, 1.0))
+    legend: dict[str, Any] = {}  # every pair drawn in any panel
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=min(len(legend), 5),
+                   frameon=False, bbox_to_anchor=(0.5, 1.0))
     w, h = fig.get_size_inches()
     fig.subplots_adjust(left=0.7 / w, right=1 - 0.15 / w, bottom=0.75 / h, top=1 - 0.8 / h, wspace=0.3,
                         hspace=0.75 if nrows > 1 else 0.2)

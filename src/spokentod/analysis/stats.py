@@ -179,14 +179,15 @@ class ClusterMean:
 
 
 def cluster_bootstrap_mean(groups: Mapping[str, Iterable[float | None]], n_boot: int = 2000, seed: int = 0,
-                           level: float = LEVEL) -> ClusterMean:
+                           level: float = LEVEL, min_clusters: int = 2) -> ClusterMean:
     """Mean of all values with a percentile bootstrap over clusters (dialogues), each resample's mean the
     ratio estimator (sum / count over the drawn clusters). For paired differences (self − gold of the same
-    reply), where one dialogue's replies are correlated. No interval from fewer than 2 clusters."""
+    reply), where one dialogue's replies are correlated. No interval from fewer than `min_clusters`
+    clusters (k clusters give at most C(2k-1, k) distinct resamples: 3 for k = 2, 126 for k = 5)."""
     ids = [k for k in groups if len(clean(groups[k]))]
     s, c = _sums(groups, ids)
     mean = _ratio(s, c)
-    if len(ids) < 2:
+    if len(ids) < max(2, min_clusters):
         return ClusterMean(mean, NAN, NAN, NAN, int(c.sum()), len(ids))
     w = _weights(np.random.default_rng(seed), len(ids), n_boot)
     with np.errstate(invalid="ignore", divide="ignore"):

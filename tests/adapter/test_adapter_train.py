@@ -86,6 +86,15 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_at(s.steps, s) == pytest.approx(s.min_lr)
 
 
+def test_lr_schedule_restarts_at_the_ce_phase():
+    s = AdapterRecipe().train.model_copy(update={"steps": 1000, "ctc_only_steps": 600, "warmup": 10})
+    assert lr_at(599, s) == pytest.approx(s.min_lr, rel=1e-2)  # phase 1 decayed fully
+    assert lr_at(600, s) == pytest.approx(s.lr / s.warmup)  # phase 2 warms up again
+    assert lr_at(609, s) == pytest.approx(s.lr) and lr_at(1000, s) == pytest.approx(s.min_lr)
+    one = s.model_copy(update={"restart": False})
+    assert lr_at(600, one) < s.lr / 2  # a single schedule: the CE phase starts from a decayed rate
+
+
 def _runs(labels: list[int], blank: int) -> list[tuple[int, int]]:
     """(start, end) of each run of one non-blank label: the reference segmentation, written plainly."""
     out, start = [], 0

@@ -101,6 +101,17 @@ def test_identity_names_the_model_and_what_changes_answers(llm):
     assert other.identity_hash() != llm.identity_hash()
 
 
+@pytest.mark.timeout(120)
+def test_backends_come_and_go_without_hanging(llm, answer):
+    # Deleting an xllamacpp.Server can block for ever (reproduced within 4 create/delete rounds): backends
+    # of one configuration share one server that is never deleted, so dropping them is always safe.
+    for _ in range(6):
+        other = create("llm", {"name": "llamacpp", "model": "smollm2", "threads": 1, "n_ctx": 2048})
+        assert other.server is llm.server and other.lock is llm.lock
+        del other
+    assert llm.chat(MSGS, GREEDY).text == answer.text
+
+
 def test_a_bad_path_names_the_file(tmp_path):
     missing = tmp_path / "nope.gguf"
     with pytest.raises(BackendError, match="nope.gguf"):

@@ -12,7 +12,12 @@ JSON-constrained output (``GenParams.json_schema``, turned into a grammar by lla
 `llama-server`. Prompt-prefix reuse is llama.cpp's `cache_prompt`: a prompt that starts like the previous
 one only evaluates its new tokens (`Completion.timings.extra["cached_prompt_tokens"]`; `cache_prompt: false`
 turns it off, e.g. to time whole prompts). The server keeps one slot and answers one request at a time (a
-lock per instance); it also listens on a loopback port of its own choosing, which this backend does not use.
+lock per server); it also listens on a loopback port of its own choosing, which this backend does not use.
+
+Servers live as long as the process, one per (file, threads, n_ctx, cache_prompt), shared by every backend
+instance with that configuration: deleting an `xllamacpp.Server` can hang for ever in its destructor (a
+thread join; reproduced on 2026.10.11549 by creating and deleting a few servers in a loop: the 2nd to 4th
+deletion never returns), so none is ever deleted. Process exit is unaffected.
 
 Measured with benchmarks/llm_runtime.py (SmolLM2-135M, 6 gold-context prompts of ~420 tokens, greedy, 48
 tokens) on the 2-core dev machine while other jobs kept its load average at 6-8: at threads=1 llama.cpp
@@ -39,6 +44,9 @@ from spokentod.backends.llm import _gguf, qwen_coder, smollm2
 from spokentod.errors import BackendError
 
 _DONE = object()
+# (gguf path, threads, n_ctx, cache_prompt) -> (server, its lock); never emptied: see the module docstring
+_SERVERS: dict[tuple, tuple[Any, threading.Lock]] = {}
+_SERVERS_LOCK = threading.Lock()
 # Embedded GGUF files by name: SmolLM2-135M (a dependency) and the optional Qwen2.5-Coder-1.5B (`judge-large`).
 EMBEDDED = {"smollm2": smollm2.gguf_path, qwen_coder.ALIAS: qwen_coder.gguf_path}
 
@@ -62,13 +70,16 @@ class LlamaCpp(Backend):
         if threads is not None:
             p.cpuparams.n_threads = p.cpuparams_batch.n_threads = int(threads)
         self.threads = (p.cpuparams.n_threads, p.cpuparams_batch.n_threads)
-        try:
-            self.server = xllamacpp.Server(p)
-        except RuntimeError as e:  # llama.cpp says only "Failed to init server"
-            raise self._error(f"llama.cpp could not load {path}: {e}") from e
+        key = (str(path.resolve()), self.threads, self.n_ctx, self.cache_prompt)
+        with _SERVERS_LOCK:
+            if key not in _SERVERS:
+                try:
+                    _SERVERS[key] = (xllamacpp.Server(p), threading.Lock())
+                except RuntimeError as e:  # llama.cpp says only "Failed to init server"
+                    raise self._error(f"llama.cpp could not load {path}: {e}") from e
+        self.server, self.lock = _SERVERS[key]
         # hashed once per file (memo keyed by path, size, mtime); after loading, so a bad file leaves no memo
         self.sha256 = _gguf.sha256_cached(path, _gguf.cache_dir("models") / f"{path.stem}.sha256.json")
-        self.lock = threading.Lock()
 
     def _error(self, reason: str, cause: str | None = None) -> BackendError:
         return BackendError(self.kind or "llm", self.name or "llamacpp", reason, cause=cause)

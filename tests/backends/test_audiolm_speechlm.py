@@ -84,3 +84,15 @@ def test_the_shipped_adapter_hears_held_out_voices():
     reply = lm.respond([{"role": "user", "content": [{"type": "audio", "samples": wav.samples, "rate": wav.rate}]}],
                        GenParams(max_tokens=16))
     assert reply.text.strip()
+
+
+def test_an_e2e_system_on_a_text_out_audio_lm_is_scored_as_text(tiny_speechlm):
+    from spokentod.systems import speaks
+    from spokentod.systems.e2e import E2ESystem
+
+    # speechlm answers in text only: its e2e system is text-only (no "reply audio missing" for every turn)
+    assert speaks(E2ESystem(tiny_speechlm)) is False
+    talking = create("audiolm", {"name": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    assert speaks(E2ESystem(talking)) is True
+    muted = create("audiolm", {"name": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "audio_out": False})
+    assert speaks(E2ESystem(muted)) is False

@@ -15,7 +15,7 @@ from spokentod.systems.messages import audio_messages, text_messages
 
 
 class E2ESystem:
-    speaks = True  # an audio LM that answers without audio is a spoken reply with its audio missing
+    speaks = True  # per instance: what the audio LM declares (below)
 
     def __init__(self, audiolm: Any, settings: SystemSettings | None = None, history: str = "text",
                  audio_root: Path | None = None, name: str = "e2e", user_input: str = "audio"):
@@ -27,6 +27,10 @@ class E2ESystem:
         self.user_input = user_input
         self.audiolm, self.settings, self.history, self.name = audiolm, settings or SystemSettings(), history, name
         self.audio_root = audio_root
+        # An audio LM that never answers with audio (text-out by design or by config) declares `speaks = False`,
+        # and its replies are scored on their text; one that should speak but returns no audio is a spoken
+        # reply with its audio missing.
+        self.speaks = bool(getattr(audiolm, "speaks", True))
 
     def identity(self) -> dict[str, Any]:
         return {"type": "e2e", "audiolm": backend_identity(self.audiolm), "history": self.history,

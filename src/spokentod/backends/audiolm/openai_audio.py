@@ -24,6 +24,7 @@ class OpenAIAudioLM(OpenAICompatible, Backend):
         """`audio_out=False` asks for text only (modalities ["text"]); `voice` is the server's speaker name."""
         super().__init__(model, base_url, **kw)
         self.voice, self.audio_out, self.extra_body = voice, audio_out, dict(extra_body or {})
+        self.speaks = bool(audio_out)  # what an e2e system on it declares (systems/e2e.py)
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "voice": self.voice, "audio_out": self.audio_out, "extra_body": self.extra_body}

@@ -113,6 +113,7 @@ class QwenOmni(Backend):
         self.model_ref, self.revision = str(model), revision
         self.device = _hf.resolve_device(device)
         self.speaker, self.return_audio, self.quantization = speaker, return_audio, quantization
+        self.speaks = bool(return_audio)  # what an e2e system on it declares (systems/e2e.py)
         self.system_prompt, self.talker_max_new_tokens = system_prompt, int(talker_max_new_tokens)
         torch_dtype = _hf.resolve_dtype(dtype)
         kw: dict[str, Any] = {"revision": revision, "dtype": torch_dtype}

@@ -55,6 +55,7 @@ def to_marked(messages: list[Message]) -> tuple[list[dict[str, str]], list[Any]]
 
 @register("audiolm", "speechlm")
 class SpeechLM(Backend):
+    speaks = False  # text out only: an e2e system on it is scored on its reply text
     def __init__(self, adapter: str | os.PathLike | None = None, threads: int | None = None):
         from spokentod.adapter.model import SpeechAdapter  # torch + transformers: only when built
         from spokentod.dst.model.encoders import build_encoder

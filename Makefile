@@ -30,20 +30,26 @@ install: $(STAMP)
 chromium:
 	.ci/ensure-chromium
 
-# The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 2 dialogues,
-# scored (DNSMOS, WER, voice similarity, judge-free metrics, latency, and the embedded SmolLM2 as a
-# smoke-test judge, flagged too weak to trust) and reported in runs/demo/bench/report/report.html.
-# Raise --limit for more of the demo corpus; pass an OpenAI-compatible --judge for real judgements.
+# The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 2 dialogues, scored
+# (DNSMOS, WER, voice similarity, judge-free metrics, latency) and reported in runs/demo/bench/report/,
+# with the judge-check of those judge-free metrics on 8 demo dialogues (which signals can be trusted, by how
+# much). No LLM judge: the embedded SmolLM2 cannot answer in the schema usefully (bench judge-check says so).
+# Raise --limit for more of the demo corpus; add an OpenAI-compatible --judge for real judgements.
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo --n 5
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo --n 2
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench run configs/demo.yaml --limit 2 --out runs/demo/bench
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench status runs/demo/bench
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench score runs/demo/bench --judge smollm2 --judge-max-tokens 48
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench judge-check --corpus demo --limit 8 --out runs/demo/judge-check
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench score runs/demo/bench
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench report runs/demo/bench
 	@echo
 	@echo "The report: $(CURDIR)/runs/demo/bench/report/report.html (self-contained; report.md beside it)"
 	@echo "Open it in a browser: xdg-open runs/demo/bench/report/report.html (macOS: open), or go to"
 	@echo "  file://$(CURDIR)/runs/demo/bench/report/report.html"
+	@echo "Add a real LLM judge (any OpenAI-compatible server, e.g. vllm serve Qwen/Qwen2.5-7B-Instruct), check it,"
+	@echo "then score and report again:"
+	@echo "  $(BIN)/spokentod bench judge-check --corpus demo --limit 8 --judge '{\"name\": \"openai\", \"base_url\": \"http://127.0.0.1:8000/v1\", \"model\": \"Qwen/Qwen2.5-7B-Instruct\"}'"
+	@echo "  $(BIN)/spokentod bench score runs/demo/bench --judge '<the same JSON>' && $(BIN)/spokentod bench report runs/demo/bench"
 
 # Every set-up step is done here, on a machine with nothing cached: the venv, the packages and Chromium.
 # PYTEST_ARGS: extra pytest arguments (e.g. test files in another order; .ci/run --reverse uses it).

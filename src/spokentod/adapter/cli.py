@@ -52,6 +52,29 @@ def train(
                    f"({state['train_s'] / 60:.1f} min of training); adapter in {Path(cfg.out) / 'best'}")
 
 
+@app.command()
+def replies(
+    recipe: Annotated[Path, typer.Argument(help="Adapter recipe YAML whose train.distill_replies receives them.")],
+    limit: Annotated[int | None, Opt(help="Distinct training texts to answer (a seeded sample; default all).")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Override a field: train.distill_replies=...")] = None,
+) -> None:
+    """The frozen LLM's greedy replies to the training texts, for the distillation loss (resumable)."""
+    import torch
+
+    from spokentod.adapter.distill import prepare_replies
+    from spokentod.adapter.model import SpeechAdapter
+    from spokentod.adapter.train import load_recipe, splits
+
+    cfg = load_recipe(recipe, set_ or [])
+    if not cfg.train.distill_replies:
+        raise typer.BadParameter(f"{recipe}: train.distill_replies is not set (where the replies go)")
+    torch.set_num_threads(cfg.train.threads)
+    train_set, _ = splits(cfg)
+    model = SpeechAdapter.build(cfg.model, feature_dim=1).eval()  # the LLM alone answers: no speech involved
+    meta = prepare_replies(model, [u.text for u in train_set], cfg.train.distill_replies, limit, cfg.train.seed)
+    typer.echo(json.dumps(meta))
+
+
 @app.command("eval")
 def eval_(
     adapter: Annotated[Path, typer.Argument(help="Adapter directory (adapter.safetensors + adapter.json).")],

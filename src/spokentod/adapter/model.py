@@ -157,13 +157,21 @@ class SpeechAdapter(nn.Module):
 
     # ------------------------------------------------------------------ ASR training
 
-    def asr_losses(self, feats: list[Tensor], texts: list[str], ce: bool = True) -> dict[str, Tensor]:
-        """{"ctc": ..., "ce": ...} for a batch; ``ce=False`` skips the LLM forward (CTC only)."""
+    def asr_losses(self, feats: list[Tensor], texts: list[str], ce: bool = True,
+                   replies: list[list[int] | None] | None = None, distill_items: int = 4) -> dict[str, Tensor]:
+        """{"ctc": ..., "ce": ..., "kd": ...} for a batch; ``ce=False`` skips the LLM forward (CTC only).
+        ``replies`` (per utterance: the LLM's cached reply to its text, or None) adds the distillation loss
+        (adapter/distill.py) on the first ``distill_items`` utterances that have one."""
         frames, lengths = self.speech(feats)
         targets = [self._ids(t.strip()) for t in texts]
         out = {"ctc": self.ctc_loss(frames, lengths, targets)}
+        kd = [i for i, r in enumerate(replies or []) if r][:distill_items]
+        inputs = self._llm_inputs(frames, lengths) if ce or kd else []
+        if kd:
+            from spokentod.adapter.distill import distill_loss  # it imports this module
+
+            out["kd"] = distill_loss(self, [inputs[i] for i in kd], [texts[i] for i in kd], [replies[i] for i in kd])
         if ce:
-            inputs = self._llm_inputs(frames, lengths)
             seqs = []
             for i, tgt in enumerate(targets):
                 head = self.user_turn(inputs[i], self.asr_instruction())

@@ -64,6 +64,9 @@ class TrainSettings(BaseModel):
     threads: int = 2
     seed: int = 0
     bucket: int = 32  # draw batch*bucket utterances, sort by length, cut into batches (less padding)
+    distill_weight: float = 0.0  # total += distill_weight * KL to the text-reading LLM (adapter/distill.py)
+    distill_replies: str | None = None  # the cached replies JSONL (spokentod adapter replies)
+    distill_items: int = Field(4, ge=1)  # utterances per batch that also get the distillation loss
     sources: list[str] | None = None  # train only on these corpus sources (None: all), e.g. real turns only
 
 
@@ -200,6 +203,14 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
         model.load_state_dict(c["adapter"], strict=False)
         opt.load_state_dict(c["opt"])
         state = c["state"]
+    replies: dict[str, list[int]] = {}
+    if s.distill_weight > 0:
+        from spokentod.adapter.distill import read_replies
+
+        replies = read_replies(s.distill_replies or "")
+        if not replies:
+            raise AdapterError(f"train.distill_weight > 0 but train.distill_replies ({s.distill_replies}) has no "
+                               "replies: run `spokentod adapter replies` first")
     rng = random.Random(f"{s.seed}:{state['step']}")
     stream = _batches(train_set, s.batch_size, s.bucket, rng)
     budget = s.budget_minutes * 60 if s.budget_minutes else float("inf")
@@ -214,8 +225,12 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
             x = feats.get(batch)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s)
-            losses = model.asr_losses(x, [u.text for u in batch], ce=step >= s.ctc_only_steps)
+            ce = step >= s.ctc_only_steps
+            losses = model.asr_losses(x, [u.text for u in batch], ce=ce, distill_items=s.distill_items,
+                                      replies=[replies.get(u.text.strip()) for u in batch] if ce and replies else None)
             loss = losses["ce"] + s.ctc_weight * losses["ctc"] if "ce" in losses else losses["ctc"]
+            if "kd" in losses:
+                loss = loss + s.distill_weight * losses["kd"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

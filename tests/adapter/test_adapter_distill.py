@@ -8,7 +8,13 @@ import json
 import pytest
 import torch
 
-from spokentod.adapter.distill import distill_loss, generate_replies, prepare_replies, read_replies, reply_logits
+from spokentod.adapter.distill import (
+    distill_loss,
+    generate_replies,
+    prepare_replies,
+    read_replies,
+    reply_logits,
+)
 from spokentod.adapter.model import AdapterConfig, AdapterError, SpeechAdapter
 from spokentod.adapter.train import AdapterRecipe, train
 

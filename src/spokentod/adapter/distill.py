@@ -97,7 +97,7 @@ def prepare_replies(model: SpeechAdapter, texts: list[str], out: str | Path, lim
     ``limit`` distinct texts; texts already there are skipped, so an interrupted run resumes."""
     out = Path(out)
     done = read_replies(out)
-    pool = sorted(set(t.strip() for t in texts if t.strip()))
+    pool = sorted({t.strip() for t in texts if t.strip()})
     random.Random(seed).shuffle(pool)
     pool = pool[:limit] if limit else pool
     todo = [t for t in pool if t not in done]

@@ -112,3 +112,19 @@ def test_training_logs_the_distillation_loss_and_refuses_without_replies(corpus,
     log = [json.loads(x) for x in (tmp_path / "out/log.jsonl").read_text().splitlines()]
     assert ["kd" in row for row in log] == [False, False, True, True]  # only once the LLM phase starts
     assert all(row["kd"] >= 0 for row in log[2:])
+
+
+def test_training_can_start_from_a_trained_adapter(corpus, model, tmp_path, tiny_llm):
+    base = {"corpus": str(corpus), "features": str(tmp_path / "feats"),
+            "model": {"llm": str(tiny_llm), "connector": {"width": 32, "layers": 1, "heads": 2, "ff": 64}},
+            "train": {"steps": 1, "budget_minutes": None, "batch_size": 3, "lr": 0.0, "min_lr": 0.0, "warmup": 1,
+                      "eval_every": 100, "bucket": 1, "ctc_only_steps": 1}}
+    model.save(tmp_path / "start", dtype=torch.float16)  # as exported
+    train(AdapterRecipe.model_validate({**base, "out": str(tmp_path / "a"), "init": str(tmp_path / "start")}))
+    got = torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)["adapter"]
+    want = SpeechAdapter.load_weights(tmp_path / "start")
+    assert all(torch.equal(got[k], want[k]) for k in want)  # lr 0: the loaded weights, unchanged
+    other = {**base["model"], "asr_prompt": 4}  # a model the weights do not fit
+    with pytest.raises(AdapterError, match="does not fit"):
+        train(AdapterRecipe.model_validate({**base, "model": other, "out": str(tmp_path / "b"),
+                                            "init": str(tmp_path / "start")}))

@@ -252,6 +252,16 @@ class SpeechAdapter(nn.Module):
         meta = {"config": self.cfg.model_dump(mode="json"), "feature_dim": self.feature_dim, **(sidecar or {})}
         atomic_write(out / "adapter.json", json.dumps(meta, indent=1).encode())
 
+    @staticmethod
+    def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+        """An adapter directory's weights in float32 (exported ones are stored in float16)."""
+        from safetensors.torch import load_file
+
+        file = Path(path) / "adapter.safetensors"
+        if not file.is_file():
+            raise AdapterError(f"{file}: no such file (not a speech adapter directory)")
+        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(file)).items()}
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpeechAdapter:
         from safetensors.torch import load_file

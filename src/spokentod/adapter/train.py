@@ -76,6 +76,7 @@ class AdapterRecipe(BaseModel):
     corpus: str = "runs/adapter/corpus"
     out: str = "runs/adapter/train"
     features: str | None = None  # FeatureCache root (None: the default cache dir)
+    init: str | None = None  # start from this adapter's weights (e.g. add distillation to a trained one)
     model: AdapterConfig = Field(default_factory=AdapterConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
 
@@ -198,6 +199,15 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     state = {"step": 0, "train_s": 0.0, "best_wer": None, "best_step": None}
     ckpt = out / "checkpoint.pt"
+    if recipe.init and not ckpt.is_file():
+        start = SpeechAdapter.load_weights(recipe.init)
+        missing = sorted(set(model.adapter_state()) - set(start))
+        try:
+            if missing:
+                raise RuntimeError(f"it lacks {missing[:5]}")
+            model.load_state_dict(start, strict=False)
+        except RuntimeError as e:
+            raise AdapterError(f"init: {recipe.init} does not fit this recipe's model: {e}") from None
     if ckpt.is_file():  # resume
         c = torch.load(ckpt, weights_only=False)
         model.load_state_dict(c["adapter"], strict=False)

@@ -107,3 +107,16 @@ def test_recipe_and_repro_configs_take_list_overrides():
     assert repro.conditions["S"].losses[0]["weight"] == 2
     with pytest.raises(ReproError, match="pick an item"):
         load_repro(REPO / "configs/dst/repro_multiwoz.yaml", ["conditions.S.losses.name=x"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_bench_config_validates(path):
+    assert load_config(path).systems
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/adapter").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_adapter_recipe_validates(path):
+    from spokentod.adapter.train import load_recipe as load_adapter_recipe
+
+    recipe = load_adapter_recipe(path)
+    assert recipe.train.steps > 0 and recipe.model.llm

@@ -72,18 +72,54 @@ def test_the_shipped_adapter_hears_held_out_voices():
     from spokentod.adapter.train import wer
 
     lm = SpeechLM()
+    asr = create("asr", {"name": "speechlm-asr", "max_new_tokens": 32})
+    assert asr.identity()["adapter_sha256"] == lm.identity()["adapter_sha256"]
     texts = ["I need a cheap hotel in the north.", "Can you book a table for two at seven?",
              "What is the phone number of the museum?", "Thank you, that is all I need."]
     hyps = []
     for i, text in enumerate(texts):
         voice = ("en-us+m3", "en+f4")[i % 2]
         wav = create("tts", {"name": "espeak", "voice": voice}).synthesize(text)
-        feats = lm.encoder.encode([wav.samples])
-        hyps += lm.model.transcribe(feats, 32)
+        hyps.append(asr.transcribe(wav).text)
     assert wer(texts, hyps) <= 0.5, hyps
     reply = lm.respond([{"role": "user", "content": [{"type": "audio", "samples": wav.samples, "rate": wav.rate}]}],
                        GenParams(max_tokens=16))
     assert reply.text.strip()
+
+
+def test_speechlm_asr_transcribes_a_file_with_either_reader(tiny_speechlm, speech_wav, tmp_path):
+    from spokentod.audio import write_wav
+
+    path = tmp_path / "q.wav"
+    write_wav(path, *speech_wav)
+    llm = create("asr", {"name": "speechlm-asr", "adapter": str(tiny_speechlm.path), "max_new_tokens": 8})
+    got = llm.transcribe(path)
+    from spokentod.audio import load_audio
+
+    feats = tiny_speechlm.encoder.encode([load_audio(path).samples])  # as written (the WAV is 16-bit)
+    assert got.text == tiny_speechlm.model.transcribe(feats, 8)[0] and got.timings.rtf > 0
+    ctc = create("asr", {"name": "speechlm-asr", "adapter": str(tiny_speechlm.path), "reader": "ctc"})
+    assert ctc.transcribe(str(path)).text == tiny_speechlm.model.ctc_transcribe(feats)[0]
+    assert ctc.identity_hash() != llm.identity_hash()
+    import numpy as np
+    assert llm.transcribe(np.zeros(8000, dtype=np.float32), rate=16000).text == ""
+    with pytest.raises(ValueError, match="English-only"):
+        llm.transcribe(path, language="de")
+
+
+def test_with_a_tts_it_speaks_the_same_reply_chunk_by_chunk(tiny_speechlm, speech_wav):
+    talking = SpeechLM(adapter=tiny_speechlm.path, tts={"name": "espeak"})
+    msgs = _msgs(*speech_wav)
+    said = talking.respond(msgs, GenParams(max_tokens=24))
+    plain = tiny_speechlm.respond(msgs, GenParams(max_tokens=24))
+    assert said.text == plain.text and said.audio is not None and said.audio.duration > 0.2
+    assert 0 < said.timings.first <= said.timings.wall and said.timings.extra["chunks"] >= 1
+    assert talking.speaks and not tiny_speechlm.speaks
+    assert talking.identity()["talker"]["tts"]["name"] == "espeak" and tiny_speechlm.identity()["talker"] is None
+    if len(plain.text) > 4:  # a stop string cuts the reply where it first occurs
+        stop = plain.text[2:4]
+        cut = tiny_speechlm.respond(msgs, GenParams(max_tokens=24, stop=[stop]))
+        assert cut.text == plain.text[: plain.text.find(stop)].strip()
 
 
 def test_an_e2e_system_on_a_text_out_audio_lm_is_scored_as_text(tiny_speechlm):

@@ -1,28 +1,45 @@
 """Embedded end-to-end speech LM: the trained speech adapter in front of the frozen SmolLM2-135M-Instruct.
 
 Config: ``{"name": "speechlm", "adapter": null (the weights shipped in the package) | a directory with
-adapter.safetensors + adapter.json, "threads": null}``.
+adapter.safetensors + adapter.json, "threads": null, "tts": null | a TTS backend config, "voice": null}``.
 
 The LLM is the cascade's own (the same converted SmolLM2 weights, untouched), so a cascade (Whisper → this
 LLM) and this system differ only in how the user's speech reaches the LLM: a transcript, or the adapter's
 speech vectors. The prompt is the LLM's chat template applied to the messages with each audio part
 replaced by a marker; the marker's place then receives the adapter's vectors, so the formatting around
-them (default system prompt, turn tags) is exactly what the text path gets. It answers in text only.
+them (default system prompt, turn tags) is exactly what the text path gets.
+
+It answers in text; with ``tts`` the reply is also spoken by that TTS (the "talker", like Qwen-Omni's,
+recorded in the identity), streamed: the LLM's tokens are cut into chunks as they come (the cascade's
+sentence chunker) and each chunk is synthesized at once, so ``timings.first`` is the time to the first
+audio chunk. Without ``tts`` it declares ``speaks = False`` and a bench scores its replies on their text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from spokentod.backends import _hf
 from spokentod.backends.audiolm._parts import part_audio, part_text, parts
-from spokentod.backends.base import AudioReply, Backend, GenParams, Message, Timings, register
+from spokentod.backends.base import (
+    AudioOut,
+    AudioReply,
+    Backend,
+    GenParams,
+    Message,
+    Timings,
+    create,
+    register,
+)
 
 RATE = 16000
 MARKER = "\u2063SPEECH\u2063"  # invisible separators: no chat text contains it
@@ -55,8 +72,8 @@ def to_marked(messages: list[Message]) -> tuple[list[dict[str, str]], list[Any]]
 
 @register("audiolm", "speechlm")
 class SpeechLM(Backend):
-    speaks = False  # text out only: an e2e system on it is scored on its reply text
-    def __init__(self, adapter: str | os.PathLike | None = None, threads: int | None = None):
+    def __init__(self, adapter: str | os.PathLike | None = None, threads: int | None = None,
+                 tts: dict[str, Any] | str | None = None, voice: str | None = None):
         from spokentod.adapter.model import SpeechAdapter  # torch + transformers: only when built
         from spokentod.dst.model.encoders import build_encoder
 
@@ -67,10 +84,14 @@ class SpeechLM(Backend):
         self.sha256 = hashlib.sha256((self.path / "adapter.safetensors").read_bytes()).hexdigest()
         tok = self.model.tokenizer
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
+        self.tts, self.voice = (create("tts", tts) if tts else None), voice
+        self.speaks = self.tts is not None  # what an e2e system on it declares (systems/e2e.py)
+        self._lock = threading.Lock()  # one generation at a time: the seed is process-global
 
     def identity(self) -> dict[str, Any]:
+        talker = {"tts": self.tts.identity(), "voice": self.voice} if self.tts is not None else None
         return {**super().identity(), "adapter_sha256": self.sha256, "llm": self.model.cfg.llm,
-                "encoder": self.encoder.identity(), "compress": self.model.cfg.compress}
+                "encoder": self.encoder.identity(), "compress": self.model.cfg.compress, "talker": talker}
 
     def prompt_embeddings(self, messages: list[Message]) -> torch.Tensor:
         """[L, H] input embeddings of the chat, the adapter's vectors where the audio parts were."""
@@ -87,19 +108,81 @@ class SpeechLM(Backend):
                 out.append(speech[k])
         return torch.cat(out)
 
+    def _pieces(self, emb: torch.Tensor, p: GenParams) -> Iterator[str]:
+        """The reply text as it is generated (greedy, or sampled with the request's seed), cut at stop strings."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        kw = ({"do_sample": True, "temperature": p.temperature, "top_p": p.top_p} if p.temperature > 0
+              else {"do_sample": False})
+        error: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    if p.seed is not None:
+                        torch.manual_seed(p.seed)
+                    self.model.llm.generate(
+                        inputs_embeds=emb[None], attention_mask=torch.ones(1, len(emb), dtype=torch.long),
+                        max_new_tokens=p.max_tokens, eos_token_id=self.end_id, pad_token_id=self.end_id,
+                        streamer=streamer, **kw)
+            except Exception as e:  # noqa: BLE001 -- re-raised in the caller's thread
+                error.append(e)
+                streamer.end()
+
+        worker = threading.Thread(target=work, name="spokentod-speechlm", daemon=True)
+        worker.start()
+        stops = [s for s in (p.stop or []) if s]
+        text, sent = "", 0
+        try:
+            for piece in streamer:
+                text += piece
+                hits = [text.find(s) for s in stops if s in text]
+                if hits:
+                    yield text[sent: min(hits)]
+                    return
+                hold = max((len(s) - 1 for s in stops), default=0)  # a stop string may be arriving
+                if len(text) - hold > sent:
+                    yield text[sent: len(text) - hold]
+                    sent = len(text) - hold
+            yield text[sent:]
+        finally:
+            worker.join()
+            if error:
+                raise error[0]
+
     @torch.no_grad()
     def respond(self, messages: list[Message], params: GenParams | None = None) -> AudioReply:
         p = params or GenParams()
         t0 = time.perf_counter()
         emb = self.prompt_embeddings(messages)
-        sample = p.temperature > 0
-        if p.seed is not None:
-            torch.manual_seed(p.seed)
-        kw = {"do_sample": True, "temperature": p.temperature, "top_p": p.top_p} if sample else {"do_sample": False}
-        out = self.model.llm.generate(inputs_embeds=emb[None], attention_mask=torch.ones(1, len(emb), dtype=torch.long),
-                                      max_new_tokens=p.max_tokens, eos_token_id=self.end_id,
-                                      pad_token_id=self.end_id, **kw)
-        text = self.model.tokenizer.decode(out[0], skip_special_tokens=True).strip()
-        for s in p.stop or []:
-            text = text.split(s)[0] if s else text
-        return AudioReply(text=text, timings=Timings(wall=time.perf_counter() - t0))
+        if self.tts is None:
+            text = "".join(self._pieces(emb, p)).strip()
+            return AudioReply(text=text, timings=Timings(wall=time.perf_counter() - t0))
+        from spokentod.systems.sentences import sentence_chunks  # the cascade's chunker
+
+        pieces: list[str] = []
+        audio: list[AudioOut] = []
+        first = None
+        tts_s = 0.0
+
+        def tee() -> Iterator[str]:
+            for piece in self._pieces(emb, p):
+                pieces.append(piece)
+                yield piece
+
+        for chunk in sentence_chunks(tee()):
+            if not chunk.strip():
+                continue
+            t1 = time.perf_counter()
+            audio.append(self.tts.synthesize(chunk.strip(), self.voice))
+            tts_s += time.perf_counter() - t1
+            if first is None:
+                first = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        out = None
+        if audio:
+            rate = audio[0].rate
+            out = AudioOut(np.concatenate([a.samples for a in audio]).astype(np.float32), rate)
+        return AudioReply(text="".join(pieces).strip(), audio=out,
+                          timings=Timings(wall=wall, first=first, extra={"tts": tts_s, "chunks": float(len(audio))}))

@@ -132,3 +132,29 @@ def test_an_e2e_system_on_a_text_out_audio_lm_is_scored_as_text(tiny_speechlm):
     assert speaks(E2ESystem(talking)) is True
     muted = create("audiolm", {"name": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "audio_out": False})
     assert speaks(E2ESystem(muted)) is False
+
+
+def test_speechlm_answers_a_spoken_question_over_serve_to_the_official_openai_client(tiny_speechlm, speech_wav):
+    import base64
+
+    import openai
+    from _serving import ServerThread  # tests/ is on the path (tests/conftest.py)
+
+    from spokentod.audio import load_audio, wav_bytes
+    from spokentod.serve.app import create_app
+
+    app = create_app({"audiolm": {"name": "speechlm", "adapter": str(tiny_speechlm.path), "tts": {"name": "espeak"}}})
+    with ServerThread(app) as s:
+        client = openai.OpenAI(base_url=s.url, api_key="unused")
+        data = base64.b64encode(wav_bytes(*speech_wav)).decode()
+        resp = client.chat.completions.create(
+            model="speechlm", modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}, max_tokens=12,
+            messages=[{"role": "system", "content": "You are a travel agent."},
+                      {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}]}])
+    msg = resp.choices[0].message
+    spoken = load_audio(base64.b64decode(msg.audio.data))
+    assert spoken.duration > 0.2 and msg.audio.transcript
+    local = SpeechLM(adapter=tiny_speechlm.path).respond(
+        [{"role": "system", "content": "You are a travel agent."},
+         {"role": "user", "content": [{"type": "audio", "audio": wav_bytes(*speech_wav)}]}], GenParams(max_tokens=12))
+    assert msg.audio.transcript == local.text  # the same reply as in process

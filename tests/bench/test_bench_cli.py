@@ -109,7 +109,9 @@ def test_a_history_list_expands_into_one_system_per_mode(tmp_path):
 
 def test_demo_config_is_valid():
     cfg = load_config(REPO / "configs" / "demo.yaml")
-    assert set(cfg.systems) == {"cascade", "text"}
+    assert set(cfg.systems) == {"cascade", "e2e", "text"}
+    # one LLM for all three, and one TTS voice for the two that speak: the comparison is controlled
+    assert cfg.systems["e2e"].audiolm["tts"] == cfg.systems["cascade"].tts
     assert cfg.systems["cascade"].asr == {"name": "whisper-ct2", "model": "tiny.en"}
     assert cfg.systems["text"].params["max_tokens"] == 48
     assert cfg.dataset.corpus == "demo"

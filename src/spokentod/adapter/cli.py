@@ -94,7 +94,7 @@ def eval_(
 
 @app.command()
 def export(
-    adapter: Annotated[Path, typer.Argument(help="Adapter directory to ship (e.g. runs/adapter/run1/best).")],
+    adapter: Annotated[Path, typer.Argument(help="Adapter directory to ship (e.g. runs/adapter/run2/best).")],
     out: Annotated[Path | None, Opt(help="Destination (default: the package's embedded adapter).")] = None,
 ) -> None:
     """Write the adapter in float16 with its sidecar (training facts, measured WER, re-train command)."""

@@ -1,7 +1,7 @@
 """Held-out evaluation and export of a trained speech adapter.
 
-    spokentod adapter eval runs/adapter/run1/best --split test     # → runs/adapter/run1/best/eval_test.json
-    spokentod adapter export runs/adapter/run1/best               # → src/spokentod/adapter/embedded/
+    spokentod adapter eval runs/adapter/run2/best --split test     # → runs/adapter/run2/best/eval_test.json
+    spokentod adapter export runs/adapter/run2/best               # → src/spokentod/adapter/embedded/
 
 ``evaluate_split`` decodes every utterance of a corpus split with the LLM (greedy, through the learned ASR
 prompt) and with the CTC head, and breaks the WER down by TTS engine, voice and source: the held-out
@@ -29,9 +29,9 @@ from spokentod.progress import progress_bar
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
 RETRAIN = ("spokentod adapter prepare --out runs/adapter/corpus && "
-           "spokentod adapter train configs/adapter/smollm2_tiny.yaml --set out=runs/adapter/run1 && "
-           "spokentod adapter eval runs/adapter/run1/best --split test && "
-           "spokentod adapter export runs/adapter/run1/best")
+           "spokentod adapter train configs/adapter/smollm2_tiny.yaml --set out=runs/adapter/run2 && "
+           "spokentod adapter eval runs/adapter/run2/best --split test && "
+           "spokentod adapter export runs/adapter/run2/best")
 
 
 def _breakdown(utts: list[Utterance], hyps: list[str], key) -> dict[str, dict[str, float]]:

@@ -1,6 +1,6 @@
 """The speech adapter's report (markdown + a PNG), written from run files only.
 
-    spokentod adapter report runs/adapter/run1 --try "CTC only, 2.2k utts=runs/adapter/trial1_ctc" ...
+    spokentod adapter report runs/adapter/run2 --try "CTC only, 2.2k utts=runs/adapter/trial1_ctc" ...
 
 Reads the main run's ``eval.jsonl`` (dev WER by step), ``summary.json``, ``best/eval_test.json`` (and
 ``eval_dev.json`` if present) and the corpus's ``corpus.json``; each ``--try`` run adds a row to the table
@@ -64,7 +64,9 @@ def _setting(summary: dict) -> str:
     r = summary.get("recipe") or {}
     m, t = r.get("model", {}), r.get("train", {})
     return (f"compress={m.get('compress', 'none')}, asr_prompt={m.get('asr_prompt', 0)}, batch={t.get('batch_size')}, "
-            f"lr={t.get('lr')}, ctc_only_steps={t.get('ctc_only_steps')}, sources={t.get('sources') or 'all'}")
+            f"lr={t.get('lr')}, ctc_only_steps={t.get('ctc_only_steps')}, "
+            f"schedule={'restarts at CE' if t.get('restart') else 'one cosine'}, sources={t.get('sources') or 'all'}"
+            + (f", distill_weight={t['distill_weight']}" if t.get("distill_weight") else ""))
 
 
 def tried_row(label: str, run: Path) -> str:

@@ -30,14 +30,14 @@ install: $(STAMP)
 chromium:
 	.ci/ensure-chromium
 
-# The demo: corpus stats + speech round trip, then the bench (cascade vs text-only) on 2 dialogues, scored
-# (DNSMOS, WER, voice similarity, judge-free metrics, latency) and reported in runs/demo/bench/report/,
-# with the judge-check of those judge-free metrics on 8 demo dialogues (which signals can be trusted, by how
-# much). No LLM judge: the embedded SmolLM2 cannot answer in the schema usefully (bench judge-check says so).
+# The demo: the bench (cascade vs end-to-end vs text-only, one LLM) on the first demo dialogue, scored (DNSMOS,
+# DistillMOS, WER, voice similarity, judge-free metrics, latency) and reported in runs/demo/bench/report/, with
+# the judge-check of those judge-free metrics on 8 demo dialogues (which signals can be trusted, by how much).
+# No LLM judge: the embedded SmolLM2 cannot answer in the schema usefully (bench judge-check says so).
 # Raise --limit for more of the demo corpus; add an OpenAI-compatible --judge for real judgements.
+# `spokentod demo --out runs/demo` is the speech round trip alone (Kokoro → Whisper, user-turn WER).
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod demo --out runs/demo --n 2
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench run configs/demo.yaml --limit 2 --out runs/demo/bench
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench run configs/demo.yaml --limit 1 --out runs/demo/bench
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench status runs/demo/bench
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench judge-check --corpus demo --limit 8 --out runs/demo/judge-check
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod bench score runs/demo/bench

@@ -1,7 +1,7 @@
 """Reply agreement with the text-in reply: the embedded end-to-end speech LM vs the cascade, side by side.
 
     spokentod bench run configs/speechlm_agreement.yaml --limit 6
-    python benchmarks/speechlm_agreement.py runs/speechlm-agreement
+    python benchmarks/speechlm_agreement.py runs/speechlm-agreement [--json reports/speech_adapter/agreement.json]
 
 For every user turn both systems answered, compares each system's reply with the `text` system's (the same
 LLM given the gold user text): all-MiniLM-L6-v2 cosine and the exact-match rate under greedy decoding, with
@@ -11,6 +11,7 @@ bootstrap 95% CIs over dialogues. The speech adapter's goal: agreement ≥ the c
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 from collections import defaultdict
@@ -45,6 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--systems", nargs="+", default=["cascade", "e2e"])
+    ap.add_argument("--json", type=Path, help="Also write the figures here (spokentod adapter report --agreement).")
     args = ap.parse_args()
     ref = replies(args.run, "text")
     got = {s: replies(args.run, s) for s in args.systems}
@@ -55,6 +57,7 @@ def main() -> int:
     ref_emb = embed([ref[k] for k in keys])
     print(f"{len(keys)} turns of {len({k[0] for k in keys})} dialogues in {args.run}")
     print(f"{'system':10} {'cosine to text reply':>28} {'exact match':>24}")
+    figures = {}
     for s, g in got.items():
         emb = embed([g[k] for k in keys])
         cos, exact = defaultdict(list), defaultdict(list)
@@ -63,6 +66,14 @@ def main() -> int:
             exact[k[0]].append(float(g[k].strip() == ref[k].strip()))
         c, e = boot(cos), boot(exact)
         print(f"{s:10} {c[0]:8.3f} [{c[1]:.3f}, {c[2]:.3f}] {e[0]:10.3f} [{e[1]:.3f}, {e[2]:.3f}]")
+        figures[s] = {"cosine": list(c), "exact": list(e)}
+    if args.json:
+        meta = json.loads((args.run / "run.json").read_text())
+        e2e = meta.get("systems", {}).get("e2e", {}).get("audiolm", {})
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "run": str(args.run), "turns": len(keys), "dialogues": len({k[0] for k in keys}),
+            "adapter_sha256": e2e.get("adapter_sha256"), "systems": figures}, indent=1))
     return 0
 
 

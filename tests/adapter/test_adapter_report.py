@@ -50,3 +50,21 @@ def test_export_is_float16_and_loads_back_as_the_same_adapter(tmp_path, tiny_llm
     a, b = m.adapter_state(), back.adapter_state()
     assert set(a) == set(b) and all(b[k].dtype == a[k].dtype for k in a)  # computes in float32 again
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-2  # only float16 rounding
+
+
+def test_the_agreement_section_states_the_goal_against_the_cascade(tmp_path):
+    import json as _json
+
+    from spokentod.adapter.report import agreement_section
+
+    def figures(e2e: float) -> dict:
+        return {"run": "runs/x", "turns": 10, "dialogues": 3, "adapter_sha256": "ab" * 32,
+                "systems": {"cascade": {"cosine": [0.80, 0.78, 0.82], "exact": [0.5, 0.4, 0.6]},
+                            "e2e": {"cosine": [e2e, e2e - 0.02, e2e + 0.02], "exact": [0.1, 0.0, 0.2]}}}
+
+    path = tmp_path / "agreement.json"
+    path.write_text(_json.dumps(figures(0.40)))
+    text = "\n".join(agreement_section(path))
+    assert "**Goal not met:** end-to-end cosine 0.400 vs ≥ 0.750" in text and "| e2e | 0.400 [0.380, 0.420]" in text
+    path.write_text(_json.dumps(figures(0.76)))
+    assert "**Goal met:**" in "\n".join(agreement_section(path))

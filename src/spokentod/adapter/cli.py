@@ -110,6 +110,7 @@ def report(
     run: Annotated[Path, typer.Argument(help="The main training run directory.")],
     out: Annotated[Path, Opt(help="Markdown report path (its PNG goes beside it).")] = Path("reports/speech_adapter.md"),
     try_: Annotated[list[str] | None, Opt("--try", help="Another run for the table: 'label=dir'.")] = None,
+    agreement: Annotated[Path | None, Opt(help="Reply agreement JSON (benchmarks/speechlm_agreement.py --json).")] = None,
 ) -> None:
     """Write reports/speech_adapter.md (+ PNG) from the run files."""
     from spokentod.adapter.report import write_report
@@ -120,4 +121,4 @@ def report(
         if not sep or not label:
             raise typer.BadParameter(f"--try {item!r}: expected 'label=dir'")
         tried.append((label, path))
-    typer.echo(write_report(run, out, tried))
+    typer.echo(write_report(run, out, tried, agreement))

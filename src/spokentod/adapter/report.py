@@ -103,8 +103,36 @@ def _table(rows: dict[str, dict], head: str) -> list[str]:
     return out
 
 
+AGREEMENT_SLACK = 0.05  # the goal: the end-to-end reply's agreement ≥ the cascade's minus this
+
+
+def agreement_section(path: Path) -> list[str]:
+    """Reply agreement (benchmarks/speechlm_agreement.py --json): does speech behave like text for the LLM?"""
+    a = json.loads(path.read_text())
+    s = a["systems"]
+
+    def cell(v: list[float]) -> str:
+        return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+    lines = ["", "## Reply agreement: does the LLM answer speech as it answers text?", "",
+             (f"The same LLM answers {a['turns']} spoken user turns of {a['dialogues']} demo dialogues (gold history, "
+              "greedy); each system's reply is compared with the reply to the gold text: all-MiniLM-L6-v2 cosine and "
+              "exact match, 95 % bootstrap CIs over dialogues. Adapter: "
+              f"`{(a.get('adapter_sha256') or '?')[:12]}`."), "",
+             "| system | cosine to the text reply | exact match |", "|---|---:|---:|"]
+    lines += [f"| {name} | {cell(v['cosine'])} | {cell(v['exact'])} |" for name, v in s.items()]
+    if "cascade" in s and "e2e" in s:
+        bar = s["cascade"]["cosine"][0] - AGREEMENT_SLACK
+        ok = s["e2e"]["cosine"][0] >= bar
+        lines += ["", (f"**Goal {'met' if ok else 'not met'}:** end-to-end cosine {s['e2e']['cosine'][0]:.3f} vs "
+                       f"≥ {bar:.3f} (the cascade's {s['cascade']['cosine'][0]:.3f} − {AGREEMENT_SLACK}).")]
+    lines += ["", (f"From `{path}`: `spokentod bench run configs/speechlm_agreement.yaml --limit 6 && python "
+                   f"benchmarks/speechlm_agreement.py {a['run']} --json {path}`.")]
+    return lines
+
+
 def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
-                 tried: list[tuple[str, str]] | None = None) -> Path:
+                 tried: list[tuple[str, str]] | None = None, agreement: str | Path | None = None) -> Path:
     run, out = Path(run), Path(out)
     evals = _evals(run)
     if not evals:
@@ -153,11 +181,14 @@ def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
                   f"(not rendered: {cmeta.get('n_failed')}); hours: {json.dumps(cmeta.get('hours'))}; "
                   f"counts: {json.dumps(cmeta.get('counts'))}. The training run used sources "
                   f"{recipe.get('train', {}).get('sources') or 'all'}.")]
+    if agreement:
+        lines += agreement_section(Path(agreement))
     rows = [("this run", run)] + [(label, Path(p)) for label, p in tried or []]
     lines += ["", "## What was tried", "",
               "| run | settings | steps | train min | best dev WER (LLM) | best dev WER (CTC) |",
               "|---|---|---:|---:|---:|---:|"] + [tried_row(label, p) for label, p in rows]
     cmd = f"spokentod adapter report {run}" + "".join(f' --try "{label}={p}"' for label, p in tried or [])
+    cmd += f" --agreement {agreement}" if agreement else ""
     lines += ["", "## Regenerate", "", "```", cmd, "```", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

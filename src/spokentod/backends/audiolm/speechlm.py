@@ -110,7 +110,13 @@ class SpeechLM(Backend):
 
     def _pieces(self, emb: torch.Tensor, p: GenParams) -> Iterator[str]:
         """The reply text as it is generated (greedy, or sampled with the request's seed), cut at stop strings."""
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cancel = threading.Event()
+
+        class _Cancel(StoppingCriteria):  # a reply cut at a stop string ends generation there, not at max_tokens
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
 
         streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=False, skip_special_tokens=True)
         kw = ({"do_sample": True, "temperature": p.temperature, "top_p": p.top_p} if p.temperature > 0
@@ -125,7 +131,7 @@ class SpeechLM(Backend):
                     self.model.llm.generate(
                         inputs_embeds=emb[None], attention_mask=torch.ones(1, len(emb), dtype=torch.long),
                         max_new_tokens=p.max_tokens, eos_token_id=self.end_id, pad_token_id=self.end_id,
-                        streamer=streamer, **kw)
+                        streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]), **kw)
             except Exception as e:  # noqa: BLE001 -- re-raised in the caller's thread
                 error.append(e)
                 streamer.end()
@@ -147,6 +153,7 @@ class SpeechLM(Backend):
                     sent = len(text) - hold
             yield text[sent:]
         finally:
+            cancel.set()
             worker.join()
             if error:
                 raise error[0]

@@ -40,6 +40,7 @@ from spokentod.backends.base import (
     create,
     register,
 )
+from spokentod.backends.llm._generate import until_stop
 
 RATE = 16000
 MARKER = "\u2063SPEECH\u2063"  # invisible separators: no chat text contains it
@@ -138,20 +139,8 @@ class SpeechLM(Backend):
 
         worker = threading.Thread(target=work, name="spokentod-speechlm", daemon=True)
         worker.start()
-        stops = [s for s in (p.stop or []) if s]
-        text, sent = "", 0
         try:
-            for piece in streamer:
-                text += piece
-                hits = [text.find(s) for s in stops if s in text]
-                if hits:
-                    yield text[sent: min(hits)]
-                    return
-                hold = max((len(s) - 1 for s in stops), default=0)  # a stop string may be arriving
-                if len(text) - hold > sent:
-                    yield text[sent: len(text) - hold]
-                    sent = len(text) - hold
-            yield text[sent:]
+            yield from until_stop(streamer, p.stop or [])
         finally:
             cancel.set()
             worker.join()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,33 @@ def _held_back(text: str, stops: list[str]) -> int:
                 keep = k
                 break
     return keep
+
+
+def until_stop(pieces: Iterable[str], stops: list[str], on_stop: Callable[[], None] | None = None,
+               flush: Callable[[], bool] = lambda: True) -> Iterator[str]:
+    """Stream text pieces up to the first stop string: trailing characters that could start one are held
+    back until they cannot; `on_stop()` runs when one is found. When the pieces end without a stop, the held
+    tail is yielded if `flush()` says so (a generation that failed keeps it back)."""
+    stops = [s for s in stops if s]
+    text, sent = "", 0
+    for piece in pieces:
+        text += piece
+        if stops:
+            cut, found = _stop_cut(text, stops)
+            if found:
+                if on_stop is not None:
+                    on_stop()
+                if len(cut) > sent:
+                    yield cut[sent:]
+                return
+            ready = len(text) - _held_back(text, stops)
+        else:
+            ready = len(text)
+        if ready > sent:
+            yield text[sent:ready]
+            sent = ready
+    if flush() and len(text) > sent:
+        yield text[sent:]
 
 
 @dataclass
@@ -290,26 +317,11 @@ class ChatGenerator:
 
         worker = threading.Thread(target=work, name="spokentod-generate", daemon=True)
         worker.start()
-        stops = [s for s in (params.stop or []) if s]
-        text, sent = "", 0
+        def stopped() -> None:
+            run.stopped = True
+
         try:
-            for piece in streamer:
-                text += piece
-                if stops:
-                    cut, found = _stop_cut(text, stops)
-                    if found:
-                        run.stopped = True
-                        if len(cut) > sent:
-                            yield cut[sent:]
-                        return
-                    ready = len(text) - _held_back(text, stops)
-                else:
-                    ready = len(text)
-                if ready > sent:
-                    yield text[sent:ready]
-                    sent = ready
-            if run.error is None and len(text) > sent:
-                yield text[sent:]
+            yield from until_stop(streamer, params.stop or [], stopped, lambda: run.error is None)
         finally:
             cancel.set()
             worker.join()

@@ -80,21 +80,8 @@ def test_prepare_resumes_and_a_bad_row_names_its_line(model, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from spokentod.adapter import corpus as C
-    from spokentod.adapter.corpus import Utterance
-
-    root = tmp_path_factory.mktemp("distill-corpus")
-    rows = []
-    for i, text in enumerate(TEXTS):
-        for split in ("train", "dev"):
-            u = Utterance(id=f"{split}{i}", text=text, split=split, source="test", tts="espeak", voice="en-us",
-                          wpm=160, pitch=50, audio=f"audio/{split}/{i}.wav")
-            _, dur, err = C._render_one(str(root), u.model_dump(), "float32")
-            assert err is None
-            rows.append(u.model_copy(update={"duration": dur}))
-    (root / "manifest.jsonl").write_text("".join(u.model_dump_json() + "\n" for u in rows))
-    return root
+def corpus(render_adapter_corpus):
+    return render_adapter_corpus(TEXTS)
 
 
 def test_training_logs_the_distillation_loss_and_refuses_without_replies(corpus, model, tmp_path, tiny_llm):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from spokentod.adapter import corpus as C
-from spokentod.adapter.corpus import Utterance
 from spokentod.adapter.model import SpeechAdapter
 from spokentod.adapter.train import AdapterRecipe, Features, lr_at, train
 
@@ -18,18 +17,8 @@ TEXTS = ["I need a cheap hotel.", "Book a taxi to the museum.", "Thank you, good
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapter-corpus")
-    rows = []
-    for i, text in enumerate(TEXTS):
-        for split in ("train", "dev"):
-            u = Utterance(id=f"{split}{i}", text=text, split=split, source="test", tts="espeak", voice="en-us",
-                          wpm=160, pitch=50, audio=f"audio/{split}/{i}.wav")
-            _, dur, err = C._render_one(str(root), u.model_dump(), "float32")
-            assert err is None
-            rows.append(u.model_copy(update={"duration": dur}))
-    (root / "manifest.jsonl").write_text("".join(u.model_dump_json() + "\n" for u in rows))
-    return root
+def tiny_corpus(render_adapter_corpus):
+    return render_adapter_corpus(TEXTS)
 
 
 def recipe(tmp_path, corpus, llm, **train) -> AdapterRecipe:

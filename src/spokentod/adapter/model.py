@@ -262,10 +262,19 @@ class SpeechAdapter(nn.Module):
             raise AdapterError(f"{file}: no such file (not a speech adapter directory)")
         return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(file)).items()}
 
+    def load_adapter(self, path: str | os.PathLike) -> None:
+        """Take the weights of the adapter directory ``path``; an AdapterError if they do not fit this model."""
+        state = self.load_weights(path)
+        missing = sorted(set(self.adapter_state()) - set(state))
+        try:
+            if missing:
+                raise RuntimeError(f"it lacks {missing[:5]}")
+            self.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a missing key, or a shape that differs
+            raise AdapterError(f"{path}/adapter.safetensors does not fit this model: {e}") from None
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpeechAdapter:
-        from safetensors.torch import load_file
-
         path = Path(path)
         try:
             meta = json.loads((path / "adapter.json").read_text())
@@ -273,10 +282,6 @@ class SpeechAdapter(nn.Module):
         except (OSError, ValueError, KeyError) as e:
             raise AdapterError(f"{path}: not a speech adapter ({e})") from None
         model = cls.build(cfg, int(meta["feature_dim"]))
-        state = load_file(str(path / "adapter.safetensors"))
-        missing = set(model.adapter_state()) - set(state)
-        if missing:
-            raise AdapterError(f"{path}/adapter.safetensors lacks {sorted(missing)[:5]}")
-        model.load_state_dict(state, strict=False)
+        model.load_adapter(path)
         model.meta = meta
         return model.eval()

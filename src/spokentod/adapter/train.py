@@ -200,14 +200,7 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
     state = {"step": 0, "train_s": 0.0, "best_wer": None, "best_step": None}
     ckpt = out / "checkpoint.pt"
     if recipe.init and not ckpt.is_file():
-        start = SpeechAdapter.load_weights(recipe.init)
-        missing = sorted(set(model.adapter_state()) - set(start))
-        try:
-            if missing:
-                raise RuntimeError(f"it lacks {missing[:5]}")
-            model.load_state_dict(start, strict=False)
-        except RuntimeError as e:
-            raise AdapterError(f"init: {recipe.init} does not fit this recipe's model: {e}") from None
+        model.load_adapter(recipe.init)
     if ckpt.is_file():  # resume
         c = torch.load(ckpt, weights_only=False)
         model.load_state_dict(c["adapter"], strict=False)

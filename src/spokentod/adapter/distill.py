@@ -28,24 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from spokentod.adapter.model import SpeechAdapter
-from spokentod.dst.model.speechdst import IGNORE, stack_sequences
+from spokentod.dst.model.speechdst import labelled_logits
 from spokentod.progress import progress_bar
-
-
-def _labelled(seq_head: Tensor, reply: list[int], model: SpeechAdapter) -> tuple[Tensor, Tensor]:
-    emb = torch.cat([seq_head, model.embed(reply)])
-    labels = torch.full((len(emb),), IGNORE, dtype=torch.long, device=model.device)
-    labels[len(seq_head):] = torch.tensor(reply, device=model.device)
-    return emb, labels
 
 
 def reply_logits(llm: nn.Module, seqs: list[tuple[Tensor, Tensor]]) -> Tensor:
     """Vocabulary logits at every position that predicts a labelled token, [sum of reply lengths, V], in
     (sequence, position) order: two batches with the same replies line up row for row."""
-    emb, mask, labels = stack_sequences(seqs, left=False)
-    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
-    logits = llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits  # [B, K, V]
-    return logits[labels[:, keep + 1] != IGNORE].float()
+    return labelled_logits(llm, seqs)[0]
 
 
 def distill_loss(model: SpeechAdapter, speech: list[Tensor], texts: list[str], replies: list[list[int]]) -> Tensor:
@@ -53,10 +43,10 @@ def distill_loss(model: SpeechAdapter, speech: list[Tensor], texts: list[str], r
     the LLM hearing the speech vectors (``model.speech_inputs`` rows) in the same place."""
     ends = model.end_ids
     with torch.no_grad():
-        teacher = [_labelled(model.user_turn(model.embed(model._ids(t.strip()))), r + ends, model)
+        teacher = [model.labelled(model.user_turn(model.embed(model._ids(t.strip()))), r + ends)
                    for t, r in zip(texts, replies)]
         t_logp = reply_logits(model.llm, teacher).log_softmax(-1)
-    student = [_labelled(model.user_turn(s), r + ends, model) for s, r in zip(speech, replies)]
+    student = [model.labelled(model.user_turn(s), r + ends) for s, r in zip(speech, replies)]
     s_logp = reply_logits(model.llm, student).log_softmax(-1)
     return nn.functional.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
 
@@ -64,16 +54,7 @@ def distill_loss(model: SpeechAdapter, speech: list[Tensor], texts: list[str], r
 @torch.no_grad()
 def generate_replies(model: SpeechAdapter, texts: list[str], max_new_tokens: int = 40) -> list[list[int]]:
     """The frozen LLM's greedy reply token ids (end token excluded) to each text as a user turn."""
-    turns = [model.user_turn(model.embed(model._ids(t.strip()))) for t in texts]
-    unlabelled = [(e, torch.full((len(e),), IGNORE, dtype=torch.long, device=model.device)) for e in turns]
-    emb, mask, _ = stack_sequences(unlabelled, left=True)
-    end = model.end_ids[-1]
-    out = model.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=end, pad_token_id=end)
-    replies = []
-    for row in out.tolist():
-        replies.append(row[: row.index(end)] if end in row else row)
-    return replies
+    return model.generate_ids([model.user_turn(model.embed(model._ids(t.strip()))) for t in texts], max_new_tokens)
 
 
 def read_replies(path: str | Path) -> dict[str, list[int]]:

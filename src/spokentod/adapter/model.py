@@ -155,6 +155,13 @@ class SpeechAdapter(nn.Module):
         head = [self.embed(self.open_ids)] + ([instruction] if instruction is not None else [])
         return torch.cat([*head, speech, self.embed(self.close_ids)])
 
+    def labelled(self, head: Tensor, reply: list[int]) -> tuple[Tensor, Tensor]:
+        """(embeddings, labels) of ``head`` followed by the ``reply`` tokens, only the reply labelled."""
+        emb = torch.cat([head, self.embed(reply)])
+        labels = torch.full((len(emb),), IGNORE, dtype=torch.long, device=self.device)
+        labels[len(head):] = torch.tensor(reply, device=self.device)
+        return emb, labels
+
     # ------------------------------------------------------------------ ASR training
 
     def asr_losses(self, feats: list[Tensor], texts: list[str], ce: bool = True,
@@ -172,14 +179,9 @@ class SpeechAdapter(nn.Module):
 
             out["kd"] = distill_loss(self, [inputs[i] for i in kd], [texts[i] for i in kd], [replies[i] for i in kd])
         if ce:
-            seqs = []
-            for i, tgt in enumerate(targets):
-                head = self.user_turn(inputs[i], self.asr_instruction())
-                reply = tgt + self.end_ids
-                emb = torch.cat([head, self.embed(reply)])
-                labels = torch.full((len(emb),), IGNORE, dtype=torch.long, device=self.device)
-                labels[len(head):] = torch.tensor(reply, device=self.device)
-                seqs.append((emb, labels))
+            instruction = self.asr_instruction()
+            seqs = [self.labelled(self.user_turn(inputs[i], instruction), tgt + self.end_ids)
+                    for i, tgt in enumerate(targets)]
             out["ce"] = target_loss(self.llm, seqs)
         return out
 
@@ -216,13 +218,20 @@ class SpeechAdapter(nn.Module):
     # ------------------------------------------------------------------ decoding
 
     @torch.no_grad()
-    def generate(self, turns: list[Tensor], max_new_tokens: int = 48) -> list[str]:
-        """Greedy continuation of each prompt embedding sequence [L_i, H] (left padded into one batch)."""
+    def generate_ids(self, turns: list[Tensor], max_new_tokens: int = 48) -> list[list[int]]:
+        """Greedy continuation of each prompt embedding sequence [L_i, H] (left padded into one batch): the new
+        token ids, up to (not including) the end-of-turn token."""
         unlabelled = [(t, torch.full((len(t),), IGNORE, dtype=torch.long, device=self.device)) for t in turns]
         emb, mask, _ = stack_sequences(unlabelled, left=True)
+        end = self.end_ids[-1]
         out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                do_sample=False, eos_token_id=self.end_ids[-1], pad_token_id=self.end_ids[-1])
-        return [self.tokenizer.decode(s, skip_special_tokens=True).strip() for s in out]
+                                do_sample=False, eos_token_id=end, pad_token_id=end)
+        return [row[: row.index(end)] if end in row else row for row in out.tolist()]
+
+    @torch.no_grad()
+    def generate(self, turns: list[Tensor], max_new_tokens: int = 48) -> list[str]:
+        """Greedy continuation of each prompt embedding sequence, decoded."""
+        return [self.tokenizer.decode(s, skip_special_tokens=True).strip() for s in self.generate_ids(turns, max_new_tokens)]
 
     @torch.no_grad()
     def transcribe(self, feats: list[Tensor], max_new_tokens: int = 48) -> list[str]:

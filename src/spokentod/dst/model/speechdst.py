@@ -52,15 +52,23 @@ def stack_sequences(seqs: list[tuple[Tensor, Tensor]], left: bool) -> tuple[Tens
     return emb, mask, labels
 
 
-def target_loss(llm: nn.Module, seqs: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """Mean cross-entropy of a causal LM over the labelled positions of right-padded sequences."""
+def labelled_logits(llm: nn.Module, seqs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """(float32 logits [N, V], their target tokens [N]) at every position of the right-padded sequences that
+    predicts a labelled token, in (sequence, position) order: two batches with the same labels line up row
+    for row."""
     emb, mask, labels = stack_sequences(seqs, left=False)
     # Vocabulary logits only where some example predicts a target token (position t predicts t+1):
     # the prefix and prompt need none, which saves a large share of the step on a small LLM.
     keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
     logits = llm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                       labels[:, keep + 1].reshape(-1), ignore_index=IGNORE)
+    targets = labels[:, keep + 1]
+    rows = targets != IGNORE
+    return logits[rows].float(), targets[rows]
+
+
+def target_loss(llm: nn.Module, seqs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Mean cross-entropy of a causal LM over the labelled positions of right-padded sequences."""
+    return nn.functional.cross_entropy(*labelled_logits(llm, seqs))
 
 
 def resolve_llm(name: str) -> str:

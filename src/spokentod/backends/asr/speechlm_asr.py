@@ -8,10 +8,8 @@ LLM: faster, and on the shipped adapter more accurate; see reports/speech_adapte
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from spokentod.audio import as_waveform, is_silent, load_audio
@@ -26,22 +24,18 @@ RATE = 16000
 class SpeechLMASR(Backend):
     def __init__(self, adapter: str | os.PathLike | None = None, reader: Literal["llm", "ctc"] = "llm",
                  max_new_tokens: int = 64, threads: int | None = None):
-        from spokentod.adapter.model import SpeechAdapter  # torch + transformers: only when built
-        from spokentod.backends.audiolm.speechlm import embedded_adapter
-        from spokentod.dst.model.encoders import build_encoder
+        from spokentod.backends.audiolm.speechlm import Loaded  # torch + transformers: only when built
 
         if reader not in ("llm", "ctc"):
             raise ASRError(f"speechlm-asr reader must be 'llm' or 'ctc', not {reader!r}")
         _hf.set_threads(threads)
-        self.path = Path(adapter) if adapter else embedded_adapter()
-        self.model = SpeechAdapter.load(self.path)
-        self.encoder = build_encoder(self.model.cfg.encoder)
+        self.adapter = Loaded(adapter)
+        self.model, self.encoder = self.adapter.model, self.adapter.encoder
         self.reader, self.max_new_tokens = reader, int(max_new_tokens)
-        self.sha256 = hashlib.sha256((self.path / "adapter.safetensors").read_bytes()).hexdigest()
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "adapter_sha256": self.sha256, "llm": self.model.cfg.llm,
-                "encoder": self.encoder.identity(), "reader": self.reader, "max_new_tokens": self.max_new_tokens}
+        return {**super().identity(), **self.adapter.identity(), "reader": self.reader,
+                "max_new_tokens": self.max_new_tokens}
 
     def transcribe(self, audio: Any, language: str | None = None, rate: int | None = None) -> Transcript:
         if language not in (None, "en"):

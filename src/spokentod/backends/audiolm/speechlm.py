@@ -51,6 +51,23 @@ def embedded_adapter() -> Path:
     return Path(__file__).resolve().parents[2] / "adapter" / "embedded"
 
 
+class Loaded:
+    """A speech adapter with its encoder, as both speechlm backends (audiolm and asr) load it."""
+
+    def __init__(self, adapter: str | os.PathLike | None):
+        from spokentod.adapter.model import SpeechAdapter  # torch + transformers: only when built
+        from spokentod.dst.model.encoders import build_encoder
+
+        self.path = Path(adapter) if adapter else embedded_adapter()
+        self.model = SpeechAdapter.load(self.path)
+        self.encoder = build_encoder(self.model.cfg.encoder)
+        self.sha256 = hashlib.sha256((self.path / "adapter.safetensors").read_bytes()).hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        return {"adapter_sha256": self.sha256, "llm": self.model.cfg.llm, "encoder": self.encoder.identity(),
+                "compress": self.model.cfg.compress}
+
+
 def to_marked(messages: list[Message]) -> tuple[list[dict[str, str]], list[Any]]:
     """OpenAI-shaped messages → (plain-text chat with a MARKER per audio part, the audio arrays in order)."""
     conv: list[dict[str, str]] = []
@@ -75,14 +92,9 @@ def to_marked(messages: list[Message]) -> tuple[list[dict[str, str]], list[Any]]
 class SpeechLM(Backend):
     def __init__(self, adapter: str | os.PathLike | None = None, threads: int | None = None,
                  tts: dict[str, Any] | str | None = None, voice: str | None = None):
-        from spokentod.adapter.model import SpeechAdapter  # torch + transformers: only when built
-        from spokentod.dst.model.encoders import build_encoder
-
         _hf.set_threads(threads)
-        self.path = Path(adapter) if adapter else embedded_adapter()
-        self.model = SpeechAdapter.load(self.path)
-        self.encoder = build_encoder(self.model.cfg.encoder)
-        self.sha256 = hashlib.sha256((self.path / "adapter.safetensors").read_bytes()).hexdigest()
+        self.adapter = Loaded(adapter)
+        self.path, self.model, self.encoder = self.adapter.path, self.adapter.model, self.adapter.encoder
         tok = self.model.tokenizer
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.tts, self.voice = (create("tts", tts) if tts else None), voice
@@ -91,8 +103,7 @@ class SpeechLM(Backend):
 
     def identity(self) -> dict[str, Any]:
         talker = {"tts": self.tts.identity(), "voice": self.voice} if self.tts is not None else None
-        return {**super().identity(), "adapter_sha256": self.sha256, "llm": self.model.cfg.llm,
-                "encoder": self.encoder.identity(), "compress": self.model.cfg.compress, "talker": talker}
+        return {**super().identity(), **self.adapter.identity(), "talker": talker}
 
     def prompt_embeddings(self, messages: list[Message]) -> torch.Tensor:
         """[L, H] input embeddings of the chat, the adapter's vectors where the audio parts were."""

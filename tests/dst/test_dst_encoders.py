@@ -3,8 +3,12 @@ and the on-disk feature cache."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -301,3 +305,24 @@ def test_cache_default_root(frozen_whisper, monkeypatch, tmp_path):
     monkeypatch.setenv("SPOKENTOD_CACHE", str(tmp_path / "home-cache"))
     cache = FeatureCache(frozen_whisper)
     assert cache.dir == tmp_path / "home-cache" / "dst-features" / identity_hash(frozen_whisper)
+
+
+def test_file_hashes_persist_across_processes_and_follow_changes(tmp_path, monkeypatch):
+    """The (path, size, mtime) → sha256 index is on disk: another process reads it instead of hashing; a
+    file whose bytes change gets its new hash."""
+    monkeypatch.setenv("SPOKENTOD_CACHE", str(tmp_path / "cache"))
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"first")
+    probe = ("import sys; from spokentod.dst.model import features as f; print(f.file_sha256(sys.argv[1])); "
+             "print(f._hash_index().execute('SELECT COUNT(*) FROM hashes').fetchone()[0])")
+    out = subprocess.run([sys.executable, "-c", probe, str(wav)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [hashlib.sha256(b"first").hexdigest(), "1"]
+    # a second process finds the row: hashing is skipped (the index still has one row, and a lying row wins)
+    db = tmp_path / "cache" / "file-hashes" / "index.sqlite"
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE hashes SET sha256 = 'from-the-index'")
+    out = subprocess.run([sys.executable, "-c", probe, str(wav)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["from-the-index", "1"]
+    wav.write_bytes(b"second, longer")  # size (and mtime) change: a new key, hashed again
+    out = subprocess.run([sys.executable, "-c", probe, str(wav)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [hashlib.sha256(b"second, longer").hexdigest(), "2"]

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
@@ -38,21 +40,46 @@ from spokentod.paths import cache_dir
 from spokentod.progress import progress_bar
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) → sha256, for this process
+_INDEX: tuple[int, sqlite3.Connection] | None = None  # (pid, connection): a forked child opens its own
+_INDEX_LOCK = threading.Lock()
+
+
+def _hash_index() -> sqlite3.Connection:
+    """The on-disk (path, size, mtime_ns) → sha256 index shared by every process, as git's index keys file
+    content: a corpus of 38k WAVs is hashed once, not at every start of training (minutes each time)."""
+    global _INDEX
+    if _INDEX is None or _INDEX[0] != os.getpid():
+        db = sqlite3.connect(cache_dir("file-hashes") / "index.sqlite", timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")  # a lost row is only re-hashed
+        db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT, size INTEGER, mtime_ns INTEGER, "
+                   "sha256 TEXT, PRIMARY KEY (path, size, mtime_ns))")
+        _INDEX = (os.getpid(), db)
+    return _INDEX[1]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, remembered per (resolved path, size, mtime_ns) so a file read again in the
-    same process is not re-hashed unless it changed."""
+    """sha256 of a file's bytes, remembered per (resolved path, size, mtime_ns) in this process and in the
+    on-disk index, so a file is not re-hashed unless it changed."""
     p = Path(path).resolve()
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
+    if key in _FILE_HASHES:
+        return _FILE_HASHES[key]
+    with _INDEX_LOCK:
+        row = _hash_index().execute("SELECT sha256 FROM hashes WHERE path=? AND size=? AND mtime_ns=?",
+                                    key).fetchone()
+    if row is None:
         h = hashlib.sha256()
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
+        row = (h.hexdigest(),)
+        with _INDEX_LOCK:
+            _hash_index().execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", (*key, row[0]))
+    _FILE_HASHES[key] = row[0]
+    return row[0]
 
 
 def identity_hash(encoder: SpeechEncoder) -> str:

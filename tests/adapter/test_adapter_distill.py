@@ -98,7 +98,25 @@ def test_training_logs_the_distillation_loss_and_refuses_without_replies(corpus,
     train(r)
     log = [json.loads(x) for x in (tmp_path / "out/log.jsonl").read_text().splitlines()]
     assert ["kd" in row for row in log] == [False, False, True, True]  # only once the LLM phase starts
-    assert all(row["kd"] >= 0 for row in log[2:])
+    assert all(row["kd"] >= 0 and row["kd_items"] == 2 for row in log[2:])
+
+
+def test_distillation_items_come_from_the_replied_texts_however_few(corpus, model, tmp_path, tiny_llm):
+    """One replied text among many: every LLM-phase batch still holds `distill_items` of it (the reply pool
+    has its own stream; drawn with the corpus it would be in a batch rarely), and best/ follows the last
+    evaluation with select: last."""
+    replies = tmp_path / "replies.jsonl"
+    prepare_replies(model, TEXTS[:1], replies, max_new_tokens=4)
+    r = AdapterRecipe.model_validate({
+        "corpus": str(corpus), "out": str(tmp_path / "out"), "features": str(tmp_path / "feats"),
+        "model": {"llm": str(tiny_llm), "connector": {"width": 32, "layers": 1, "heads": 2, "ff": 64}},
+        "train": {"steps": 4, "budget_minutes": None, "batch_size": 2, "warmup": 1, "eval_every": 2,
+                  "dev_limit": 3, "log_every": 1, "max_new_tokens": 4, "bucket": 1, "select": "last",
+                  "distill_weight": 1.0, "distill_replies": str(replies), "distill_items": 1}})
+    train(r)
+    log = [json.loads(x) for x in (tmp_path / "out/log.jsonl").read_text().splitlines()]
+    assert [row.get("kd_items") for row in log] == [1, 1, 1, 1]
+    assert json.loads((tmp_path / "out/best/adapter.json").read_text())["step"] == 4
 
 
 def test_training_can_start_from_a_trained_adapter(corpus, model, tmp_path, tiny_llm):

@@ -93,3 +93,27 @@ def test_cluster_bootstrap_no_difference_and_missing_values():
     assert d.lo < 0 < d.hi and d.p > 0.05
     one = stats.cluster_bootstrap_diff({"d0": [1.0]}, {"d0": [2.0]})
     assert one.diff == -1.0 and math.isnan(one.lo)
+
+
+def test_slope_difference_matches_polyfit_and_resolves_a_real_decline():
+    rng = np.random.default_rng(1)
+    a, b = {}, {}
+    for d in range(30):
+        level = rng.normal(0, 0.2)  # a dialogue's difficulty, shared by both systems (paired)
+        a[f"d{d}"] = [(t, level + 0.5 - 0.05 * t + rng.normal(0, 0.05)) for t in range(1, 7)]
+        b[f"d{d}"] = [(t, level + 0.5 + rng.normal(0, 0.05)) for t in range(1, 7)]
+    a["d0"].append((7, None))  # missing: dropped, not a zero
+    b["d0"].append((7, float("nan")))
+    r = stats.cluster_bootstrap_slope_diff(a, b, n_boot=500)
+    xs = [(x, y) for d in a.values() for x, y in d if y is not None]
+    assert r.a == pytest.approx(np.polyfit(*zip(*xs), 1)[0])
+    assert r.a == pytest.approx(-0.05, abs=0.01) and abs(r.b) < 0.01
+    assert r.lo < r.diff < r.hi < 0 and r.p < 0.01 and r.clusters == 30
+    assert r.a_lo < r.a < r.a_hi and r.b_lo < 0 < r.b_hi
+    same = stats.cluster_bootstrap_slope_diff(b, b, n_boot=200)
+    assert same.diff == 0 and same.lo == same.hi == 0  # paired: identical systems differ by exactly 0
+
+
+def test_slope_difference_without_enough_dialogues_has_no_interval():
+    r = stats.cluster_bootstrap_slope_diff({"x": [(1, 1.0), (2, 0.0)]}, {"x": [(1, 0.0), (2, 0.0)]})
+    assert r.diff == pytest.approx(-1.0) and math.isnan(r.lo) and r.clusters == 1

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jiwer
 import torch
@@ -66,7 +66,10 @@ class TrainSettings(BaseModel):
     bucket: int = 32  # draw batch*bucket utterances, sort by length, cut into batches (less padding)
     distill_weight: float = 0.0  # total += distill_weight * KL to the text-reading LLM (adapter/distill.py)
     distill_replies: str | None = None  # the cached replies JSONL (spokentod adapter replies)
-    distill_items: int = Field(4, ge=1)  # utterances per batch that also get the distillation loss
+    distill_items: int = Field(4, ge=1)  # of each batch, this many are drawn from the utterances that have a
+    # cached reply (and get the distillation loss too); the rest come from the whole training set as usual
+    select: Literal["wer", "last"] = "wer"  # best/ keeps the lowest dev WER, or the latest evaluation (a
+    # distillation run trades some WER for replies like the text's, which dev WER does not see)
     sources: list[str] | None = None  # train only on these corpus sources (None: all), e.g. real turns only
 
 
@@ -215,7 +218,14 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
             raise AdapterError(f"train.distill_weight > 0 but train.distill_replies ({s.distill_replies}) has no "
                                "replies: run `spokentod adapter replies` first")
     rng = random.Random(f"{s.seed}:{state['step']}")
-    stream = _batches(train_set, s.batch_size, s.bucket, rng)
+    # The reply pool is a small part of the corpus (thousands of 38k texts): drawn from the corpus like any
+    # utterance, a batch of 8 would hold a replied one 2 times in 10, so it gets its own stream.
+    pool = [u for u in train_set if u.text.strip() in replies]
+    if replies and not pool:
+        raise AdapterError(f"{s.distill_replies}: none of its texts is in the training split")
+    n_kd = min(s.distill_items, s.batch_size) if pool else 0
+    stream = _batches(train_set, s.batch_size - n_kd, s.bucket, rng) if s.batch_size > n_kd else None
+    kd_stream = _batches(pool, n_kd, s.bucket, rng) if n_kd else None
     budget = s.budget_minutes * 60 if s.budget_minutes else float("inf")
     wall0 = time.perf_counter()
     model.train()
@@ -224,13 +234,14 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
         while state["step"] < s.steps and state["train_s"] < budget:
             step = state["step"]
             t0 = time.perf_counter()
-            batch = next(stream)
+            ce = step >= s.ctc_only_steps
+            kd_batch = next(kd_stream) if kd_stream else []  # in the CTC-only phase: plain ASR items
+            batch = (next(stream) if stream else []) + kd_batch
             x = feats.get(batch)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s)
-            ce = step >= s.ctc_only_steps
-            losses = model.asr_losses(x, [u.text for u in batch], ce=ce, distill_items=s.distill_items,
-                                      replies=[replies.get(u.text.strip()) for u in batch] if ce and replies else None)
+            losses = model.asr_losses(x, [u.text for u in batch], ce=ce, distill_items=n_kd,
+                                      replies=[replies.get(u.text.strip()) for u in batch] if ce and kd_batch else None)
             loss = losses["ce"] + s.ctc_weight * losses["ctc"] if "ce" in losses else losses["ctc"]
             if "kd" in losses:
                 loss = loss + s.distill_weight * losses["kd"]
@@ -244,7 +255,7 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
             if step % s.log_every == 0:
                 row = {"step": step, **{k: round(float(v.detach()), 4) for k, v in losses.items()}, "lr": lr_at(step, s),
                        "train_s": round(state["train_s"], 1), "wall_s": round(time.perf_counter() - wall0, 1),
-                       "frames": sum(len(f) for f in x)}
+                       "frames": sum(len(f) for f in x), **({"kd_items": len(kd_batch)} if "kd" in losses else {})}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             last = step >= s.steps or state["train_s"] >= budget
@@ -255,7 +266,7 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
                 ev = {"step": step, "train_s": round(state["train_s"], 1), **evaluate(model, feats, dev, s, llm)}
                 with (out / "eval.jsonl").open("a") as f:
                     f.write(json.dumps(ev) + "\n")
-                if llm and (state["best_wer"] is None or ev["wer"] < state["best_wer"]):
+                if llm and (state["best_wer"] is None or ev["wer"] < state["best_wer"] or s.select == "last"):
                     state["best_wer"], state["best_step"] = ev["wer"], step
                     model.save(out / "best", {"step": step, "dev_wer": ev["wer"], "train_s": state["train_s"]})
                 bar.console.print(f"step {step}: dev WER {ev.get('wer', float('nan')):.3f} {ev.get('wer_by_tts')} "

@@ -9,6 +9,8 @@ None/NaN (missing is never zero), and returns the n it actually used.
 - `pearson_ci`: Pearson r with a Fisher-z interval (r ± z / sqrt(n - 3) on atanh scale).
 - `cluster_bootstrap_diff`: mean(A) - mean(B) with a percentile bootstrap over dialogues, paired when the
   two systems ran the same dialogues.
+- `cluster_bootstrap_slope_diff`: degradation per turn (OLS slope of a metric on R1..Rn) of two systems
+  and its difference, with the same bootstrap over dialogues.
 """
 
 from __future__ import annotations
@@ -214,3 +216,72 @@ def spearman_ci(x: Sequence[float | None], y: Sequence[float | None], level: flo
     z = math.atanh(min(max(rho, -0.999999999999), 0.999999999999))
     half = float(stats.norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
     return Correlation(rho, math.tanh(z - half), math.tanh(z + half), n, p)
+
+
+@dataclass(frozen=True)
+class SlopeDifference:
+    a: float  # slope of A: change of the metric per turn (OLS over all of A's (turn, value) points)
+    b: float
+    diff: float  # a - b
+    lo: float  # bootstrap interval of diff
+    hi: float
+    p: float
+    clusters: int  # dialogues used (shared ones when paired)
+    a_lo: float = NAN  # bootstrap intervals of each slope alone
+    a_hi: float = NAN
+    b_lo: float = NAN
+    b_hi: float = NAN
+
+
+def _slope_sums(points: Mapping[str, Iterable[tuple[float, float | None]]], ids: list[str]) -> np.ndarray:
+    """Per cluster [n, Σx, Σy, Σxy, Σx²] of its finite points: a weighted sum of rows is a resample's OLS."""
+    rows = []
+    for i in ids:
+        xy = np.array([(x, y) for x, y in points[i] if y is not None and math.isfinite(y)], dtype=float).reshape(-1, 2)
+        x, y = xy[:, 0], xy[:, 1]
+        rows.append([len(x), x.sum(), y.sum(), (x * y).sum(), (x * x).sum()])
+    return np.array(rows, dtype=float).reshape(-1, 5)
+
+
+def _ols_slope(s: np.ndarray) -> np.ndarray:
+    """Slope from summed [n, Σx, Σy, Σxy, Σx²] (last axis); NaN where x does not vary."""
+    n, sx, sy, sxy, sxx = np.moveaxis(s, -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = n * sxx - sx * sx
+        return np.where(den > 0, (n * sxy - sx * sy) / np.where(den > 0, den, 1), NAN)
+
+
+def cluster_bootstrap_slope_diff(a: Mapping[str, Iterable[tuple[float, float | None]]],
+                                 b: Mapping[str, Iterable[tuple[float, float | None]]], n_boot: int = 2000,
+                                 seed: int = 0, level: float = LEVEL) -> SlopeDifference:
+    """Degradation by turn: the OLS slope of value on turn for A and for B (pooled over dialogues) and
+    slope(A) − slope(B), with a percentile bootstrap over dialogues — paired (one draw for both) on the
+    shared dialogues when there are ≥ 2, since a dialogue that gets harder with each turn does so for both.
+
+    `a` and `b` map a dialogue id to its (turn, value) points; missing values (None/NaN) are dropped."""
+    def usable(m: Mapping) -> list[str]:
+        return [k for k in m if any(y is not None and math.isfinite(y) for _, y in m[k])]
+
+    ids_a, ids_b = usable(a), usable(b)
+    shared = sorted(set(ids_a) & set(ids_b))
+    paired = len(shared) >= 2
+    if paired:
+        ids_a = ids_b = shared
+    sa, sb = _slope_sums(a, ids_a), _slope_sums(b, ids_b)
+    ma, mb = float(_ols_slope(sa.sum(0))), float(_ols_slope(sb.sum(0)))
+    k = len(shared) if paired else min(len(ids_a), len(ids_b))
+    if len(ids_a) < 2 or len(ids_b) < 2:
+        return SlopeDifference(ma, mb, ma - mb, NAN, NAN, NAN, k)
+    rng = np.random.default_rng(seed)
+    wa = _weights(rng, len(ids_a), n_boot)
+    wb = wa if paired else _weights(rng, len(ids_b), n_boot)
+    boot_a, boot_b = _ols_slope(wa @ sa), _ols_slope(wb @ sb)
+    boot = boot_a - boot_b
+    ok = np.isfinite(boot)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    lo, hi = np.percentile(boot[ok], q)
+    a_lo, a_hi = np.percentile(boot_a[np.isfinite(boot_a)], q)
+    b_lo, b_hi = np.percentile(boot_b[np.isfinite(boot_b)], q)
+    p = min(1.0, 2 * min((boot[ok] <= 0).mean(), (boot[ok] >= 0).mean()))
+    return SlopeDifference(ma, mb, ma - mb, float(lo), float(hi), float(p), k, float(a_lo), float(a_hi),
+                           float(b_lo), float(b_hi))

@@ -201,6 +201,21 @@ def report(dirs: Annotated[list[Path], typer.Argument(help="Scored run directori
                       f"{len([k for k in written if k.endswith('.csv')])} CSV tables in {written['report.md'].parent}")
 
 
+@app.command()
+def study(dirs: Annotated[list[Path], typer.Argument(help="Scored run directories of the study.")],
+          out: Annotated[Path, typer.Option("--out", help="The study's markdown; the full report goes in the folder "
+                                            "of the same name.")] = Path("reports/context_trap_cpu.md")) -> None:
+    """The Context Trap study report: verdict (e2e vs cascade per-turn slopes with CIs), stage times, then the
+    full bench report — all computed from the run files."""
+    from spokentod.studies.context_trap import write
+
+    try:
+        written = write(list(dirs), out)
+    except ReportError as e:
+        raise _fail(str(e)) from None
+    out_console.print(f"wrote {written['study']} and {written['report.html']}")
+
+
 @app.command("judge-check")
 def judge_check_cmd(
     corpus: Annotated[str | None, typer.Option("--corpus", help="A registered corpus (salesbot2, multiwoz22, demo...).")

@@ -98,7 +98,7 @@ def export(
     out: Annotated[Path | None, Opt(help="Destination (default: the package's embedded adapter).")] = None,
 ) -> None:
     """Write the adapter in float16 with its sidecar (training facts, measured WER, re-train command)."""
-    from spokentod.adapter.evaluate import EMBEDDED
+    from spokentod.adapter import EMBEDDED
     from spokentod.adapter.evaluate import export as run
 
     meta = run(adapter, out or EMBEDDED)

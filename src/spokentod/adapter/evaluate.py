@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
+from spokentod.adapter import EMBEDDED
 from spokentod.adapter.corpus import Split, Utterance, read_manifest
 from spokentod.adapter.model import SpeechAdapter
 from spokentod.adapter.train import AdapterRecipe, Features, decode, wer
 from spokentod.atomic import write_json
 from spokentod.progress import progress_bar
 
-EMBEDDED = Path(__file__).resolve().parent / "embedded"
 RETRAIN = ("spokentod adapter prepare --out runs/adapter/corpus && "
            "spokentod adapter train configs/adapter/smollm2_tiny.yaml --set out=runs/adapter/run2 && "
            "spokentod adapter eval runs/adapter/run2/best --split test && "

@@ -41,7 +41,15 @@ from torch import Tensor, nn
 
 from spokentod.atomic import atomic_write
 from spokentod.dst.model.config import ConnectorConfig, EncoderConfig
-from spokentod.dst.model.speechdst import IGNORE, Connector, resolve_llm, stack_sequences, target_loss
+from spokentod.dst.model.speechdst import (
+    IGNORE,
+    Connector,
+    ctc_best,
+    ctc_segments,
+    resolve_llm,
+    stack_sequences,
+    target_loss,
+)
 from spokentod.errors import SpokenTODError
 
 
@@ -113,26 +121,11 @@ class SpeechAdapter(nn.Module):
 
     def ctc_classes(self, frames: Tensor) -> Tensor:
         """Best class per frame over the full vocabulary + blank (index ``vocab``) [B, T]; no gradient."""
-        emb = self.llm.get_input_embeddings().weight
-        with torch.no_grad():
-            return torch.stack([(f @ torch.cat([emb, self.ctc_blank[None]]).T).argmax(-1) for f in frames])
+        return ctc_best(frames, self.llm.get_input_embeddings().weight, self.ctc_blank)
 
     def segments(self, frames: Tensor, lengths: Tensor) -> list[Tensor]:
-        """CTC compression of [B, P, H] frames: one mean vector per run of the same non-blank best class.
-        An utterance whose frames are all blank keeps its frames (nothing is better than silence)."""
-        best = self.ctc_classes(frames)
-        blank = self.llm.get_input_embeddings().weight.shape[0]
-        out = []
-        for f, row, n in zip(frames, best, lengths.tolist()):
-            f, row = f[:n], row[:n]
-            start = torch.ones(n, dtype=torch.bool, device=f.device)
-            start[1:] = row[1:] != row[:-1]
-            group = start.cumsum(0) - 1
-            means = torch.zeros(int(group[-1]) + 1, f.shape[1], device=f.device, dtype=f.dtype).index_add(0, group, f)
-            means = means / torch.bincount(group).to(f.dtype)[:, None]
-            keep = row[start] != blank
-            out.append(means[keep] if keep.any() else f)
-        return out
+        """CTC compression of [B, P, H] frames (dst.model.speechdst.ctc_segments)."""
+        return ctc_segments(frames, lengths, self.ctc_classes(frames), self.llm.get_input_embeddings().weight.shape[0])
 
     def speech_inputs(self, feats: list[Tensor]) -> list[Tensor]:
         """What the LLM reads for each utterance [N_i, H]: the connector frames or their CTC segments."""

@@ -22,12 +22,12 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from spokentod.adapter import adapter_dir
 from spokentod.backends import _hf
 from spokentod.backends.audiolm._parts import part_audio, part_text, parts
 from spokentod.backends.base import (
@@ -46,11 +46,6 @@ RATE = 16000
 MARKER = "\u2063SPEECH\u2063"  # invisible separators: no chat text contains it
 
 
-def embedded_adapter() -> Path:
-    """The adapter weights shipped in the package (see spokentod/adapter/embedded/adapter.json)."""
-    return Path(__file__).resolve().parents[2] / "adapter" / "embedded"
-
-
 class Loaded:
     """A speech adapter with its encoder, as both speechlm backends (audiolm and asr) load it."""
 
@@ -58,7 +53,7 @@ class Loaded:
         from spokentod.adapter.model import SpeechAdapter  # torch + transformers: only when built
         from spokentod.dst.model.encoders import build_encoder
 
-        self.path = Path(adapter) if adapter else embedded_adapter()
+        self.path = adapter_dir(adapter)
         self.model = SpeechAdapter.load(self.path)
         self.encoder = build_encoder(self.model.cfg.encoder)
         self.sha256 = hashlib.sha256((self.path / "adapter.safetensors").read_bytes()).hexdigest()

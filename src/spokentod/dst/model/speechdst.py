@@ -71,6 +71,31 @@ def target_loss(llm: nn.Module, seqs: list[tuple[Tensor, Tensor]]) -> Tensor:
     return nn.functional.cross_entropy(*labelled_logits(llm, seqs))
 
 
+def ctc_best(frames: Tensor, embeddings: Tensor, blank: Tensor) -> Tensor:
+    """Best class per connector frame over the LLM's token embeddings + a blank vector (index = vocabulary
+    size) [B, T]; no gradient. The CTC head of the speech adapter (adapter/model.py)."""
+    with torch.no_grad():
+        classes = torch.cat([embeddings, blank[None]]).T
+        return torch.stack([(f @ classes).argmax(-1) for f in frames])
+
+
+def ctc_segments(frames: Tensor, lengths: Tensor, best: Tensor, blank_id: int) -> list[Tensor]:
+    """CTC compression of [B, P, H] frames: one mean vector per run of the same non-blank best class
+    (`best` from ctc_best). An utterance whose frames are all blank keeps its frames (nothing is better than
+    silence). The segmentation is discrete; the gradient flows through the means."""
+    out = []
+    for f, row, n in zip(frames, best, lengths.tolist()):
+        f, row = f[:n], row[:n]
+        start = torch.ones(n, dtype=torch.bool, device=f.device)
+        start[1:] = row[1:] != row[:-1]
+        group = start.cumsum(0) - 1
+        means = torch.zeros(int(group[-1]) + 1, f.shape[1], device=f.device, dtype=f.dtype).index_add(0, group, f)
+        means = means / torch.bincount(group).to(f.dtype)[:, None]
+        keep = row[start] != blank_id
+        out.append(means[keep] if keep.any() else f)
+    return out
+
+
 def resolve_llm(name: str) -> str:
     """An embedded name → its converted local directory; anything else is passed to from_pretrained."""
     if name == "smollm2":
@@ -180,6 +205,9 @@ class SpeechDST(nn.Module):
         emb = llm.get_input_embeddings()
         hidden = emb.embedding_dim
         self.connector = Connector(feature_dim, hidden, cfg.connector)
+        if cfg.compress == "ctc":  # the speech adapter's CTC head (same names: its weights load as they are)
+            self.ctc_blank = nn.Parameter(torch.zeros(hidden))
+            self.ctc_log_scale = nn.Parameter(torch.zeros(()))
         self.text_encoder = TextEncoder(len(tokenizer), emb, cfg.text_encoder, cfg.connector)
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         if tokenizer.eos_token_id is None:
@@ -216,6 +244,8 @@ class SpeechDST(nn.Module):
             p.requires_grad = True
         for p in self.text_encoder.parameters():
             p.requires_grad = phase == "dst"
+        for name, p in self.named_parameters(recurse=False):  # the CTC head: no DST loss trains it
+            p.requires_grad = not name.startswith("ctc_")
         self.phase = phase
 
     def attach_encoder(self, encoder) -> None:
@@ -229,7 +259,7 @@ class SpeechDST(nn.Module):
         """What a checkpoint holds: LoRA, connector, text encoder and a trainable speech encoder (the base
         LLM and a frozen encoder are reloaded from their paths)."""
         return {k: v.detach().clone() for k, v in self.state_dict().items()
-                if k.startswith(("connector.", "text_encoder.", "speech_encoder.")) or "lora_" in k}
+                if k.startswith(("connector.", "text_encoder.", "speech_encoder.", "ctc_")) or "lora_" in k}
 
     def load_trainable_state_dict(self, sd: dict[str, Tensor]) -> None:
         own = self.trainable_state_dict()
@@ -246,6 +276,34 @@ class SpeechDST(nn.Module):
         atomic_write(out / "trainable.safetensors",
                      save({k: v.contiguous() for k, v in self.trainable_state_dict().items()}))
         (out / "model.json").write_text(json.dumps(meta, indent=1))
+
+    def load_speech_adapter(self, path: str | os.PathLike) -> None:
+        """Start from a trained speech adapter (spokentod adapter train; "embedded" is the shipped one): its
+        connector and CTC head become this model's — phase 1 done. The adapter's LLM, encoder, connector and
+        compression must be this model's; a SpokenTODError names every field that differs."""
+        from spokentod.adapter import adapter_dir
+        from spokentod.adapter.model import SpeechAdapter
+
+        path = adapter_dir(path)
+        try:
+            meta = json.loads((path / "adapter.json").read_text())
+            a = meta["config"]
+        except (OSError, ValueError, KeyError) as e:
+            raise SpokenTODError(f"{path}: not a speech adapter ({e})") from None
+        ours = self.cfg.model_dump(mode="json")
+        runtime = {"device", "threads", "batch_size", "dropout"}  # how it runs, not what it computes
+        diffs = [f"model.{k}: adapter {a.get(k)!r}, recipe {ours[k]!r}" for k in ("llm", "compress")
+                 if a.get(k) != ours[k]]
+        for k in ("encoder", "connector"):
+            diffs += [f"model.{k}.{f}: adapter {a[k].get(f)!r}, recipe {v!r}" for f, v in ours[k].items()
+                      if f not in runtime and a.get(k, {}).get(f) != v]
+        if meta.get("feature_dim") != self.connector.convs[0].in_channels:
+            diffs.append(f"encoder width: adapter {meta.get('feature_dim')}, recipe {self.connector.convs[0].in_channels}")
+        if diffs:
+            raise SpokenTODError(f"{path}: the speech adapter does not fit this model — " + "; ".join(diffs))
+        state = SpeechAdapter.load_weights(path)
+        mine = {k: v for k, v in state.items() if k.startswith(("connector.", "ctc_"))}
+        self.load_state_dict({k: v.to(self.device) for k, v in mine.items()}, strict=False)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> SpeechDST:
@@ -298,7 +356,13 @@ class SpeechDST(nn.Module):
                 feat_lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
                 feats = nn.utils.rnn.pad_sequence([f.to(self.device) for f in feats], batch_first=True)
             feats = feats.to(device=self.device, dtype=self.connector.proj.weight.dtype)
-            return self.connector(feats, feat_lengths.to(self.device))
+            frames, lengths = self.connector(feats, feat_lengths.to(self.device))
+            if self.cfg.compress == "none":
+                return frames, lengths
+            vocab = self.llm.get_input_embeddings().weight
+            segs = ctc_segments(frames, lengths, ctc_best(frames, vocab, self.ctc_blank), vocab.shape[0])
+            return (nn.utils.rnn.pad_sequence(segs, batch_first=True),
+                    torch.tensor([len(x) for x in segs], device=self.device))
         if texts is None:
             raise ValueError(f"prefix mode {mode!r} needs texts")
         if mode == "none":

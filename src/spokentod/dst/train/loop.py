@@ -227,7 +227,9 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
     model.attach_encoder(encoder)
     if n == 2 and init_deltas:  # what phase 1 trained: the connector (and an unfrozen encoder)
         model.load_state_dict({k: v for k, v in init_deltas.items()
-                               if k.startswith(("connector.", "speech_encoder."))}, strict=False)
+                               if k.startswith(("connector.", "speech_encoder.", "ctc_"))}, strict=False)
+    if n == 2 and cfg.speech_adapter:  # a trained adapter is phase 1
+        model.load_speech_adapter(cfg.speech_adapter)
     if features.trainable:  # an unfrozen encoder trains in phase 1 only (phase 2 keeps it fixed)
         for p in encoder.module.parameters():
             p.requires_grad = n == 1

@@ -8,7 +8,7 @@
       speech_train: {manifest: ..., modality: speech}
       text_train:   {corpus: multiwoz21, path: ../shared/data/..., modality: text, limit: 200}
       dev:          {manifest: ..., modality: speech, limit: 20}
-    phase1: {steps: 200, batch_size: 8, lr: 1e-3, warmup: 20, dev: dev}
+    phase1: {steps: 200, batch_size: 8, lr: 1e-3, warmup: 20, dev: dev}   # or speech_adapter: embedded
     phase2:
       steps: 300
       losses:                      # the reference recipe's three cross-entropies, weights from the config
@@ -109,6 +109,10 @@ class RecipeConfig(_Cfg):
     phase1: PhaseConfig | None = None
     phase2: PhaseConfig | None = None
     init_from: str | None = None  # phase 2 only: start from this phase-1 checkpoint (default: this run's)
+    # Phase 2 starts from a trained speech adapter instead of phase 1 ("embedded": the one shipped in the
+    # package; or an adapter directory): its connector and CTC head. model.encoder/connector/compress must
+    # be the adapter's (checked when phase 2 starts).
+    speech_adapter: str | None = None
     device: str = "auto"          # auto: cuda when available
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the GPU supports it
     feature_cache: bool = True   # frozen encoder: compute features once per utterance (on disk)
@@ -129,6 +133,12 @@ class RecipeConfig(_Cfg):
             for loss in ph.losses:
                 if loss.batch_of and loss.batch_of not in own:
                     raise ValueError(f"{pname}.losses.{loss.name}.batch_of: no loss named {loss.batch_of!r}")
+        if self.speech_adapter and (self.phase1 or self.init_from):
+            raise ValueError("speech_adapter: phase 2 starts from the adapter, so there is no phase1 / init_from to "
+                             "start from as well (drop one)")
+        if self.model.compress == "ctc" and not (self.speech_adapter or self.init_from):
+            raise ValueError("model.compress: ctc needs a trained CTC head: set speech_adapter (or init_from a "
+                             "checkpoint that has one)")
         if self.phase1 and not self.phase1.data:
             raise ValueError("phase1.data: name the ASR data set")
         if self.phase2 and not self.phase2.losses:

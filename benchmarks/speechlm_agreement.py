@@ -2,6 +2,7 @@
 
     spokentod bench run configs/speechlm_agreement.yaml --limit 6
     python benchmarks/speechlm_agreement.py runs/speechlm-agreement [--json reports/speech_adapter/agreement.json]
+        [--extra distilled=runs/speechlm-agreement-distill:e2e]   # another adapter's e2e run, same turns
 
 For every user turn both systems answered, compares each system's reply with the `text` system's (the same
 LLM given the gold user text): all-MiniLM-L6-v2 cosine and the exact-match rate under greedy decoding, with
@@ -46,10 +47,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--systems", nargs="+", default=["cascade", "e2e"])
+    ap.add_argument("--extra", nargs="*", default=[], metavar="LABEL=RUN:SYSTEM",
+                    help="Also compare a system of another run on the same turns, e.g. a second adapter: "
+                         "distilled=runs/speechlm-agreement-distill:e2e")
     ap.add_argument("--json", type=Path, help="Also write the figures here (spokentod adapter report --agreement).")
     args = ap.parse_args()
     ref = replies(args.run, "text")
     got = {s: replies(args.run, s) for s in args.systems}
+    extra_runs = {}
+    for item in args.extra:
+        label, _, where = item.partition("=")
+        run, _, system = where.rpartition(":")
+        if not (label and run and system):
+            ap.error(f"--extra {item!r}: expected LABEL=RUN:SYSTEM")
+        got[label], extra_runs[label] = replies(Path(run), system), Path(run)
     keys = sorted(set(ref).intersection(*[set(g) for g in got.values()]))
     if not keys:
         print("no user turn answered by every system", file=sys.stderr)
@@ -68,12 +79,16 @@ def main() -> int:
         print(f"{s:10} {c[0]:8.3f} [{c[1]:.3f}, {c[2]:.3f}] {e[0]:10.3f} [{e[1]:.3f}, {e[2]:.3f}]")
         figures[s] = {"cosine": list(c), "exact": list(e)}
     if args.json:
-        meta = json.loads((args.run / "run.json").read_text())
-        e2e = meta.get("systems", {}).get("e2e", {}).get("audiolm", {})
+        def adapter_sha(run: Path, system: str = "e2e") -> str | None:
+            meta = json.loads((run / "run.json").read_text())
+            return meta.get("systems", {}).get(system, {}).get("audiolm", {}).get("adapter_sha256")
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "run": str(args.run), "turns": len(keys), "dialogues": len({k[0] for k in keys}),
-            "adapter_sha256": e2e.get("adapter_sha256"), "systems": figures}, indent=1))
+            "adapter_sha256": adapter_sha(args.run), "systems": figures,
+            "extra": {label: {"run": str(run), "adapter_sha256": adapter_sha(run, item.rpartition(":")[2])}
+                      for (label, run), item in zip(extra_runs.items(), args.extra)}}, indent=1))
     return 0
 
 

@@ -65,6 +65,14 @@ def test_the_agreement_section_states_the_goal_against_the_cascade(tmp_path):
     path = tmp_path / "agreement.json"
     path.write_text(_json.dumps(figures(0.40)))
     text = "\n".join(agreement_section(path))
-    assert "**Goal not met:** end-to-end cosine 0.400 vs ≥ 0.750" in text and "| e2e | 0.400 [0.380, 0.420]" in text
+    assert "**Goal not met** (e2e): end-to-end cosine 0.400 vs ≥ 0.750" in text
+    assert "| e2e | 0.400 [0.380, 0.420]" in text
     path.write_text(_json.dumps(figures(0.76)))
-    assert "**Goal met:**" in "\n".join(agreement_section(path))
+    assert "**Goal met** (e2e)" in "\n".join(agreement_section(path))
+    # a second adapter compared on the same turns (benchmarks/speechlm_agreement.py --extra) gets its own line
+    both = figures(0.40)
+    both["systems"]["distilled"] = {"cosine": [0.77, 0.75, 0.79], "exact": [0.3, 0.2, 0.4]}
+    both["extra"] = {"distilled": {"run": "runs/y", "adapter_sha256": "cd" * 32}}
+    path.write_text(_json.dumps(both))
+    text = "\n".join(agreement_section(path))
+    assert "**Goal not met** (e2e)" in text and "**Goal met** (distilled, adapter `cdcdcdcdcdcd`)" in text

@@ -121,11 +121,14 @@ def agreement_section(path: Path) -> list[str]:
               f"`{(a.get('adapter_sha256') or '?')[:12]}`."), "",
              "| system | cosine to the text reply | exact match |", "|---|---:|---:|"]
     lines += [f"| {name} | {cell(v['cosine'])} | {cell(v['exact'])} |" for name, v in s.items()]
-    if "cascade" in s and "e2e" in s:
+    if "cascade" in s:
         bar = s["cascade"]["cosine"][0] - AGREEMENT_SLACK
-        ok = s["e2e"]["cosine"][0] >= bar
-        lines += ["", (f"**Goal {'met' if ok else 'not met'}:** end-to-end cosine {s['e2e']['cosine'][0]:.3f} vs "
-                       f"≥ {bar:.3f} (the cascade's {s['cascade']['cosine'][0]:.3f} − {AGREEMENT_SLACK}).")]
+        for name in [n for n in s if n != "cascade"]:  # e2e, and any other adapter compared (--extra)
+            ok = s[name]["cosine"][0] >= bar
+            sha = (a.get("extra", {}).get(name, {}).get("adapter_sha256") or "")[:12]
+            lines += ["", (f"**Goal {'met' if ok else 'not met'}** ({name}{f', adapter `{sha}`' if sha else ''}): "
+                           f"end-to-end cosine {s[name]['cosine'][0]:.3f} vs ≥ {bar:.3f} (the cascade's "
+                           f"{s['cascade']['cosine'][0]:.3f} − {AGREEMENT_SLACK}).")]
     lines += ["", (f"From `{path}`: `spokentod bench run configs/speechlm_agreement.yaml --limit 6 && python "
                    f"benchmarks/speechlm_agreement.py {a['run']} --json {path}`.")]
     return lines

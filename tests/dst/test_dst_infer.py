@@ -40,9 +40,9 @@ class Echo(SpeechDST):
         self.histories: list[tuple] = []
         self.prefix_training: list[bool] = []
 
-    def dst_prompt(self, history):
+    def dst_prompt(self, history, prev_state=None):
         self.histories.append(tuple(history))
-        return super().dst_prompt(history)
+        return super().dst_prompt(history, prev_state)
 
     def prefix(self, *a, **kw):
         self.prefix_training.append(self.training)

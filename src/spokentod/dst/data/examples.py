@@ -35,6 +35,7 @@ class Example:
     audio: str | None  # absolute path of the user audio (speech examples); None for text examples
     duration: float | None
     domains: tuple[str, ...]  # the corpus's active domains for the turn when given, else the state's
+    prev_state: dict = field(default_factory=dict)  # gold state after the dialogue's previous user turn ({} first)
 
     @property
     def id(self) -> str:
@@ -76,6 +77,39 @@ def target_json(transcript: str, state: dict) -> str:
     """The DST target ``{"transcript": ..., "state": {...}}``: domains and slots sorted, one spelling."""
     return json.dumps({"transcript": transcript, "state": gold_state(state)},
                       ensure_ascii=False, separators=(", ", ": "))
+
+
+NONE = "none"  # a slot the turn removes, in a state update (the tracker applies it by dropping the slot)
+
+
+def state_update(prev: dict, state: dict) -> dict[str, dict[str, str]]:
+    """What a turn changes: the slots of `state` that are new or differ from `prev`, and `prev`'s slots that
+    `state` no longer has, set to "none". apply_update(prev, state_update(prev, state)) == state."""
+    prev, state = gold_state(prev), gold_state(state)
+    out: dict[str, dict[str, str]] = {}
+    for d in sorted(set(prev) | set(state)):
+        for s in sorted(set(prev.get(d, {})) | set(state.get(d, {}))):
+            new = state.get(d, {}).get(s, NONE)
+            if new != prev.get(d, {}).get(s, NONE):
+                out.setdefault(d, {})[s] = new
+    return out
+
+
+def apply_update(prev: dict, update: dict) -> dict[str, dict[str, str]]:
+    """`prev` with `update` applied: its slots set, "none" ones removed (the inverse of state_update)."""
+    out = {d: dict(slots) for d, slots in gold_state(prev).items()}
+    for d, slots in gold_state(update).items():
+        for s, v in slots.items():
+            if v == NONE:
+                out.get(d, {}).pop(s, None)
+            else:
+                out.setdefault(d, {})[s] = v
+    return gold_state(out)
+
+
+def compact_state(state: dict) -> str:
+    """A state as compact JSON for a prompt (no spaces: fewer tokens)."""
+    return json.dumps(gold_state(state), ensure_ascii=False, separators=(",", ":"))
 
 
 def asr_target(transcript: str) -> str:
@@ -166,10 +200,11 @@ def dialogue_examples(dialogues: Iterable[Dialogue], modality: Literal["speech",
         raise ValueError("a token filter (max_history_tokens/max_target_tokens) needs count_tokens")
     groups = []
     for d in dialogues:
-        group = []
+        group, prev = [], {}
         for ordinal, t in enumerate(d.user_turns):
             history = tuple((p.speaker.value, p.text) for p in d.turns[:t.index])
             state = gold_state(t.state)
+            prev_state, prev = prev, (state if t.state is not None else prev)
             audio = _speech(d, t, audio_root, f) if modality == "speech" else (None, None)
             reason = ("no_state" if t.state is None and f.require_state
                       else audio if isinstance(audio, str)
@@ -178,7 +213,7 @@ def dialogue_examples(dialogues: Iterable[Dialogue], modality: Literal["speech",
                 report.add(reason, f"{d.id}/{t.index}")
                 continue
             domains = _active_domains(t.metadata) or tuple(state)
-            group.append(Example(d.id, t.index, ordinal, history, t.text, state, *audio, domains))
+            group.append(Example(d.id, t.index, ordinal, history, t.text, state, *audio, domains, prev_state))
         report.kept += len(group)
         if group:
             groups.append(group)

@@ -69,6 +69,7 @@ class TrackStats:
     parse_errors: int = 0  # outputs parse_output could not read (state {} or partial, error set)
     failed: int = 0  # turns with no prediction (state None): backend errors
     gold_history_fallbacks: int = 0  # earlier user turns with no prediction (not tracked): gold text used
+    gold_state_fallbacks: int = 0  # carry_state: previous user turn with no predicted state: gold state used
     features_s: float = 0.0
     prefix_s: float = 0.0
     generate_s: float = 0.0
@@ -113,6 +114,20 @@ def predicted_history(ex, predictions: dict[int, TurnPrediction], stats: TrackSt
                 text = p.transcript
         out.append((speaker, text))
     return tuple(out)
+
+
+def previous_state(ex, predictions: dict[int, TurnPrediction], mode: HistoryMode,
+                   stats: TrackStats | None = None) -> dict:
+    """The state before this turn, for a carry_state model: gold with gold history; else this dialogue's own
+    prediction for the previous user turn (the gold one, counted as a fallback, when that turn has none)."""
+    if mode == "gold" or ex.ordinal == 0:
+        return ex.prev_state
+    last = next((p for p in predictions.values() if p.ordinal == ex.ordinal - 1 and p.state is not None), None)
+    if last is None:
+        if stats is not None:
+            stats.gold_state_fallbacks += 1
+        return ex.prev_state
+    return last.state
 
 
 def history_for(ex, predictions: dict[int, TurnPrediction], mode: HistoryMode,
@@ -194,7 +209,10 @@ def _run(model, dialogues, prefix_mode, features, history, batch_size, max_new_t
         task = bar.add_task("track", total=total)
         for step in interleave(dialogues, batch_size):
             exs = [dialogues[d][pos] for d, pos in step]
-            prompts = [model.dst_prompt(history_for(ex, done[d], history, stats)) for (d, _), ex in zip(step, exs)]
+            carry = getattr(model.cfg, "carry_state", False)
+            prevs = [previous_state(ex, done[d], history, stats) if carry else {} for (d, _), ex in zip(step, exs)]
+            prompts = [model.dst_prompt(history_for(ex, done[d], history, stats), prev)
+                       for (d, _), ex, prev in zip(step, exs, prevs)]
             texts = [(user_texts or {}).get((ex.dialogue_id, ex.turn), ex.transcript) for ex in exs]
             t0 = time.perf_counter()
             if prefix_mode == "speech":
@@ -214,9 +232,10 @@ def _run(model, dialogues, prefix_mode, features, history, batch_size, max_new_t
             stats.prefix_s += t2 - t1
             stats.generate_s += t3 - t2
             stats.batches += 1
-            for (d, _), ex, text in zip(step, exs, outs):
+            for (d, _), ex, text, prev in zip(step, exs, outs, prevs):
                 parsed = parse_output(text)
-                p = TurnPrediction(ex.dialogue_id, ex.turn, ex.ordinal, parsed.transcript, parsed.state,
+                state = model.read_state(parsed.state, prev) if carry else parsed.state
+                p = TurnPrediction(ex.dialogue_id, ex.turn, ex.ordinal, parsed.transcript, state,
                                    raw=text, repaired=bool(parsed.repaired), error=parsed.error)
                 done[d][ex.turn] = p
                 stats.count(p)

@@ -76,5 +76,10 @@ class ModelConfig(_Cfg):
     text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     history: HistoryFormat = Field(default_factory=HistoryFormat)
+    # carry_state: the state after the previous user turn goes into the prompt (gold in training, the
+    # tracker's own prediction when tracking) and the target's "state" holds only what the turn changes
+    # (examples.state_update; "none" removes a slot). The state then needs no long history to be rebuilt
+    # (history.max_turns can be small) and the target is a few slots, not all of them: fewer tokens a step.
+    carry_state: bool = False
     dst_instruction: str = "Transcribe the user's turn and give the dialogue state as JSON:"
     asr_instruction: str = "Transcribe:"

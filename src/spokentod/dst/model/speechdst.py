@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from spokentod.atomic import atomic_write
 from spokentod.backends._hf import resolve_dtype
 from spokentod.backends.llm import _gguf, gemma3, smollm2
-from spokentod.dst.data.examples import format_history
+from spokentod.dst.data.examples import apply_update, compact_state, format_history, state_update, target_json
 from spokentod.dst.model.config import ConnectorConfig, ModelConfig, PrefixMode, TextEncoderConfig
 from spokentod.dst.model.encoders import build_encoder
 from spokentod.errors import SpokenTODError
@@ -330,8 +330,18 @@ class SpeechDST(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def dst_prompt(self, history: list[tuple[str, str]] | tuple) -> str:
-        return f"\n{format_history(history, self.cfg.history)}\n{self.cfg.dst_instruction}\n"
+    def dst_prompt(self, history: list[tuple[str, str]] | tuple, prev_state: dict | None = None) -> str:
+        """The text after the prefix: the history, the previous state (with carry_state) and the instruction."""
+        carried = f"state: {compact_state(prev_state or {})}\n" if self.cfg.carry_state else ""
+        return f"\n{format_history(history, self.cfg.history)}\n{carried}{self.cfg.dst_instruction}\n"
+
+    def dst_target(self, transcript: str, state: dict, prev_state: dict | None = None) -> str:
+        """What the model learns to write: transcript and state (with carry_state: the state's update)."""
+        return target_json(transcript, state_update(prev_state or {}, state) if self.cfg.carry_state else state)
+
+    def read_state(self, parsed_state: dict, prev_state: dict | None = None) -> dict:
+        """The dialogue state a parsed output stands for (with carry_state: `prev_state` with it applied)."""
+        return apply_update(prev_state or {}, parsed_state) if self.cfg.carry_state else parsed_state
 
     def asr_prompt(self) -> str:
         return f"\n{self.cfg.asr_instruction}\n"

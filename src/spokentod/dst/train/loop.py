@@ -35,7 +35,7 @@ from torch import nn
 
 from spokentod.atomic import atomic_write, replace_dir
 from spokentod.dst.data.asr_items import AsrItem
-from spokentod.dst.data.examples import Example, asr_target, target_json
+from spokentod.dst.data.examples import Example, asr_target
 from spokentod.dst.infer.predictions import write_predictions
 from spokentod.dst.infer.track import track
 from spokentod.dst.model.encoders import build_encoder
@@ -97,8 +97,8 @@ class StepLoss(nn.Module):
         for spec in self.losses:
             exs: list[Example] = batches[spec.batch_of or spec.name]
             p, n = self._prefix(spec.prefix, exs, [e.transcript for e in exs])
-            loss = m.loss(p, n, [m.dst_prompt(e.history) for e in exs],
-                          [target_json(e.transcript, e.state) for e in exs])
+            loss = m.loss(p, n, [m.dst_prompt(e.history, e.prev_state) for e in exs],
+                          [m.dst_target(e.transcript, e.state, e.prev_state) for e in exs])
             total = total + spec.weight * loss
             parts[spec.name] = loss.item()
         return total, parts

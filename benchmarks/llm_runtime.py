@@ -17,6 +17,8 @@ generation 28.0 / 8.7 tokens/s, total 6.31 / 7.10 s (0.89x). threads 1, load 6-8
 generation 26.8 / 6.8 tokens/s, total 7.66 / 9.68 s (0.79x). threads 2 without the passive wait policy at
 load 7-8: llamacpp 2.36x slower (generation 3.5 tokens/s, see backends/llm/llamacpp.py). Identical greedy
 outputs: 1/6 in every run (Q4_1 kernels vs float32 weights).
+On 2 idle cores (2026-12-04, threads 2, OMP_WAIT_POLICY=passive, load 1.5): first token 1.89 / 0.87 s, prompt
+223 / 493 tokens/s, generation 62.7 / 15.0 tokens/s, total 2.52 / 3.79 s (0.67x); identical outputs 1/6.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_runtime.py [--n 6] [--max-tokens 48] [--threads 2]
         [--prefix-reuse]

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jiwer
 import torch
@@ -68,8 +68,6 @@ class TrainSettings(BaseModel):
     distill_replies: str | None = None  # the cached replies JSONL (spokentod adapter replies)
     distill_items: int = Field(4, ge=1)  # of each batch, this many are drawn from the utterances that have a
     # cached reply (and get the distillation loss too); the rest come from the whole training set as usual
-    select: Literal["wer", "last"] = "wer"  # best/ keeps the lowest dev WER, or the latest evaluation (a
-    # distillation run trades some WER for replies like the text's, which dev WER does not see)
     sources: list[str] | None = None  # train only on these corpus sources (None: all), e.g. real turns only
 
 
@@ -266,9 +264,12 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
                 ev = {"step": step, "train_s": round(state["train_s"], 1), **evaluate(model, feats, dev, s, llm)}
                 with (out / "eval.jsonl").open("a") as f:
                     f.write(json.dumps(ev) + "\n")
-                if llm and (state["best_wer"] is None or ev["wer"] < state["best_wer"] or s.select == "last"):
+                facts = {"step": step, "dev_wer": ev.get("wer"), "train_s": state["train_s"]}
+                if llm and (state["best_wer"] is None or ev["wer"] < state["best_wer"]):
                     state["best_wer"], state["best_step"] = ev["wer"], step
-                    model.save(out / "best", {"step": step, "dev_wer": ev["wer"], "train_s": state["train_s"]})
+                    model.save(out / "best", facts)
+                if llm:  # also the latest: a distillation run trades some WER for replies like the text's,
+                    model.save(out / "last", facts)  # which dev WER does not see; measure both
                 bar.console.print(f"step {step}: dev WER {ev.get('wer', float('nan')):.3f} {ev.get('wer_by_tts')} "
                                   f"CTC {ev['ctc_wer']:.3f} (train {state['train_s'] / 60:.1f} min)")
             if step % s.save_every == 0 or last:

@@ -13,7 +13,11 @@ overlap gives 0.5× only with a free ASR and llm = tts exactly.
 
     .venv/bin/python benchmarks/cascade_latency.py [--turns 6] [--max-tokens 40] [--llm-threads N]
         [--llm-nice N] [--prefix-cache 8] [--tts-threads N] [--tts-precision int8|float32]
-        [--first-chunk-words 5] [--no-merge] [--work DIR]
+        [--first-chunk-words 5] [--no-merge] [--work DIR] [--llamacpp]
+
+--llamacpp adds both modes with the LLM on llama.cpp (the `llamacpp` backend, the same SmolLM2 GGUF, same
+threads and prompt-cache setting) in the same alternating loop, and prints llama.cpp / transformers ratios
+of first audio and total.
 
 Each mode has its own LLM instance, so its prompt-prefix cache (--prefix-cache, 0: off) holds only that
 mode's earlier turns: turn t reuses the system prompt and the gold turns it shares with turn t-1, as in a
@@ -88,6 +92,8 @@ def main() -> None:
                     help="streaming: cut the first chunk after this many words (0: whole sentences)")
     ap.add_argument("--no-merge", action="store_true", help="streaming: one TTS call per chunk")
     ap.add_argument("--work", type=Path, default=None, help="directory for the rendered user turns (reused)")
+    ap.add_argument("--llamacpp", action="store_true",
+                    help="also run both modes with the LLM on llama.cpp (the same SmolLM2 GGUF), side by side")
     args = ap.parse_args()
 
     tmp = args.work or Path(tempfile.mkdtemp(prefix="cascade_latency_"))
@@ -111,6 +117,13 @@ def main() -> None:
         "streaming": CascadeSystem(asr, llm_streaming, tts, settings, streaming=True, audio_root=tmp / "spoken",
                                    chunking=policy),
     }
+    if args.llamacpp:  # n_ctx differs only so that each mode gets its own server, hence its own prompt cache
+        cpp = [create("llm", {"name": "llamacpp", "model": "smollm2", "threads": args.llm_threads,
+                              "cache_prompt": args.prefix_cache > 0, "n_ctx": 4096 + 8 * i}) for i in range(2)]
+        systems["sequential llamacpp"] = CascadeSystem(asr, cpp[0], tts, settings, streaming=False,
+                                                       audio_root=tmp / "spoken")
+        systems["streaming llamacpp"] = CascadeSystem(asr, cpp[1], tts, settings, streaming=True,
+                                                      audio_root=tmp / "spoken", chunking=policy)
     # warm-up: load every model once (and run each mode once) so neither mode pays it; on the dialogue's
     # first user turn, which is not measured, so no measured prompt is already in a prefix cache
     d0 = spoken[0]
@@ -126,7 +139,7 @@ def main() -> None:
     calls: list[int] = []
     loads = [_load()]
     for i, (d, t) in enumerate(items):
-        order = list(systems) if i % 2 == 0 else list(reversed(systems))
+        order = list(systems) if i % 2 == 0 else list(reversed(systems))  # alternate who goes first
         for mode in order:
             cpu = {k: c.cpu for k, c in clocks.items()}
             r = systems[mode].respond(Context.gold(d, t.index), t, tmp / f"{mode}_{d.id}_{t.index}.wav")
@@ -139,7 +152,7 @@ def main() -> None:
                 for k in ("asr", "llm", "tts"):
                     stages.setdefault(k, []).append(r.timings[k])
                     stages.setdefault(f"{k}_cpu", []).append(clocks[k].cpu - cpu[k])
-            else:
+            elif mode == "streaming":
                 first_chunks.append((r.extra.get("tts_chunks") or [""])[0])
                 calls.append(len(r.extra.get("tts_chunks") or []))
         loads.append(_load())
@@ -151,10 +164,16 @@ def main() -> None:
     print(f"load average (1/5/15 min) during the run: {' -> '.join(loads)}")
     same = sum(a == b for a, b in zip(texts["sequential"], texts["streaming"]))
     print(f"same reply text in both modes: {same}/{len(items)} turns")
-    print(f"{'mode':<12}{'first audio s':>15}{'total s':>10}{'stall s':>10}{'reply audio s':>15}")
+    print(f"{'mode':<21}{'first audio s':>15}{'total s':>10}{'stall s':>10}{'reply audio s':>15}")
     for mode, r in rows.items():
-        print(f"{mode:<12}{mean(r['first_audio']):>15.2f}{mean(r['total']):>10.2f}{mean(r['stall']):>10.2f}"
+        print(f"{mode:<21}{mean(r['first_audio']):>15.2f}{mean(r['total']):>10.2f}{mean(r['stall']):>10.2f}"
               f"{mean(r['audio']):>15.2f}")
+    if args.llamacpp:
+        for mode in ("sequential", "streaming"):
+            a, b = rows[f"{mode} llamacpp"], rows[mode]
+            print(f"{mode}, llama.cpp / transformers: first audio {mean(a['first_audio']) / mean(b['first_audio']):.2f}x, "
+                  f"total {mean(a['total']) / mean(b['total']):.2f}x; same reply text "
+                  f"{sum(x == y for x, y in zip(texts[mode + ' llamacpp'], texts[mode]))}/{len(items)}")
     fs, ts = mean(rows["streaming"]["first_audio"]), mean(rows["streaming"]["total"])
     fq, tq = mean(rows["sequential"]["first_audio"]), mean(rows["sequential"]["total"])
     print(f"streaming/sequential: first audio {fs / fq:.2f}x, total {ts / tq:.2f}x")

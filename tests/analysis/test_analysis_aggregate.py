@@ -82,10 +82,10 @@ def test_failure_table_severity_rates_and_primary(run, bench):
         assert sum(v for (sys, _), v in prim.items() if sys == s) == len(records(run, s))
 
 
-def independent_drops(means: dict[int, float], points: bool, better: int) -> set[int]:
+def independent_drops(means: dict[int, float], points: bool, better: int, ns: dict[int, int]) -> set[int]:
     out = set()
     for k, cur in means.items():
-        if k - 1 in means:
+        if k - 1 in means and min(ns[k], ns[k - 1]) >= 3:
             prev = means[k - 1]
             change = (cur - prev) if points else (cur - prev) / abs(prev)
             if -change * better > (10 if points else 0.10):
@@ -107,7 +107,8 @@ def test_per_turn_means_and_drop_flags(run, bench):
             for k, m in means.items():
                 assert got[(s, name, k)]["mean"] == pytest.approx(m) and got[(s, name, k)]["n"] == len(by[k])
             flagged = {k for k in means if got[(s, name, k)]["drop"]}
-            assert flagged == independent_drops(means, points, better or 1), (s, name)
+            ns = {k: len(v) for k, v in by.items()}
+            assert flagged == independent_drops(means, points, better or 1, ns), (s, name)
     # exactly the constructed drops, no others
     assert {(r["system"], r["turn"]) for r in rows if r["metric"] == "naturalness" and r["drop"]} == {("e2e", 3)}
     assert {(r["system"], r["turn"]) for r in rows if r["metric"] == "wer" and r["drop"]} == {("cascade", 4)}
@@ -227,3 +228,16 @@ def test_a_directory_without_metrics_is_refused(tmp_path):
     (tmp_path / "results").mkdir()
     with pytest.raises(ReportError, match="bench score"):
         load_bench([tmp_path])
+
+
+def test_no_drop_is_flagged_between_means_of_too_few_replies():
+    from spokentod.analysis.load import Bench, ReplyMetrics
+
+    def reply(d: str, k: int, v: float) -> ReplyMetrics:
+        return ReplyMetrics("s", "r", d, 2 * k, 0, None, k, {"reply_words": v}, {}, None, False)
+
+    # R1 → R2 halves the length: over 3 dialogues a drop; when only 1 dialogue reaches R3, its fall is not
+    few = [reply(f"d{i}", 1, 20.0) for i in range(3)] + [reply(f"d{i}", 2, 10.0) for i in range(3)]
+    rows = agg.per_turn(Bench([], few + [reply("d0", 3, 1.0)], ["s"], {}), ["reply_words"])
+    assert [(r["turn"], r["drop"]) for r in rows] == [(1, False), (2, True), (3, False)]
+    assert rows[2]["change"] == pytest.approx(-0.9)  # the change is still shown

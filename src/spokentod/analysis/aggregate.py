@@ -19,6 +19,7 @@ from spokentod.metrics.registry import AUDIO_SECTIONS, SECTIONS, Output
 
 DROP_POINTS = 10.0  # judge 0-100 scores and rates in %: a fall of more than 10 points between R_k and R_k+1
 DROP_RELATIVE = 0.10  # every other metric: a change of more than 10 % of R_k's mean, in the worse direction
+DROP_MIN_N = 3  # both means rest on at least this many replies: a change between single replies is noise
 PHASES = ("chitchat", "transition", "task")
 
 
@@ -102,14 +103,15 @@ def per_turn(bench: Bench, metrics: Iterable[str] | None = None) -> list[dict[st
             for r in bench.replies:
                 if r.system == s and r.ordinal is not None and name in r.values:
                     by[r.ordinal].append(r.values[name])
-            prev: tuple[int, float] | None = None
+            prev: tuple[int, float, int] | None = None
             for k in sorted(by):
                 e = estimate(by[k], name)
                 change, unit, drop = (judge_drop(prev[1], e.mean, m) if prev and prev[0] == k - 1
                                       else (math.nan, "", False))
+                drop = drop and min(e.n, prev[2]) >= DROP_MIN_N
                 rows.append({"system": s, "metric": name, "turn": k, **_est(e), "change": change,
                              "change_unit": unit, "drop": drop})
-                prev = (k, e.mean)
+                prev = (k, e.mean, e.n)
     return rows
 
 

@@ -199,7 +199,7 @@ def _turn_section(bench: Bench, t: dict, names: list[str], colors: dict[str, str
                 f"▼ marks a drop from the previous turn: more than {agg.DROP_POINTS:.0f} points on the 0–100 judge "
                 f"scale or on rates in %, or more than {agg.DROP_RELATIVE:.0%} of the previous mean for other "
                 "metrics, always in the worse direction (naturalness falling, WER or severity rising; for length "
-                "or duration, any fall).")
+                f"or duration, any fall), between means of at least {agg.DROP_MIN_N} replies each.")
     rows = t["per_turn"]
     drops = [r for r in rows if r["drop"]]
     if drops:

@@ -91,6 +91,28 @@ def test_judge_free_verdicts_reach_the_report_of_a_run_scored_with_them(judge_fr
     assert "no judge-check on record" in md2
 
 
+def test_judge_free_flags_are_raised_by_their_corruptions_and_fill_the_failure_table(judge_free):
+    out, res = judge_free
+    (st,) = json.loads((out / "judge_check.json").read_text())["sets"]
+    rates = {(f["failure"], f["kind"]): f for f in st["flag_rates"]}
+    expected = {f["failure"]: f["kind"] for f in st["flag_rates"] if f["expected"]}
+    assert expected == {"jf_topic_drift": "off_topic", "jf_repetition": "repeat", "jf_generic": "generic"}
+    # a verbatim repeat always repeats the agent's trigrams; the gold reply of a demo dialogue never does
+    assert rates[("jf_repetition", "repeat")]["rate"] == 1.0 and rates[("jf_repetition", "gold")]["rate"] == 0.0
+    for failure, kind in expected.items():
+        assert rates[(failure, kind)]["rate"] > rates[(failure, "gold")]["rate"], failure
+    assert "jf_repetition" in res.output  # the flag table of the printout
+    # a run scored with the flags gets a failure table (Table 2) without any judge
+    old = os.environ.get("SPOKENTOD_CACHE")
+    os.environ["SPOKENTOD_CACHE"] = str(out.parent / "cache")
+    try:
+        md = write_report([out / "scored" / "judge-free"], out / "report-flags")["report.md"].read_text()
+    finally:
+        os.environ.pop("SPOKENTOD_CACHE") if old is None else os.environ.__setitem__("SPOKENTOD_CACHE", old)
+    table2 = md.split("Failure taxonomy (Table 2)")[1].split("\n## ")[0]
+    assert "jf repetition" in table2 and "No failure-taxonomy verdicts" not in table2
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # ~50 judge calls of a 135M model on 2 shared cores
 def test_judge_check_against_a_judge_served_over_loopback(tmp_path, monkeypatch):

@@ -63,7 +63,7 @@ def _flag_view(flags: list[dict[str, Any]], labels: dict[str, str]) -> View:
     rows = [[f.replace("_", " "), *(_rate(by[(f, k)]) if (f, k) in by else Cell("–", "muted") for k in kinds)]
             for f in failures]
     return View(["failure flag", *(f"on {labels.get(k, k)}" for k in kinds)], rows,
-                "How often the judge raises each failure flag, per reply kind (each corruption should raise its "
+                "How often each failure flag is raised, per reply kind (each corruption should raise its "
                 "own flag far more often than gold does)")
 
 

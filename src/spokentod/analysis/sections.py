@@ -142,8 +142,10 @@ def _failure_section(bench: Bench, t: dict, colors: dict[str, str]) -> Section:
                 "67–100 severe) and says whether it is present. Mean severity is over all judged replies; "
                 "'when present' only over replies where the judge said present; the presence rate is the share "
                 "of judged replies with it (the reference implementation counted presence only). 'Primary' "
-                "counts how often the judge named it the reply's main failure.")
-    if not any(r["n"] for r in t["failures"]):
+                "counts how often the judge named it the reply's main failure. Rows named 'jf …' are judge-free flags "
+                "(a judge-free signal past a threshold that `bench judge-check` validates: presence only, no "
+                "severity).")
+    if not any(r["n"] or r["n_rate"] for r in t["failures"]):
         s.blocks.append(Note("No failure-taxonomy verdicts in these runs" + (
             " (every judgement is missing: see 'Missing judgements and errors')." if t["failures"] else ".")))
         return s

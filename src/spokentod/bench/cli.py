@@ -227,7 +227,7 @@ def judge_check_cmd(
         "--judge", help="LLM judge backend, as for `bench score --judge` (a name, JSON or YAML); give it twice "
         "to measure how two judges agree.")] = None,
     metrics: Annotated[str, typer.Option("--metrics", help="Judge-free metric groups to check ('' for none).")
-                       ] = "judge_free",
+                       ] = "judge_free,judge_free_flags",
     positions: Annotated[int, typer.Option("--positions", min=1, help="Positions (user turns) per dialogue.")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the choice of positions and corruptions.")] = 0,
     judge_repeats: Annotated[int, typer.Option("--judge-repeats", min=1, help="Judge each reply N times "
@@ -288,9 +288,8 @@ def _print_check(result: dict) -> None:
             for col in ("flag", "corruption", "rate on corruption", "rate on gold"):
                 ft.add_column(col, justify="left" if col in ("flag", "corruption") else "right")
             by = {(f["failure"], f["kind"]): f for f in st["flag_rates"]}
-            for kind, failure in result["expected_failure"].items():
-                c, g = by[(failure, kind)], by[(failure, "gold")]
-                ft.add_row(failure, labels[kind], _rate(c), _rate(g))
+            for c in [f for f in st["flag_rates"] if f["expected"]]:  # the judge's flags, or the judge-free ones
+                ft.add_row(c["failure"], labels[c["kind"]], _rate(c), _rate(by[(c["failure"], "gold")]))
             out_console.print(ft)
         if st["test_retest"]:
             _print_agreement([{"scorer": o, **r} for o, r in st["test_retest"].items()],

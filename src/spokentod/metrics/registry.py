@@ -157,7 +157,7 @@ def _load() -> None:
         return
     _LOADED = True
     # Imported here, not at the top: they import this module to register themselves.
-    from spokentod.metrics import audio, distillmos, judge, judge_free, latency  # noqa: F401
+    from spokentod.metrics import audio, distillmos, judge, judge_free, judge_free_flags, latency  # noqa: F401
 
     for ep in entry_points(group="spokentod.metrics"):
         try:

@@ -34,6 +34,7 @@ from spokentod.bench.judgecheck import figures as fig
 from spokentod.bench.judgecheck.replies import CORRUPTIONS, EXPECTED_FAILURE, KINDS, LABELS, Built, build
 from spokentod.data.source import DialogueSource, load_dialogues
 from spokentod.errors import SpokenTODError
+from spokentod.metrics import judge_free_flags as jf
 from spokentod.metrics import validation as val
 from spokentod.metrics.judge_parse import FAILURES
 from spokentod.metrics.registry import available, catalog, stable_hash
@@ -141,12 +142,14 @@ def _score_set(name: str, run_dir: Path, positions: list[tuple[str, int]], summa
                           "verdict": val.verdict(pw), "line": val.scorer_line(facts.label, pw, LABELS)}
             if (summary.get("judge") or {}).get("repeats", 1) > 1:
                 retest[o] = fig.retest(_repeats(records, o), binary=facts.scale == "rate")
-    if "judge_failures" in groups:
-        for f in FAILURES:
-            s = scores.get(f"fail_{f}_present") or _scores(records, f"fail_{f}_present")
-            for kind in KINDS:
-                flags.append({"failure": f, "kind": kind, "expected": EXPECTED_FAILURE.get(kind) == f,
-                              **fig.flag_rate(s, kind)})
+    flag_sets = [(f, f"fail_{f}_present", f) for f in FAILURES] if "judge_failures" in groups else []
+    if "judge_free_flags" in groups:  # the judge-free flags, expected on the same corruptions
+        flag_sets += [(f"jf_{f}", jf.flag_name(f), f) for f in jf.RULES]
+    for flag, output, failure in flag_sets:
+        s = scores.get(output) or _scores(records, output)
+        for kind in KINDS:
+            flags.append({"failure": flag, "kind": kind, "expected": EXPECTED_FAILURE.get(kind) == failure,
+                          **fig.flag_rate(s, kind)})
     judge = summary.get("judge")
     out = {"name": name, "type": "judge" if judge else "metrics", "run_dir": str(run_dir),
            "wall_s": summary.get("wall_s"), "groups": {g: summary["metrics"][g]["version"] for g in groups},
@@ -160,7 +163,7 @@ def _score_set(name: str, run_dir: Path, positions: list[tuple[str, int]], summa
 
 
 def judge_check(source: DialogueSource, out: str | os.PathLike, judges: list[Any] | None = None,
-                metrics: str | list[str] | None = "judge_free", positions: int = 3, seed: int = 0,
+                metrics: str | list[str] | None = "judge_free,judge_free_flags", positions: int = 3, seed: int = 0,
                 judge_repeats: int = 1, judge_temperature: float = 0.0, judge_max_tokens: int = 400,
                 workers: int = 4, n_boot: int = 2000, cache: bool = True, store: bool = True, probe: int = 5,
                 progress: bool = False) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import yaml
 from spokentod.studies.dst_repro import config as repro_config
 from spokentod.studies.dst_repro import layout, prepare, stages
 from spokentod.studies.dst_repro import stats as repro_stats
-from spokentod.studies.dst_repro.report import contrast_statement, likely_reasons
+from spokentod.studies.dst_repro.report import contrast_statement, likely_reasons, pct
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "dst" / "repro_multiwoz.yaml"
@@ -104,6 +104,10 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     refs = _lines(out / "data/target_test/references.jsonl")
     assert floor["turns"] == len(refs) and floor["jga"] == pytest.approx(sum(not x["state"] for x in refs) / len(refs))
     assert "Floor — predicting an empty state" in text
+    # the Table 4 view: each condition's recognition (WER, entity WER) next to slot-key F1 and JGA
+    t4 = text.split("Table 4 view)")[1].split("\n## ")[0]
+    r = next(x for x in results["rows"] if x["condition"] == "S+T" and x["test_set"] == "target_test")
+    assert f"| S+T | target_test | 1 | {pct(r['wer'])} | {pct(r['entity_wer'])} | {pct(r['slot_key_f1'])} |" in t4
     for png in ("jga.png", "per_domain.png", "learning_curves.png", "wer_slot_key_f1.png"):
         assert (report.parent / "dst_repro" / png).stat().st_size > 1000, png
     assert "spokentod dst repro" in text and "--set eval.bootstrap=100" in text and "## Wall time" in text

@@ -226,6 +226,22 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
             f"{pct(t['jga'])} % on {ts} ({t['turns']} turns)" for ts, t in results["trivial"].items())
             + " (turns whose gold state is still empty count right)."]
 
+    # --- the paper's Table 4 view: recognition next to tracking, per condition (mean over seeds)
+    L += ["", "## Recognition next to tracking (the paper's Table 4 view)", ""]
+    t4 = []
+    for ts in test_sets:
+        for c in conditions:
+            rs = byc.get(c, {}).get(ts, [])
+            if rs:
+                t4.append([c, ts, str(len(rs))] + [pct(mean([r.get(k) for r in rs]))
+                                                   for k in ("wer", "entity_wer", "slot_key_f1", "slot_f1", "jga")])
+    L += _table(["condition", "test set", "seeds", "WER %", "entity WER %", "slot-key F1 %", "slot F1 %", "JGA %"],
+                t4)
+    L += ["", ("WER and entity WER are of the tracker's own transcript of each user turn (entity WER counts errors "
+          "only inside spans that spell a gold slot value); slot-key F1 scores which slots were predicted, "
+          "whatever their values. Lower WER with the same slot-key F1 means text training moved recognition but "
+          "not the state; higher slot-key F1 with the same WER means it moved the LLM's state format.")]
+
     # --- per domain
     L += ["", "## Per-domain JGA (mean over seeds)", "", f"![per-domain JGA]({rel}/{files['per_domain']})", ""]
     for ts in test_sets:

@@ -60,7 +60,9 @@ def main() -> int:
         run, _, system = where.rpartition(":")
         if not (label and run and system):
             ap.error(f"--extra {item!r}: expected LABEL=RUN:SYSTEM")
-        got[label], extra_runs[label] = replies(Path(run), system), Path(run)
+        if label in got or label == "text":
+            ap.error(f"--extra {item!r}: the label {label!r} is taken (a system or another --extra)")
+        got[label], extra_runs[label] = replies(Path(run), system), (Path(run), system)
     keys = sorted(set(ref).intersection(*[set(g) for g in got.values()]))
     if not keys:
         print("no user turn answered by every system", file=sys.stderr)
@@ -87,8 +89,8 @@ def main() -> int:
         args.json.write_text(json.dumps({
             "run": str(args.run), "turns": len(keys), "dialogues": len({k[0] for k in keys}),
             "adapter_sha256": adapter_sha(args.run), "systems": figures,
-            "extra": {label: {"run": str(run), "adapter_sha256": adapter_sha(run, item.rpartition(":")[2])}
-                      for (label, run), item in zip(extra_runs.items(), args.extra)}}, indent=1))
+            "extra": {label: {"run": str(run), "system": system, "adapter_sha256": adapter_sha(run, system)}
+                      for label, (run, system) in extra_runs.items()}}, indent=1))
     return 0
 
 

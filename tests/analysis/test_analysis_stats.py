@@ -117,3 +117,12 @@ def test_slope_difference_matches_polyfit_and_resolves_a_real_decline():
 def test_slope_difference_without_enough_dialogues_has_no_interval():
     r = stats.cluster_bootstrap_slope_diff({"x": [(1, 1.0), (2, 0.0)]}, {"x": [(1, 0.0), (2, 0.0)]})
     assert r.diff == pytest.approx(-1.0) and math.isnan(r.lo) and r.clusters == 1
+
+
+def test_slope_difference_of_runs_that_reached_one_turn_only_has_no_interval():
+    # every dialogue of one system has replies at R1 only: no slope in any draw, so no interval (not a crash)
+    one = {d: [(1, 0.5)] for d in "abc"}
+    many = {d: [(1, 0.5), (2, 0.4)] for d in "abc"}
+    r = stats.cluster_bootstrap_slope_diff(one, many, n_boot=50)
+    assert math.isnan(r.a) and math.isnan(r.lo) and math.isnan(r.hi) and math.isnan(r.p)
+    assert r.b == pytest.approx(-0.1) and r.b_lo == pytest.approx(-0.1)

@@ -19,7 +19,7 @@ from spokentod.dst.data.examples import (
     state_update,
     target_json,
 )
-from spokentod.dst.infer.track import TrackStats, track
+from spokentod.dst.infer.track import TrackStats, TurnPrediction, previous_state, track
 from spokentod.dst.model.speechdst import SpeechDST
 
 MWZ = "../shared/data/multiwoz/mwz21_convlab2/val.json"
@@ -107,3 +107,14 @@ def test_training_targets_are_updates(tiny_dst_config):
     plain = SpeechDST.build(tiny_dst_config(), feature_dim=8)
     assert plain.dst_target(e.transcript, e.state, e.prev_state) == target_json("user 2", e.state)
     assert "state:" not in plain.dst_prompt(e.history, e.prev_state)
+
+
+def test_a_failed_previous_turn_falls_back_to_the_gold_state_and_is_counted():
+    exs = _dialogue(3)
+    ok = TurnPrediction("d", 0, 0, "user 0", {"hotel": {"s0": "0"}})
+    stats = TrackStats()
+    assert previous_state(exs[1], {0: ok}, "predicted", stats) == {"hotel": {"s0": "0"}}  # its own prediction
+    failed = TurnPrediction("d", 2, 1, "user 1", None, error="backend down")
+    assert previous_state(exs[2], {0: ok, 2: failed}, "predicted", stats) == exs[2].prev_state  # gold, counted
+    assert stats.gold_state_fallbacks == 1
+    assert previous_state(exs[2], {}, "gold", stats) == exs[2].prev_state and stats.gold_state_fallbacks == 1

@@ -326,3 +326,12 @@ def test_file_hashes_persist_across_processes_and_follow_changes(tmp_path, monke
     wav.write_bytes(b"second, longer")  # size (and mtime) change: a new key, hashed again
     out = subprocess.run([sys.executable, "-c", probe, str(wav)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [hashlib.sha256(b"second, longer").hexdigest(), "2"]
+
+
+def test_an_unusable_hash_index_only_costs_the_hashing(tmp_path, monkeypatch):
+    """A cache where the index cannot be opened (here a directory in its place): files are still hashed."""
+    monkeypatch.setenv("SPOKENTOD_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "file-hashes" / "index.sqlite").mkdir(parents=True)
+    wav = tmp_path / "b.wav"
+    wav.write_bytes(b"bytes")
+    assert feat_mod.file_sha256(wav) == hashlib.sha256(b"bytes").hexdigest()

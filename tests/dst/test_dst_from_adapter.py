@@ -63,6 +63,8 @@ def test_dst_reads_speech_as_the_adapters_segments_and_keeps_its_head(tmp_path, 
     best = SpeechDST.load_deltas(tmp_path / "run/phase2/best")
     assert torch.equal(best["ctc_blank"], ad.ctc_blank.detach().float())
     assert json.loads((tmp_path / "run/phase2/best/model.json").read_text())["config"]["compress"] == "ctc"
+    log = [json.loads(x) for x in (tmp_path / "run/phase2/log.jsonl").read_text().splitlines()]
+    assert all(0 < row["segments_per_frame"] <= 1 for row in log)  # the segmentation is watched every step
 
 
 def test_an_adapter_that_does_not_fit_is_refused_with_the_fields(tmp_path, tiny_llm, adapter):
@@ -80,6 +82,14 @@ def test_recipe_rules_for_speech_adapter(tmp_path, tiny_llm, adapter):
     no_head = {k: v for k, v in raw.items() if k != "speech_adapter"}
     with pytest.raises(RecipeError, match="compress: ctc needs a trained CTC head"):
         parse_recipe(no_head, "test")
+    with pytest.raises(RecipeError, match="phase1 does not train"):
+        parse_recipe(no_head | {"phase1": _recipe(tmp_path, tiny_llm)["phase1"], "init_from": "x"}, "test")
+    # a checkpoint without a CTC head cannot start a ctc recipe: refused before any training, naming it
+    plain = tmp_path / "plain"
+    model = parse_recipe(raw, "test").model.model_copy(update={"compress": "none"})
+    SpeechDST.build(model, 384).save_pretrained(plain)
+    with pytest.raises(SpokenTODError, match=f"init_from {plain} has no trained CTC head"):
+        train_phase(parse_recipe(no_head | {"init_from": str(plain)}, "test"), 2, progress=False)
 
 
 @pytest.mark.slow

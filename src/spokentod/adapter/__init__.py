@@ -15,5 +15,5 @@ EMBEDDED = Path(__file__).resolve().parent / "embedded"  # the adapter shipped i
 
 
 def adapter_dir(name: str | os.PathLike | None) -> Path:
-    """None or "embedded" → the shipped adapter; anything else is an adapter directory."""
-    return EMBEDDED if name is None or str(name) == "embedded" else Path(name)
+    """None, "" or "embedded" → the shipped adapter; anything else is an adapter directory."""
+    return EMBEDDED if name is None or str(name) in ("", "embedded") else Path(name)

@@ -171,6 +171,7 @@ class SpeechAdapter(nn.Module):
             from spokentod.adapter.distill import distill_loss  # it imports this module
 
             out["kd"] = distill_loss(self, [inputs[i] for i in kd], [texts[i] for i in kd], [replies[i] for i in kd])
+            out["kd_items"] = torch.tensor(float(len(kd)))  # how many got the loss (logged)
         if ce:
             instruction = self.asr_instruction()
             seqs = [self.labelled(self.user_turn(inputs[i], instruction), tgt + self.end_ids)

@@ -129,7 +129,7 @@ def agreement_section(path: Path) -> list[str]:
             lines += ["", (f"**Goal {'met' if ok else 'not met'}** ({name}{f', adapter `{sha}`' if sha else ''}): "
                            f"end-to-end cosine {s[name]['cosine'][0]:.3f} vs ≥ {bar:.3f} (the cascade's "
                            f"{s['cascade']['cosine'][0]:.3f} − {AGREEMENT_SLACK}).")]
-    extra = "".join(f" --extra {label}={v['run']}:e2e" for label, v in a.get("extra", {}).items())
+    extra = "".join(f" --extra {label}={v['run']}:{v.get('system', 'e2e')}" for label, v in a.get("extra", {}).items())
     lines += ["", (f"From `{path}`: `spokentod bench run configs/speechlm_agreement.yaml --limit 6 && python "
                    f"benchmarks/speechlm_agreement.py {a['run']}{extra} --json {path}`"
                    + (" (each other adapter's e2e run from a config like `configs/speechlm_agreement_distill.yaml`)."

@@ -116,6 +116,8 @@ class Features:
 
 def _batches(utts: list[Utterance], size: int, bucket: int, rng: random.Random):
     """Endless stream of batches: shuffled, then sorted by duration within buckets of size*bucket."""
+    if len(utts) < size:  # no full batch: the loop below would spin forever
+        raise AdapterError(f"{len(utts)} utterances cannot fill a batch of {size}")
     while True:
         order = utts[:]
         rng.shuffle(order)
@@ -221,7 +223,7 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
     pool = [u for u in train_set if u.text.strip() in replies]
     if replies and not pool:
         raise AdapterError(f"{s.distill_replies}: none of its texts is in the training split")
-    n_kd = min(s.distill_items, s.batch_size) if pool else 0
+    n_kd = min(s.distill_items, s.batch_size, len(pool)) if pool else 0  # a batch can't hold more than the pool
     stream = _batches(train_set, s.batch_size - n_kd, s.bucket, rng) if s.batch_size > n_kd else None
     kd_stream = _batches(pool, n_kd, s.bucket, rng) if n_kd else None
     budget = s.budget_minutes * 60 if s.budget_minutes else float("inf")
@@ -238,8 +240,12 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
             x = feats.get(batch)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s)
+            # replies only for the pool's items: a main-stream item whose text was replied to must not take
+            # one of the n_kd distillation places
+            kd_from = len(batch) - len(kd_batch)
             losses = model.asr_losses(x, [u.text for u in batch], ce=ce, distill_items=n_kd,
-                                      replies=[replies.get(u.text.strip()) for u in batch] if ce and kd_batch else None)
+                                      replies=[replies.get(u.text.strip()) if i >= kd_from else None
+                                               for i, u in enumerate(batch)] if ce and kd_batch else None)
             loss = losses["ce"] + s.ctc_weight * losses["ctc"] if "ce" in losses else losses["ctc"]
             if "kd" in losses:
                 loss = loss + s.distill_weight * losses["kd"]
@@ -253,7 +259,7 @@ def train(recipe: AdapterRecipe) -> dict[str, Any]:
             if step % s.log_every == 0:
                 row = {"step": step, **{k: round(float(v.detach()), 4) for k, v in losses.items()}, "lr": lr_at(step, s),
                        "train_s": round(state["train_s"], 1), "wall_s": round(time.perf_counter() - wall0, 1),
-                       "frames": sum(len(f) for f in x), **({"kd_items": len(kd_batch)} if "kd" in losses else {})}
+                       "frames": sum(len(f) for f in x), **({"kd_items": int(losses["kd_items"])} if "kd" in losses else {})}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             last = step >= s.steps or state["train_s"] >= budget

@@ -277,11 +277,12 @@ def cluster_bootstrap_slope_diff(a: Mapping[str, Iterable[tuple[float, float | N
     wb = wa if paired else _weights(rng, len(ids_b), n_boot)
     boot_a, boot_b = _ols_slope(wa @ sa), _ols_slope(wb @ sb)
     boot = boot_a - boot_b
-    ok = np.isfinite(boot)
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    lo, hi = np.percentile(boot[ok], q)
-    a_lo, a_hi = np.percentile(boot_a[np.isfinite(boot_a)], q)
-    b_lo, b_hi = np.percentile(boot_b[np.isfinite(boot_b)], q)
-    p = min(1.0, 2 * min((boot[ok] <= 0).mean(), (boot[ok] >= 0).mean()))
-    return SlopeDifference(ma, mb, ma - mb, float(lo), float(hi), float(p), k, float(a_lo), float(a_hi),
-                           float(b_lo), float(b_hi))
+
+    def interval(x: np.ndarray) -> tuple[float, float]:  # NaN when no draw had a slope (one turn position)
+        x = x[np.isfinite(x)]
+        return tuple(float(v) for v in np.percentile(x, q)) if len(x) else (NAN, NAN)
+
+    ok = boot[np.isfinite(boot)]
+    p = min(1.0, 2 * min((ok <= 0).mean(), (ok >= 0).mean())) if len(ok) else NAN
+    return SlopeDifference(ma, mb, ma - mb, *interval(boot), float(p), k, *interval(boot_a), *interval(boot_b))

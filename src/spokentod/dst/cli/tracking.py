@@ -199,6 +199,7 @@ def run_track(settings) -> dict[str, Any]:
         "counts": {"dialogues": stats.dialogues, "turns": stats.turns, "repaired": stats.repaired,
                    "parse_errors": stats.parse_errors, "failed": stats.failed,
                    "gold_history_fallbacks": stats.gold_history_fallbacks,
+                   "gold_state_fallbacks": stats.gold_state_fallbacks,
                    "asr_errors": len(asr_errors or {}), "dropped": report.as_dict()},
         "timings": timings | {k: getattr(stats, k) for k in ("features_s", "prefix_s", "generate_s")}
         | {"turns_per_s": stats.turns / stats.wall_s if stats.wall_s else None, "batches": stats.batches},

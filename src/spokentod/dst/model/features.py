@@ -40,23 +40,43 @@ from spokentod.paths import cache_dir
 from spokentod.progress import progress_bar
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) → sha256, for this process
-_INDEX: tuple[int, sqlite3.Connection] | None = None  # (pid, connection): a forked child opens its own
-_INDEX_LOCK = threading.Lock()
+_INDEX: tuple[int, Path, sqlite3.Connection] | None = None  # (pid, file, connection): a forked child or a
+_INDEX_LOCK = threading.Lock()                                  # moved SPOKENTOD_CACHE opens its own
 
 
 def _hash_index() -> sqlite3.Connection:
     """The on-disk (path, size, mtime_ns) → sha256 index shared by every process, as git's index keys file
     content: a corpus of 38k WAVs is hashed once, not at every start of training (minutes each time)."""
     global _INDEX
-    if _INDEX is None or _INDEX[0] != os.getpid():
-        db = sqlite3.connect(cache_dir("file-hashes") / "index.sqlite", timeout=30, isolation_level=None,
-                             check_same_thread=False)
+    where = cache_dir("file-hashes") / "index.sqlite"
+    if _INDEX is None or _INDEX[:2] != (os.getpid(), where):
+        db = sqlite3.connect(where, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # a lost row is only re-hashed
         db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT, size INTEGER, mtime_ns INTEGER, "
                    "sha256 TEXT, PRIMARY KEY (path, size, mtime_ns))")
-        _INDEX = (os.getpid(), db)
-    return _INDEX[1]
+        _INDEX = (os.getpid(), where, db)
+    return _INDEX[2]
+
+
+def _index_get(key: tuple[str, int, int]) -> str | None:
+    """The index's hash for `key`; None when it has none or cannot be read (a read-only or network cache):
+    the index only saves time, so the file is hashed instead."""
+    try:
+        with _INDEX_LOCK:
+            row = _hash_index().execute("SELECT sha256 FROM hashes WHERE path=? AND size=? AND mtime_ns=?",
+                                        key).fetchone()
+    except (sqlite3.Error, OSError):
+        return None
+    return row[0] if row else None
+
+
+def _index_put(key: tuple[str, int, int], sha: str) -> None:
+    try:
+        with _INDEX_LOCK:
+            _hash_index().execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", (*key, sha))
+    except (sqlite3.Error, OSError):
+        pass
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -67,19 +87,16 @@ def file_sha256(path: str | os.PathLike) -> str:
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key in _FILE_HASHES:
         return _FILE_HASHES[key]
-    with _INDEX_LOCK:
-        row = _hash_index().execute("SELECT sha256 FROM hashes WHERE path=? AND size=? AND mtime_ns=?",
-                                    key).fetchone()
-    if row is None:
+    sha = _index_get(key)
+    if sha is None:
         h = hashlib.sha256()
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        row = (h.hexdigest(),)
-        with _INDEX_LOCK:
-            _hash_index().execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", (*key, row[0]))
-    _FILE_HASHES[key] = row[0]
-    return row[0]
+        sha = h.hexdigest()
+        _index_put(key, sha)
+    _FILE_HASHES[key] = sha
+    return sha
 
 
 def identity_hash(encoder: SpeechEncoder) -> str:

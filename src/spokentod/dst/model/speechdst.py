@@ -208,6 +208,7 @@ class SpeechDST(nn.Module):
         if cfg.compress == "ctc":  # the speech adapter's CTC head (same names: its weights load as they are)
             self.ctc_blank = nn.Parameter(torch.zeros(hidden))
             self.ctc_log_scale = nn.Parameter(torch.zeros(()))
+        self.segment_counts = [0, 0]  # ctc: speech segments, connector frames (see prefix)
         self.text_encoder = TextEncoder(len(tokenizer), emb, cfg.text_encoder, cfg.connector)
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         if tokenizer.eos_token_id is None:
@@ -295,7 +296,7 @@ class SpeechDST(nn.Module):
         diffs = [f"model.{k}: adapter {a.get(k)!r}, recipe {ours[k]!r}" for k in ("llm", "compress")
                  if a.get(k) != ours[k]]
         for k in ("encoder", "connector"):
-            diffs += [f"model.{k}.{f}: adapter {a[k].get(f)!r}, recipe {v!r}" for f, v in ours[k].items()
+            diffs += [f"model.{k}.{f}: adapter {a.get(k, {}).get(f)!r}, recipe {v!r}" for f, v in ours[k].items()
                       if f not in runtime and a.get(k, {}).get(f) != v]
         if meta.get("feature_dim") != self.connector.convs[0].in_channels:
             diffs.append(f"encoder width: adapter {meta.get('feature_dim')}, recipe {self.connector.convs[0].in_channels}")
@@ -371,6 +372,11 @@ class SpeechDST(nn.Module):
                 return frames, lengths
             vocab = self.llm.get_input_embeddings().weight
             segs = ctc_segments(frames, lengths, ctc_best(frames, vocab, self.ctc_blank), vocab.shape[0])
+            # phase 2 moves the connector under a fixed CTC head: the segment count per frame shows whether
+            # the segmentation drifts (training logs it per step; reset by whoever reads it)
+            if self.training:
+                self.segment_counts[0] += sum(len(x) for x in segs)
+                self.segment_counts[1] += int(lengths.sum())
             return (nn.utils.rnn.pad_sequence(segs, batch_first=True),
                     torch.tensor([len(x) for x in segs], device=self.device))
         if texts is None:

@@ -1,7 +1,7 @@
 """The DST training recipe: phase 1 (ASR: connector on speech → transcript, LLM frozen) and phase 2 (DST:
 LoRA + connector + text encoder on a weighted sum of cross-entropies), as one explicit loop per phase.
 
-    spokentod dst train configs/dst/cpu_small.yaml [--phase 1|2|all] [--set phase2.steps=50]
+    spokentod dst train configs/dst/cpu_small.yaml [--phase 1|2|all] [--set phase2.steps=50]   (cpu_small: phase 2 only)
 
 What the loop guarantees:
 - Data order is a pure function of (seed, loss name, epoch): each loss draws from its own shuffled stream
@@ -222,6 +222,9 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
                 raise SpokenTODError(f"phase 2 starts from the phase-1 checkpoint {init}, which does not exist "
                                      f"(run phase 1 first, or set init_from)")
             init_deltas = SpeechDST.load_deltas(init)
+            if cfg.model.compress == "ctc" and not cfg.speech_adapter and "ctc_blank" not in init_deltas:
+                raise SpokenTODError(f"model.compress: ctc, but init_from {init} has no trained CTC head "
+                                     "(ctc_blank): start from speech_adapter, or a checkpoint trained with one")
     model.set_phase("asr" if n == 1 else "dst")
     features = Features(encoder, cfg.feature_cache, cfg.feature_cache_dir)
     model.attach_encoder(encoder)
@@ -311,6 +314,10 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
             total = sum(s.weight * parts_sum[s.name] for s in phase.losses) if n == 2 else parts_sum["asr"]
             record = {"step": step, "loss": total, **{f"loss_{k}": v for k, v in parts_sum.items()},
                       "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+            segs, frames = model.segment_counts
+            if frames:  # compress: ctc — segments per connector frame this step (drift of the segmentation)
+                record["segments_per_frame"] = round(segs / frames, 4)
+                model.segment_counts[:] = [0, 0]
             if acc.is_main_process:
                 _append(out / "log.jsonl", record)
             bar.update(task, completed=step, loss=f"{total:.3f}")

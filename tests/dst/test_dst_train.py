@@ -241,3 +241,28 @@ def test_two_processes_with_accelerate_launch(tmp_path, tiny_llm):
     assert [r["step"] for r in log] == [1, 2, 3]  # one writer: no duplicated lines
     assert len((tmp_path / "run/phase2/eval.jsonl").read_text().splitlines()) == 1
     SpeechDST.from_pretrained(tmp_path / "run/phase2/best")
+
+
+def test_dev_decoding_uses_its_own_batch(tmp_path, tiny_llm, monkeypatch):
+    """phase2.dev_batch_size sets how many dev dialogues are tracked side by side (default: batch_size), so a
+    GPU can decode the dev set in one batch while training keeps a small one."""
+    from spokentod.dst.train import loop
+
+    seen = []
+    real = loop.track
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "track", spy)
+    losses = [{"name": "text", "data": "text", "prefix": "text_direct"}]
+    raw = _recipe(tmp_path, tiny_llm, steps=2, eval_every=2, losses=losses, dev_batch_size=5)
+    raw.pop("phase1")
+    raw["data"]["dev"]["modality"] = "text"
+    train_phase(parse_recipe(raw, "test"), 2, progress=False)
+    assert seen == [5]
+    raw |= {"out": str(tmp_path / "run2")}
+    raw["phase2"].pop("dev_batch_size")
+    train_phase(parse_recipe(raw, "test"), 2, progress=False)
+    assert seen == [5, 2]  # the training batch when unset

@@ -158,8 +158,9 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
     model.eval()
     if n == 1:
         hyps = []
-        for i in range(0, len(dev), phase.batch_size):
-            items = dev[i:i + phase.batch_size]
+        size = phase.dev_batch_size or phase.batch_size
+        for i in range(0, len(dev), size):
+            items = dev[i:i + size]
             feats, lengths = features([it.audio for it in items])
             p, k = model.prefix("speech", feats, lengths)
             hyps += model.generate(p, k, [model.asr_prompt()] * len(items), phase.max_new_tokens)
@@ -168,7 +169,8 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
         return {"metric": -wer, "wer": wer}
     mode = phase.losses[0].prefix if phase.losses[0].prefix != "text_encoder" else "speech"
     preds = track(model, group_dialogues(dev), prefix_mode=mode, features=features,
-                        batch_size=phase.batch_size, max_new_tokens=phase.max_new_tokens, progress=False)
+                        batch_size=phase.dev_batch_size or phase.batch_size, max_new_tokens=phase.max_new_tokens,
+                        progress=False)
     pred_path, ref_path = out / f"dev_step{step}.jsonl", out / "dev_references.jsonl"
     write_predictions(preds, pred_path)
     if not ref_path.exists():

@@ -98,6 +98,9 @@ class PhaseConfig(_Cfg):
     patience: int | None = Field(default=None, ge=1)  # evaluations without improvement before stopping
     save_every: int = Field(default=50, ge=1)
     max_new_tokens: int = Field(default=160, ge=1)
+    # Dev decoding batch (default batch_size): decoding holds no gradients, so a GPU can track many dev
+    # dialogues side by side while training keeps a small batch.
+    dev_batch_size: int | None = Field(default=None, ge=1)
     log_every: int = Field(default=10, ge=1)
 
 

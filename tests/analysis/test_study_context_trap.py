@@ -79,3 +79,4 @@ def test_study_command_writes_the_verdict_the_stage_times_and_the_full_report(tm
     for link in [ln.split("](", 1)[1].rstrip(")") for ln in md.splitlines() if ln.startswith("![")]:
         assert (out.parent / link).is_file(), link  # figure links resolve from the study's folder
     assert (out.parent / "context_trap_cpu" / "report.html").is_file()
+    assert "not in git" in md and "bench run CONFIG" in md  # how to get the audio back

@@ -176,7 +176,10 @@ def render(bench: Bench, body: str, command: str, folder: str, n_boot: int = 200
     # the bench report's sections (its own header dropped), one level down
     sections = body[body.index("\n## "):] if "\n## " in body else ""
     lines += ["## The bench report", "", (f"Below: the bench report's sections. The same with every spoken turn's "
-              f"audio, filterable: `{folder}/report.html` and the listening pages beside it."), ""]
+              f"audio, filterable: `{folder}/report.html` and the listening pages beside it. Its audio files are "
+              f"not in git (they are the run's own WAVs, copied there): to hear them, run the study's config again "
+              f"(`spokentod bench run CONFIG`, then `spokentod bench score` on its directory), then the command "
+              f"above."), ""]
     lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in sections.split("\n")]
     return "\n".join(lines)
 

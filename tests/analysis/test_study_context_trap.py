@@ -80,3 +80,6 @@ def test_study_command_writes_the_verdict_the_stage_times_and_the_full_report(tm
         assert (out.parent / link).is_file(), link  # figure links resolve from the study's folder
     assert (out.parent / "context_trap_cpu" / "report.html").is_file()
     assert "not in git" in md and "bench run CONFIG" in md  # how to get the audio back
+    trust = md.split("for the verdict's metrics:", 1)[1].split("## What ran", 1)[0]
+    assert "`sim_gold`: no judge-check on record" in trust  # each verdict metric says how far it is trusted
+    assert "similarity to context" in trust or "`context_sim`: no judge-check" in trust

@@ -127,7 +127,7 @@ def _agreement_view(rows: list[dict[str, Any]], caption: str) -> View:
 # ---------------------------------------------------------------- in the bench report
 
 
-def _group_checks(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+def group_checks(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
     groups = available()
     out = []
     for g, info in (summary.get("metrics") or {}).items():
@@ -168,7 +168,7 @@ def report_section(bench: Bench) -> Section:
                     if c.get("flag_rates"):
                         s.blocks.append(_flag_view(c["flag_rates"], c.get("labels", {})))
                 checked.add(st["key"])
-        for g, c in _group_checks(run.summary):
+        for g, c in group_checks(run.summary):
             if c is None:
                 s.blocks.append(Note(f"Run {run.name}: metric group {g} has no judge-check on record for this "
                                      "version: its scores are unvalidated.", "warn"))

@@ -22,6 +22,7 @@ from typing import Any
 
 from spokentod import __version__
 from spokentod.analysis import stats
+from spokentod.analysis.judge_validation import group_checks
 from spokentod.analysis.load import Bench, ReportError, load_bench, metric
 from spokentod.analysis.report import write_report
 
@@ -152,6 +153,16 @@ def _what_ran(bench: Bench) -> list[str]:
     return out
 
 
+def trust(bench: Bench, name: str) -> str:
+    """How far the verdict's metric can be trusted: its judge-check line (figures and verdict), or why none."""
+    for run in bench.runs:
+        for _, check in group_checks(run.summary):
+            if check and name in check["scorers"]:
+                return check["scorers"][name]["line"]
+    return (f"`{name}`: no judge-check on record (a reference-based metric cannot be checked against the gold "
+            "reply it compares with) — unvalidated")
+
+
 def render(bench: Bench, body: str, command: str, folder: str, n_boot: int = 2000) -> str:
     rows = slopes(bench, n_boot=n_boot)
     lines = ["# The Context Trap on a CPU: cascade vs end-to-end vs text, gold context and free-running", "",
@@ -167,7 +178,8 @@ def render(bench: Bench, body: str, command: str, folder: str, n_boot: int = 200
         lines += [(f"The verdict rests on `{rows[0].metric}` under {MODE_TEXT[rows[0].mode]} (first line); the other "
                   "lines are the same test on the other metric and mode. The text-only system (the same LLM reading "
                   "the gold user text) shows how much of a trend is the LLM's own. Whether each metric can be "
-                  "trusted, and by how much, is in the judge-check section below."), ""]
+                  "trusted, and by how much, is in the judge-check section below; for the verdict's metrics:"), "",
+                  *(f"- {trust(bench, m)}" for m in dict.fromkeys(r.metric for r in rows)), ""]
     else:
         lines += [("**Not determined:** the run has no cascade and end-to-end pair with a verdict metric "
                   f"({', '.join(VERDICT_METRICS)})."), ""]

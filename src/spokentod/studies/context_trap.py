@@ -159,8 +159,10 @@ def trust(bench: Bench, name: str) -> str:
         for _, check in group_checks(run.summary):
             if check and name in check["scorers"]:
                 return check["scorers"][name]["line"]
-    return (f"`{name}`: no judge-check on record (a reference-based metric cannot be checked against the gold "
-            "reply it compares with) — unvalidated")
+    from spokentod.bench.judgecheck.check import REFERENCE_BASED
+
+    why = f" (it cannot be: it {REFERENCE_BASED[name]})" if name in REFERENCE_BASED else ""
+    return f"`{name}`: no judge-check on record{why} — unvalidated"
 
 
 def render(bench: Bench, body: str, command: str, folder: str, n_boot: int = 2000) -> str:

@@ -156,9 +156,9 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
              dev: list, out: Path, step: int) -> dict[str, Any]:
     """Decode the dev set and score what was generated. Returns {"metric": higher-is-better, ...}."""
     model.eval()
+    size = phase.dev_batch_size or phase.batch_size
     if n == 1:
         hyps = []
-        size = phase.dev_batch_size or phase.batch_size
         for i in range(0, len(dev), size):
             items = dev[i:i + size]
             feats, lengths = features([it.audio for it in items])
@@ -168,9 +168,8 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
         wer = jiwer.wer(refs, [normalize_for_wer(h) for h in hyps])
         return {"metric": -wer, "wer": wer}
     mode = phase.losses[0].prefix if phase.losses[0].prefix != "text_encoder" else "speech"
-    preds = track(model, group_dialogues(dev), prefix_mode=mode, features=features,
-                        batch_size=phase.dev_batch_size or phase.batch_size, max_new_tokens=phase.max_new_tokens,
-                        progress=False)
+    preds = track(model, group_dialogues(dev), prefix_mode=mode, features=features, batch_size=size,
+                  max_new_tokens=phase.max_new_tokens, progress=False)
     pred_path, ref_path = out / f"dev_step{step}.jsonl", out / "dev_references.jsonl"
     write_predictions(preds, pred_path)
     if not ref_path.exists():

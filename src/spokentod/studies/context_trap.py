@@ -153,12 +153,12 @@ def _what_ran(bench: Bench) -> list[str]:
     return out
 
 
-def trust(bench: Bench, name: str) -> str:
-    """How far the verdict's metric can be trusted: its judge-check line (figures and verdict), or why none."""
-    for run in bench.runs:
-        for _, check in group_checks(run.summary):
-            if check and name in check["scorers"]:
-                return check["scorers"][name]["line"]
+def trust(checks: list[dict[str, Any]], name: str) -> str:
+    """How far the verdict's metric can be trusted: its judge-check line (figures and verdict) from the runs'
+    `checks` (judge_validation.group_checks), or why there is none."""
+    for check in checks:
+        if name in check["scorers"]:
+            return check["scorers"][name]["line"]
     from spokentod.bench.judgecheck.check import REFERENCE_BASED
 
     why = f" (it cannot be: it {REFERENCE_BASED[name]})" if name in REFERENCE_BASED else ""
@@ -176,12 +176,13 @@ def render(bench: Bench, body: str, command: str, folder: str, n_boot: int = 200
              "so a negative slope is a loss per turn), end-to-end minus cascade, with a 95 % bootstrap CI over "
              "dialogues (paired: both systems ran the same dialogues)."), ""]
     if rows:
+        checks = [c for run in bench.runs for _, c in group_checks(run.summary) if c]  # read once, from the store
         lines += [f"- {verdict(s)}" for s in rows] + ["", *_slope_table(rows), ""]
         lines += [(f"The verdict rests on `{rows[0].metric}` under {MODE_TEXT[rows[0].mode]} (first line); the other "
                   "lines are the same test on the other metric and mode. The text-only system (the same LLM reading "
                   "the gold user text) shows how much of a trend is the LLM's own. Whether each metric can be "
                   "trusted, and by how much, is in the judge-check section below; for the verdict's metrics:"), "",
-                  *(f"- {trust(bench, m)}" for m in dict.fromkeys(r.metric for r in rows)), ""]
+                  *(f"- {trust(checks, m)}" for m in dict.fromkeys(r.metric for r in rows)), ""]
     else:
         lines += [("**Not determined:** the run has no cascade and end-to-end pair with a verdict metric "
                   f"({', '.join(VERDICT_METRICS)})."), ""]

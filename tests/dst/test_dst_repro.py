@@ -27,15 +27,18 @@ def _tiny(tmp_path: Path, tiny_llm, data_dir: Path) -> dict:
     raw["report"] = str(tmp_path / "reports" / "dst_repro.md")
     p = raw["prepare"]
     p["paths"] = [str(data_dir / "multiwoz/mwz21_convlab2/val.json")]
+    p["eval_from"] = p["paths"]
     p["dialogues"] = {"source_train": 1, "source_dev": 1, "source_test": 1, "target_train": 1, "target_dev": 0,
                       "target_test": 2}
     p["max_user_turns"] = 2
     base = raw["base"]
+    # The shipped adapter fits only the embedded LLM: the tiny model trains its own phase 1 (plumbing checked).
+    base.pop("speech_adapter")
     base["model"] |= {"llm": str(tiny_llm), "connector": {"width": 32, "layers": 1, "heads": 2, "ff": 64},
-                      "text_encoder": {"layers": 1}, "lora": {"r": 4, "alpha": 4}}
+                      "compress": "none", "text_encoder": {"layers": 1}, "lora": {"r": 4, "alpha": 4}}
     base |= {"device": "cpu", "mixed_precision": "no"}
-    base["phase1"] |= {"steps": 1, "batch_size": 2, "warmup": 0, "dev_limit": 2, "eval_every": 1,
-                       "max_new_tokens": 4}
+    base["phase1"] = {"steps": 1, "batch_size": 2, "lr": 2e-3, "warmup": 0, "data": "asr", "dev": "asr_dev",
+                      "dev_limit": 2, "eval_every": 1, "max_new_tokens": 4}
     base["phase2"] |= {"steps": 2, "batch_size": 2, "warmup": 0, "eval_every": 2, "save_every": 1,
                        "max_new_tokens": 8}
     raw["eval"] |= {"batch_size": 4, "max_new_tokens": 8, "bootstrap": 200}
@@ -149,7 +152,10 @@ def test_shipped_config_parses_and_builds_every_condition():
     s, st = recipes["S"].phase2.losses, recipes["S+T"].phase2.losses
     assert [x.name for x in st if x.name not in {y.name for y in s}] == ["target"]  # S+T = S + target text
     assert {x.prefix for x in recipes["S+T-noenc"].phase2.losses if x.name == "target"} == {"text_direct"}
-    assert all(r.init_from and r.init_from.endswith("shared/phase1/best") for r in recipes.values())
+    # phase 1 is the shipped adapter: no shared phase-1 run, every condition starts from it
+    assert all(r.speech_adapter == "embedded" and not r.init_from and not r.phase1 for r in recipes.values())
+    assert repro_config.phase1_recipe(cfg, out) is None
+    assert cfg.prepare.eval_from and all("test.json" in x for x in cfg.prepare.eval_from)
     # --set reaches list items and the target weight applies to target-data losses only
     cfg8 = repro_config.load_repro(CONFIG, ["target_weight=8", "conditions.S.losses.0.weight=2"])
     r8 = repro_config.condition_recipe(cfg8, out, "S+T", 0)
@@ -222,11 +228,34 @@ def test_splits_are_seeded_disjoint_and_test_first():
         prepare.assign_splits(src, tgt, sizes.model_copy(update={"source_train": 30}), 0)
 
 
+def test_eval_from_draws_dev_and_test_from_those_dialogues_only():
+    class D:
+        def __init__(self, i):
+            self.id = f"d{i:03d}"
+
+    src, tgt = [D(i) for i in range(30)], [D(100 + i) for i in range(30)]
+    sizes = repro_config.Sizes(source_train=None, source_dev=2, source_test=4, target_train=None, target_dev=1,
+                               target_test=6)
+    eval_ids = {f"d{i:03d}" for i in [*range(0, 30, 3), *range(100, 130, 2)]}
+    a = prepare.assign_splits(src, tgt, sizes, 0, eval_ids)
+    held = [d.id for k in ("source_dev", "source_test", "target_dev", "target_test") for d in a[k]]
+    assert len(held) == 13 and set(held) <= eval_ids
+    train = [d.id for k in ("source_train", "target_train") for d in a[k]]
+    assert len(train) == 60 - 13 and not set(train) & set(held)  # the other eval-eligible ones train
+    assert set(train) & eval_ids
+    with pytest.raises(repro_config.ReproError, match="in eval_from"):
+        prepare.assign_splits(src, tgt, sizes.model_copy(update={"source_test": 9}), 0, eval_ids)
+    with pytest.raises(ValueError, match="eval_from"):
+        repro_config.Prepare(paths=["a.json"], eval_from=["b.json"], source_domains=["x"], target_domains=["y"],
+                             dialogues=sizes, render={"train": {"voices": ["en-us"]}, "heldout": {"voices": ["en-gb"]},
+                                                      "augment": {"voices": ["en-us+klatt"]}})
+
+
 def test_the_pool_is_every_path_and_ids_are_unique_across_them():
     from types import SimpleNamespace
 
-    pool = prepare._load_pool(SimpleNamespace(corpus="demo", paths=["demo"]))
-    assert pool and len({d.id for d in pool}) == len(pool)
+    pool, origin = prepare._load_pool(SimpleNamespace(corpus="demo", paths=["demo"]))
+    assert pool and len({d.id for d in pool}) == len(pool) and set(origin.values()) == {"demo"}
     with pytest.raises(repro_config.ReproError, match=f"dialogue id '{pool[0].id}' is in both demo and demo"):
         prepare._load_pool(SimpleNamespace(corpus="demo", paths=["demo", "demo"]))
 
@@ -261,3 +290,15 @@ def test_dialogue_counts_add_up_to_the_file_score(tmp_path):
         assert 0 < whole[m] < 1
     b = repro_stats.paired_bootstrap([empty], [{d: c["slot_f1"] for d, c in per.items()}], 200)
     assert b["diff"] == pytest.approx(whole["slot_f1"]) and b["base_value"] == 0 and b["ci"][1] > 0
+
+def test_setup_names_the_shipped_adapter_as_phase_1():
+    from spokentod.adapter import adapter_dir
+    from spokentod.studies.dst_repro.report import _phase1_line
+
+    meta = json.loads((adapter_dir("embedded") / "adapter.json").read_text())
+    line = _phase1_line({"speech_adapter": "embedded"}, [0])
+    assert "starts phase 2 from the speech adapter `embedded`" in line
+    assert f"dev WER {pct(meta['trained']['dev_wer_at_selection'])} %" in line
+    assert f"{meta['trained']['step']} steps" in line
+    own = _phase1_line({"phase1": {"steps": 120, "batch_size": 8, "lr": 0.002}}, [0])
+    assert own.startswith("Phase 1 (once, shared, seed 0): 120 steps, batch 8, lr 0.002")

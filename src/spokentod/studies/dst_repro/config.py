@@ -69,6 +69,9 @@ class Sizes(_Cfg):
 class Prepare(_Cfg):
     corpus: str = "multiwoz21"
     paths: list[str] = Field(min_length=1)  # pooled; ids must be unique across them
+    # Dev and test dialogues come only from these paths (null: from any). The shipped speech adapter
+    # trained on the user turns of MultiWOZ val.json, so an E2E tracker built on it is tested on test.json.
+    eval_from: list[str] | None = None
     source_domains: list[str] = Field(min_length=1)
     target_domains: list[str] = Field(min_length=1)
     split_seed: int = 0
@@ -76,6 +79,14 @@ class Prepare(_Cfg):
     max_user_turns: int | None = Field(default=None, ge=1)  # keep only the first N user turns (tests)
     render: Render
     features: bool = True  # compute the frozen encoder's features here, once, into the feature cache
+
+
+    @model_validator(mode="after")
+    def _eval_from(self) -> Prepare:
+        bad = [x for x in self.eval_from or [] if x not in self.paths]
+        if bad or self.eval_from == []:
+            raise ValueError(f"eval_from: each entry must be one of paths {self.paths} (got {self.eval_from})")
+        return self
 
 
 class EvalMode(_Cfg):

@@ -33,9 +33,9 @@ from spokentod.studies.dst_repro.config import (
 from spokentod.studies.dst_repro.layout import Timings, data_dir, diff_paths, now_iso, read_json, write_json
 
 
-def _load_pool(p: Prepare) -> list:
-    """The dialogues of every path in `p.paths`, pooled; a dialogue id in two of them is a ReproError (the
-    splits are made by id)."""
+def _load_pool(p: Prepare) -> tuple[list, dict[str, str]]:
+    """The dialogues of every path in `p.paths`, pooled, and the path each dialogue id came from; a dialogue
+    id in two of them is a ReproError (the splits are made by id)."""
     pool, seen = [], {}
     for path in p.paths:
         dialogues, _ = load_dialogues(DialogueSource(corpus=p.corpus, path=path))
@@ -44,7 +44,7 @@ def _load_pool(p: Prepare) -> list:
                 raise ReproError(f"dialogue id {d.id!r} is in both {seen[d.id]} and {path}")
             seen[d.id] = path
             pool.append(d)
-    return pool
+    return pool, seen
 
 
 def _truncate(d, max_user_turns: int | None):
@@ -54,9 +54,11 @@ def _truncate(d, max_user_turns: int | None):
     return d.model_copy(update={"turns": d.turns[: last + 1]})
 
 
-def assign_splits(source: list, target: list, sizes: Sizes, seed: int) -> dict[str, list]:
+def assign_splits(source: list, target: list, sizes: Sizes, seed: int,
+                  eval_ids: set[str] | None = None) -> dict[str, list]:
     """Seeded, dialogue-disjoint splits: per side a permutation of the sorted ids; test first, then dev,
-    then train (so a larger train set keeps the same test and dev dialogues)."""
+    then train (so a larger train set keeps the same test and dev dialogues). With `eval_ids`, test and dev
+    are drawn (in the same order) from those dialogues only; train from all the rest."""
     out: dict[str, list] = {}
     for side, group, key in (("source", source, 0), ("target", target, 1)):
         ordered = sorted(group, key=lambda d: d.id)
@@ -64,13 +66,18 @@ def assign_splits(source: list, target: list, sizes: Sizes, seed: int) -> dict[s
         queue = [ordered[i] for i in perm]
         n_test, n_dev = getattr(sizes, f"{side}_test"), getattr(sizes, f"{side}_dev")
         n_train = getattr(sizes, f"{side}_train")
-        need = n_test + n_dev + (n_train or 1)
-        if need > len(queue):
-            raise ReproError(f"prepare.dialogues: {side} test+dev+train need {need} dialogues, the pool has "
-                             f"{len(queue)} {side}-only dialogues")
-        out[f"{side}_test"] = queue[:n_test]
-        out[f"{side}_dev"] = queue[n_test:n_test + n_dev]
-        rest = queue[n_test + n_dev:]
+        eligible = [d for d in queue if eval_ids is None or d.id in eval_ids]
+        if n_test + n_dev > len(eligible):
+            raise ReproError(f"prepare.dialogues: {side} test+dev need {n_test + n_dev} dialogues, the pool has "
+                             f"{len(eligible)} {side}-only dialogues" + (" in eval_from" if eval_ids else ""))
+        held = eligible[:n_test + n_dev]
+        held_ids = {d.id for d in held}
+        rest = [d for d in queue if d.id not in held_ids]
+        if (n_train or 1) > len(rest):
+            raise ReproError(f"prepare.dialogues: {side} test+dev+train need {n_test + n_dev + (n_train or 1)} "
+                             f"dialogues, the pool has {len(queue)} {side}-only dialogues")
+        out[f"{side}_test"] = held[:n_test]
+        out[f"{side}_dev"] = held[n_test:]
         out[f"{side}_train"] = rest if n_train is None else rest[:n_train]
     return out
 
@@ -108,10 +115,11 @@ def prepare(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings
         # A condition now needs a set that was not made: the split is deterministic, so prepare again
         # (what exists is kept: rendering and features skip finished files).
     t0 = time.perf_counter()
-    pool = _load_pool(p)
+    pool, origin = _load_pool(p)
     src_doms, tgt_doms = set(p.source_domains), set(p.target_domains)
     split = split_by_domain(pool, src_doms, tgt_doms)
-    splits = assign_splits(split.source, split.target, p.dialogues, p.split_seed)
+    eval_ids = None if p.eval_from is None else {i for i, path in origin.items() if path in p.eval_from}
+    splits = assign_splits(split.source, split.target, p.dialogues, p.split_seed, eval_ids)
     splits = {k: [_truncate(x, p.max_user_turns) for x in v] for k, v in splits.items()}
     raw = d / "raw"
     for name, dialogues in splits.items():
@@ -175,7 +183,7 @@ def prepare(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings
         "source_domains": sorted(src_doms), "target_domains": sorted(tgt_doms),
         "source_only": count(split.source), "target_only": count(split.target),
         "mixed_left_out": count(split.mixed), "no_domain_left_out": count(split.no_domain),
-        "split_seed": p.split_seed, "max_user_turns": p.max_user_turns,
+        "split_seed": p.split_seed, "eval_from": p.eval_from, "max_user_turns": p.max_user_turns,
         "splits": {k: count(v) | {"ids": [x.id for x in v]} for k, v in splits.items()},
         "voices": {name: {"tts": v.tts, "voices": v.voices, "tts_config": v.tts_config} for name, _, v in jobs},
         "examples": examples,

@@ -56,6 +56,24 @@ def contrast_statement(comparison: dict | None, contrast: dict) -> str:
             f"show that {t} > {b}. {head}.")
 
 
+def _phase1_line(base: dict, seeds: list) -> str:
+    """Phase 1 as this study ran it: trained here once, or the shipped speech adapter (with its figures)."""
+    if base.get("speech_adapter"):
+        from spokentod.adapter import adapter_dir
+
+        meta = read_json(adapter_dir(base["speech_adapter"]) / "adapter.json", {})
+        tr, test = meta.get("trained") or {}, (meta.get("measured") or {}).get("test") or {}
+        figs = ", ".join(x for x in (
+            f"dev WER {pct(tr['dev_wer_at_selection'])} % at selection" if tr.get("dev_wer_at_selection") else "",
+            f"test WER {pct(test['wer'])} % on {test.get('n')} held-out utterances" if test.get("wer") else "") if x)
+        return (f"Phase 1: not run here; every condition starts phase 2 from the speech adapter "
+                f"`{base['speech_adapter']}` (its connector and CTC head; {tr.get('step', '?')} steps on "
+                f"{tr.get('train_minutes', '?')} min of CPU{'; ' + figs if figs else ''}; reports/speech_adapter.md).")
+    p1 = base.get("phase1") or {}
+    return (f"Phase 1 (once, shared, seed {seeds[0] if seeds else '?'}): {p1.get('steps')} steps, batch "
+            f"{p1.get('batch_size')}, lr {p1.get('lr')}, on the source training speech.")
+
+
 def likely_reasons(results: dict, phase1_evals: list[dict], cascades: list[str]) -> list[str]:
     """Rule-based diagnosis of a weak result, each line computed from the run's numbers: did phase 1 teach
     the connector to transcribe, are the trackers' own transcripts usable, does any run beat the empty-state
@@ -291,7 +309,8 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
               f"({split['target_only']['user_turns']} user turns). Left out: "
               f"{split['mixed_left_out']['dialogues']} mixed dialogues ({split['mixed_left_out']['user_turns']} user "
               f"turns; they touch both sides or a domain in neither) and {split['no_domain_left_out']['dialogues']} "
-              f"with no domain. Splits (seed {split['split_seed']}, dialogue-disjoint; test drawn first)"
+              f"with no domain. Splits (seed {split['split_seed']}, dialogue-disjoint; test drawn first"
+              + (f"; dev and test only from {', '.join(split['eval_from'])}" if split.get("eval_from") else "") + ")"
               + (f", each dialogue cut to its first {split['max_user_turns']} user turns" if split.get("max_user_turns")
                  else "") + ":", ""]
         L += _table(["split", "dialogues", "user turns"],
@@ -306,7 +325,7 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
                      for k, v in split["voices"].items()])
 
     base = cfg.get("base", {})
-    p1, p2 = base.get("phase1") or {}, base.get("phase2") or {}
+    p2 = base.get("phase2") or {}
     resolved = read_json(run_dir(out, *runs[0]) / "recipe.json", {}) if runs else {}
     model = resolved.get("model") or base.get("model", {})  # the full model config as trained
 
@@ -318,11 +337,12 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
           f"{short(model.get('lora'), ('r', 'alpha', 'dropout', 'target_modules'))}; speech encoder "
           f"{short(model.get('encoder'), ('kind', 'model', 'compute_type', 'freeze'))}; connector "
           f"{short(model.get('connector'), ('width', 'layers', 'heads', 'ff', 'dropout'))}; text encoder "
-          f"{short(model.get('text_encoder'), ('mode', 'layers'))}; history: last "
-          f"{(model.get('history') or {}).get('max_turns', 'all')} turns."), ""]
+          f"{short(model.get('text_encoder'), ('mode', 'layers'))}; speech compression "
+          f"{model.get('compress', 'none')}; history: last {(model.get('history') or {}).get('max_turns', 'all')} "
+          f"turns" + ("; the previous state in the prompt, the turn's update as the target (carry_state)"
+                      if model.get("carry_state") else "") + "."), ""]
     seed_list = ", ".join(map(str, seeds))
-    L += [f"Phase 1 (once, shared, seed {seeds[0] if seeds else '?'}): {p1.get('steps')} steps, batch "
-          f"{p1.get('batch_size')}, lr {p1.get('lr')}, on the source training speech. Phase 2 (every condition "
+    L += [_phase1_line(base, seeds) + " Phase 2 (every condition "
           f"alike): {p2.get('steps')} steps, batch {p2.get('batch_size')} per loss, lr {p2.get('lr')}, warm-up "
           f"{p2.get('warmup')}, dev evaluation every {p2.get('eval_every')} steps (the best dev checkpoint is "
           f"tracked). Seeds {seed_list} for the conditions marked all seeds, seed {seeds[0] if seeds else '?'} for "

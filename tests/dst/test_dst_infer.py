@@ -291,7 +291,7 @@ def test_track_cli_errors_name_the_problem(tmp_path, checkpoint):
     res = run("--tracker", "prompted", "--manifest", str(m))
     assert res.exit_code == 1 and "--llm" in res.err
     res = run("--tracker", "bogus", "--history", "mine", "--manifest", str(m))  # options checked by TrackSettings
-    assert res.exit_code == 1 and "--tracker: Input should be 'model' or 'prompted'; --history:" in res.err
+    assert res.exit_code == 1 and "--tracker: Input should be 'model', 'prompted' or 'embedded'; --history:" in res.err
     res = run("--checkpoint", str(checkpoint), "--manifest", str(m), "--mode", "speech")
     assert res.exit_code == 1 and "no user turns" in res.err and "no_audio" in res.err
     bad = tmp_path / "bad.jsonl"
@@ -342,3 +342,42 @@ def test_track_cli_speech_mode_through_the_feature_cache(tmp_path, tiny_dst_conf
     assert outs[1]["tracker"]["feature_cache"] == {"hits": 2, "misses": 0}
     assert outs[0]["tracker"]["encoder"]["kind"] == "whisper-ct2" and outs[0]["settings"]["mode"] == "speech"
     assert (tmp_path / "a" / "predictions.jsonl").read_text() == (tmp_path / "b" / "predictions.jsonl").read_text()
+
+
+def test_ship_tracker_measures_the_shipped_float16_weights_and_track_embedded_runs_them(tmp_path, checkpoint,
+                                                                                        monkeypatch):
+    from safetensors.torch import load_file
+
+    from spokentod.dst.infer import embedded
+
+    m, shipped = manifest(tmp_path), tmp_path / "embedded"
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text("".join(json.dumps({"dialogue_id": d, "turn": t, "state": {"hotel": {"area": "north"}}}) + "\n"
+                            for d, t in (("m1", 0), ("m1", 2), ("m2", 0), ("m2", 2), ("m2", 4))))
+    res = CliRunner().invoke(app, ["ship-tracker", str(checkpoint), "--test-manifest", str(m), "--references",
+                                   str(refs), "--mode", "text_direct", "--out", str(shipped), "--batch-size", "2",
+                                   "--max-new-tokens", "6", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert {t.dtype for t in load_file(str(shipped / "trainable.safetensors")).values()} == {torch.float16}
+    meta = embedded.sidecar(shipped)
+    assert meta["mode"] == "text_direct" and meta["asr"] is None and "ship-tracker" in meta["command"]
+    assert meta["measured"]["turns"] == 5 and meta["measured"]["empty_state_floor"] == 0.0
+    assert meta["weights"]["bytes"] == (shipped / "trainable.safetensors").stat().st_size
+    assert not (tmp_path / "embedded.staging").exists()
+
+    # --tracker embedded runs the shipped weights the way the sidecar says, and scores what the sidecar says
+    monkeypatch.setattr(embedded, "EMBEDDED", shipped)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["track", "--tracker", "embedded", "--manifest", str(m), "--out", str(out),
+                                   "--batch-size", "2", "--max-new-tokens", "6", "--no-progress", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "track.json").read_text())
+    assert info["settings"]["tracker"] == "embedded" and info["settings"]["mode"] == "text_direct"
+    assert info["tracker"]["embedded"]["measured"]["jga"] == meta["measured"]["jga"]
+    assert score_files(out / "predictions.jsonl", refs)["slot_f1"] == meta["measured"]["slot_f1"]
+    res = CliRunner().invoke(app, ["track", "--tracker", "embedded", "--checkpoint", str(checkpoint), "--manifest",
+                                   str(m), "--out", str(out), "--no-progress"])
+    assert res.exit_code == 1 and "drop --checkpoint" in " ".join(res.stderr.split())
+    monkeypatch.setattr(embedded, "EMBEDDED", tmp_path / "nothing")
+    res = CliRunner().invoke(app, ["track", "--tracker", "embedded", "--manifest", str(m), "--out", str(out)])
+    assert res.exit_code == 1 and "no embedded tracker" in " ".join(res.stderr.split())

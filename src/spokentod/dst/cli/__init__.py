@@ -145,7 +145,8 @@ TRACK_HELP = {
     "mode": "model: speech (default) | text_encoder | text_direct | none; prompted: text | audio "
             "(default: audio with --audiolm, else text).",
     "asr": "ASR backend (name, JSON or YAML file) transcribing the user audio for a text mode: a cascade.",
-    "tracker": "model (a trained SpeechDST) or prompted (an LLM / AudioLM backend asked for the JSON).",
+    "tracker": "model (a trained SpeechDST), embedded (the one shipped in the package: no training) or prompted "
+               "(an LLM / AudioLM backend asked for the JSON).",
     "llm": "Prompted: LLM backend (name such as smollm2, a JSON object, or a .json/.yaml file).",
     "audiolm": "Prompted: AudioLM backend hearing the user audio (or reading text with --mode text).",
     "shots": "Prompted: few-shot examples drawn (seeded) from the training dialogues.",
@@ -203,6 +204,44 @@ def track(
               f"{c['parse_errors']} unparseable, {c['failed']} failed; "
               f"{c['dropped']['dropped']} user turns left out")
     err.print(f"wrote {out / 'predictions.jsonl'}, {out / 'multiwoz_eval.json'}, {out / 'track.json'}")
+
+
+@app.command("ship-tracker")
+def ship_tracker(
+    checkpoint: Annotated[Path, typer.Argument(help="The trained checkpoint (<run>/phase2/best).")],
+    test_manifest: Annotated[Path, Opt(help="Held-out test dialogues (our JSONL, with audio for speech/ASR).")],
+    references: Annotated[Path, Opt(help="Their reference states (dialogue_id, turn, state, transcript JSONL).")],
+    mode: Annotated[str, Opt(help="How the tracker reads a user turn: speech | text_direct | text_encoder.")],
+    asr: Annotated[str | None, Opt(help="The ASR backend of a cascade (a text mode on speech).")] = None,
+    out: Annotated[Path | None, Opt(help="Where to write it (default: the package's embedded tracker).")] = None,
+    batch_size: Annotated[int, Opt(min=1, help="Dialogues tracked side by side.")] = 16,
+    max_new_tokens: Annotated[int, Opt(min=1, help="Longest output per turn, in tokens.")] = 128,
+    progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Ship a trained tracker in the package (float16 deltas + tracker.json), measured on a held-out test set
+    with the shipped weights; `dst track --tracker embedded` then runs it."""
+    from spokentod.dst.infer.embedded import EMBEDDED, ship
+
+    command = ["spokentod", "dst", "ship-tracker", str(checkpoint), "--test-manifest", str(test_manifest),
+               "--references", str(references), "--mode", mode, *(["--asr", asr] if asr else []),
+               *(["--out", str(out)] if out else []), "--batch-size", str(batch_size), "--max-new-tokens",
+               str(max_new_tokens)]
+    try:
+        meta = ship(checkpoint, mode=mode, asr=asr, test_manifest=test_manifest, references=references,
+                    command=shlex.join(command), out=out or EMBEDDED, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, progress=progress)
+    except (SpokenTODError, ValueError, KeyError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    m = meta["measured"]
+
+    def f(x):
+        return "–" if x is None else f"{x:.3f}"
+
+    ci = f" [{f(m['jga_ci'][0])}, {f(m['jga_ci'][1])}]" if m.get("jga_ci") else ""
+    err.print(f"shipped {checkpoint} -> {out or EMBEDDED} ({meta['weights']['bytes'] / 1e6:.1f} MB): test JGA "
+              f"{f(m['jga'])}{ci} on {m['turns']} turns (empty-state floor {f(m['empty_state_floor'])}), "
+              f"slot F1 {f(m['slot_f1'])}, WER {f(m['wer'])}")
 
 
 @app.command()

@@ -33,7 +33,7 @@ class TrackSettings(BaseModel):
     manifest: Path | None = None
     corpus: str | None = None
     path: Path | None = None
-    tracker: Literal["model", "prompted"] = "model"
+    tracker: Literal["model", "prompted", "embedded"] = "model"
     checkpoint: Path | None = None
     mode: str | None = None  # model: speech|text_encoder|text_direct|none; prompted: text|audio
     asr: str | None = None
@@ -111,6 +111,16 @@ def run_track(settings) -> dict[str, Any]:
     from spokentod.dst.infer.predictions import write_multiwoz_eval, write_predictions  # torch: see the top
     from spokentod.dst.infer.track import TrackStats, track, transcribe_turns
     s = settings if isinstance(settings, TrackSettings) else TrackSettings.model_validate(settings)
+    shipped = None
+    if s.tracker == "embedded":  # the package's own tracker: a model checkpoint run the way its sidecar says
+        from spokentod.dst.infer import embedded
+
+        if s.checkpoint is not None:
+            raise SpokenTODError("--tracker embedded brings its own weights: drop --checkpoint")
+        shipped = embedded.sidecar()
+        mode = s.mode or shipped["mode"]
+        s = s.model_copy(update={"tracker": "model", "checkpoint": embedded.EMBEDDED, "mode": mode,
+                                 "asr": s.asr or (shipped.get("asr") if mode == shipped["mode"] else None)})
     mode = _check(s)
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,6 +166,8 @@ def run_track(settings) -> dict[str, Any]:
             info["encoder"] = encoder.identity()
         timings["model_load_s"] = time.perf_counter() - t
         info["model"] = {"checkpoint": str(s.checkpoint), "config": model.cfg.model_dump(mode="json")}
+        if shipped:
+            info["embedded"] = {k: shipped.get(k) for k in ("mode", "asr", "weights", "measured", "command")}
         preds = track(model, groups, mode, features, s.history, s.batch_size, s.max_new_tokens, s.beams,
                       user_texts, s.progress, stats)
         if hasattr(features, "stats"):
@@ -194,7 +206,7 @@ def run_track(settings) -> dict[str, Any]:
     write_multiwoz_eval(preds, out / "multiwoz_eval.json")
     timings["write_s"] = time.perf_counter() - t
     result = {
-        "settings": s.model_dump(mode="json") | {"mode": mode},
+        "settings": s.model_dump(mode="json") | {"mode": mode} | ({"tracker": "embedded"} if shipped else {}),
         "tracker": info,
         "counts": {"dialogues": stats.dialogues, "turns": stats.turns, "repaired": stats.repaired,
                    "parse_errors": stats.parse_errors, "failed": stats.failed,

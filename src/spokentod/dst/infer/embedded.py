@@ -1,0 +1,98 @@
+"""The tracker shipped in the package: ``spokentod dst track --tracker embedded`` runs it with no training.
+
+It is a SpeechDST checkpoint (model.json + trainable.safetensors: the LoRA, connector and text-encoder
+deltas, stored in float16 to fit the package) plus a sidecar, ``tracker.json``: how it is run (mode, and
+the ASR backend of a cascade), the recipe and data it was trained on, and what it measured on held-out test
+dialogues *with the shipped float16 weights* (``ship`` tracks and scores them itself, so the figures in the
+sidecar are the package's, not the float32 checkpoint's).
+
+    spokentod dst ship-tracker runs/dst/source_cascade/phase2/best --mode text_direct --asr whisper-ct2 ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from spokentod.atomic import replace_dir, write_json
+from spokentod.errors import SpokenTODError
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "embedded"
+SIDECAR = "tracker.json"
+
+
+def sidecar(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The shipped tracker's sidecar; a SpokenTODError when none is shipped."""
+    path = Path(path or EMBEDDED)
+    f = path / SIDECAR
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise SpokenTODError(f"no embedded tracker at {path} ({e}); make one with `make tracker`") from None
+
+
+def _half(checkpoint: Path, out: Path) -> int:
+    """Copy a checkpoint into `out` with its floating-point deltas in float16; returns the weights' bytes."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    deltas = load_file(str(checkpoint / "trainable.safetensors"))
+    half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in deltas.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in half.items()}, str(out / "trainable.safetensors"))
+    shutil.copyfile(checkpoint / "model.json", out / "model.json")
+    return (out / "trainable.safetensors").stat().st_size
+
+
+def _trained(checkpoint: Path) -> dict[str, Any]:
+    """What the training run left next to the checkpoint (<run>/recipe.json, <run>/phase2/*.jsonl)."""
+    run, phase = checkpoint.parents[1], checkpoint.parent
+    recipe = json.loads((run / "recipe.json").read_text()) if (run / "recipe.json").is_file() else None
+    log = [json.loads(x) for x in (phase / "log.jsonl").read_text().splitlines() if x.strip()] \
+        if (phase / "log.jsonl").is_file() else []
+    evals = [json.loads(x) for x in (phase / "eval.jsonl").read_text().splitlines() if x.strip()] \
+        if (phase / "eval.jsonl").is_file() else []
+    summary = json.loads((phase / "summary.json").read_text()) if (phase / "summary.json").is_file() else {}
+    return {"recipe": recipe, "steps": summary.get("step"), "best_step": summary.get("best_step"),
+            "step_seconds": round(sum(x.get("seconds", 0) for x in log), 1),
+            "dev_curve": [{k: e.get(k) for k in ("step", "jga", "slot_f1", "wer")} for e in evals]}
+
+
+def _floor(references: Path) -> float:
+    """JGA of predicting an empty state on every turn: the share of reference turns whose state is empty."""
+    rows = [json.loads(x) for x in references.read_text().splitlines() if x.strip()]
+    return sum(not r.get("state") for r in rows) / len(rows) if rows else 0.0
+
+
+def ship(checkpoint: str | os.PathLike, *, mode: str, asr: str | None, test_manifest: str | os.PathLike,
+         references: str | os.PathLike, command: str, out: str | os.PathLike = EMBEDDED, batch_size: int = 16,
+         max_new_tokens: int = 128, bootstrap: int = 1000, work: str | os.PathLike | None = None,
+         progress: bool = True) -> dict[str, Any]:
+    """Write the embedded tracker into `out`: float16 deltas, then track and score the held-out test set with
+    exactly those weights, then the sidecar. `out` is replaced only once everything has worked."""
+    from spokentod.dst.cli.tracking import TrackSettings, run_track
+    from spokentod.dst.score.scorer import score_files
+
+    checkpoint, out, references = Path(checkpoint), Path(out), Path(references)
+    if not (checkpoint / "model.json").is_file():
+        raise SpokenTODError(f"{checkpoint} is not a SpeechDST checkpoint (no model.json)")
+    stage = out.with_name(out.name + ".staging")
+    shutil.rmtree(stage, ignore_errors=True)
+    size = _half(checkpoint, stage)
+    work = Path(work) if work else checkpoint.parents[1] / "shipped_test"
+    tracked = run_track(TrackSettings(out=work, checkpoint=stage, manifest=Path(test_manifest), mode=mode, asr=asr,
+                                      batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress))
+    s = score_files(work / "predictions.jsonl", references, bootstrap=bootstrap)
+    keys = ("jga", "jga_ci", "slot_f1", "slot_key_f1", "wer", "entity_wer", "turns", "dialogues", "per_domain")
+    measured = {k: s.get(k) for k in keys} | {"empty_state_floor": _floor(references),
+                                              "test_manifest": str(test_manifest), "references": str(references),
+                                              "tracked": tracked["counts"]}
+    meta = {"mode": mode, "asr": asr, "weights": {"dtype": "float16", "bytes": size},
+            "source_checkpoint": str(checkpoint), "trained": _trained(checkpoint), "measured": measured,
+            "command": command}
+    write_json(stage / SIDECAR, meta, indent=1)
+    replace_dir(stage, out)
+    return meta

@@ -244,6 +244,32 @@ def ship_tracker(
               f"slot F1 {f(m['slot_f1'])}, WER {f(m['wer'])}")
 
 
+@app.command("trackers-report")
+def trackers_report(
+    run: Annotated[list[str], Opt(help="NAME=RUN_DIR of a trained tracker whose test set is tracked in RUN_DIR/test "
+                                       "(repeatable).")],
+    references: Annotated[Path, Opt(help="The test set's reference states (JSONL).")],
+    out: Annotated[Path, Opt(help="The report (Markdown); its PNG goes into a folder named like it.")],
+    bootstrap: Annotated[int, Opt(min=0, help="Bootstrap resamples for the CIs.")] = 1000,
+    note: Annotated[str, Opt(help="A line on how the runs were made (e.g. cores shared), printed as given.")] = "",
+) -> None:
+    """Report trained trackers on their held-out test set: JGA with CIs against the empty-state floor, slot
+    F1, WER, the dev learning curves and where the time went (reports/dst_trackers.md)."""
+    from spokentod.studies.dst_trackers import write_report
+
+    try:
+        pairs = [tuple(x.split("=", 1)) for x in run]
+        if any(len(p) != 2 or not p[0] for p in pairs):
+            raise ValueError(f"--run takes NAME=RUN_DIR, got {run}")
+        res = write_report([(n, Path(d)) for n, d in pairs], references, out, bootstrap, note)
+    except (SpokenTODError, ValueError, OSError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    for r in res["runs"]:
+        err.print(f"{r['name']}: test JGA {r['jga']:.3f}, goal {'met' if r['met'] else 'not met'}")
+    err.print(f"wrote {out}")
+
+
 @app.command()
 def repro(
     config: Annotated[Path, typer.Argument(help="Repro YAML (configs/dst/repro_*.yaml).")],

@@ -175,3 +175,14 @@ def test_score_command_prints_a_table(run_dir):
     assert "cascade" in res.output and (run_dir / "metrics" / "summary.json").is_file()
     bad = CliRunner().invoke(app, ["score", str(run_dir), "--metrics", "nope"])
     assert bad.exit_code == 1 and "unknown metric" in bad.output
+
+
+def test_judge_free_cache_identity_follows_the_generic_reply_set(monkeypatch):
+    from spokentod.metrics import judge_free
+    from spokentod.metrics.registry import available
+
+    group = available()["judge_free"]
+    before = group.identity()
+    assert before["embedder"] == judge_free.EMBEDDER
+    monkeypatch.setattr(judge_free, "GENERIC_V1", (*judge_free.GENERIC_V1, "anything else?"))
+    assert group.identity() != before  # cached genericness values from the old set are not reused

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from spokentod.data.schema import Speaker
-from spokentod.metrics.registry import MetricGroup, MetricResult, Missing, Output, ScoredReply, register
+from spokentod.metrics.registry import (MetricGroup, MetricResult, Missing, Output, ScoredReply, register,
+                                        stable_hash)
 from spokentod.metrics.text import basic_normalize
 
 # Replies that fit after almost anything. Versioned with the metric: changing the list → bump "version".
@@ -137,4 +138,5 @@ register(MetricGroup("judge_free", VERSION,
                       Output("genericness", "genericness", "judge-free", -1, digits=3),
                       Output("reply_words", "reply words", "judge-free", 0, digits=1)), _judge_free,
                 needs=("transcript", "dialogue"), doc="embedding and n-gram metrics (all-MiniLM-L6-v2)",
-                identity=lambda: EMBEDDER))
+                # the generic-reply set is part of what a value means: a new set recomputes genericness
+                identity=lambda: {"embedder": EMBEDDER, "generic_set": stable_hash(list(GENERIC_V1))}))

@@ -358,7 +358,11 @@ def test_ship_tracker_measures_the_shipped_float16_weights_and_track_embedded_ru
                                    str(refs), "--mode", "text_direct", "--out", str(shipped), "--batch-size", "2",
                                    "--max-new-tokens", "6", "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert {t.dtype for t in load_file(str(shipped / "trainable.safetensors")).values()} == {torch.float16}
+    weights = load_file(str(shipped / "trainable.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float16} and any("lora_" in k for k in weights)
+    # a text_direct tracker reads neither the text encoder nor the connector: they are left out, by name
+    assert not any(k.startswith(("text_encoder.", "connector.", "ctc_")) for k in weights)
+    assert json.loads((shipped / "model.json").read_text())["omitted"] == ["text_encoder.", "connector.", "ctc_"]
     meta = embedded.sidecar(shipped)
     assert meta["mode"] == "text_direct" and meta["asr"] is None and "ship-tracker" in meta["command"]
     assert meta["measured"]["turns"] == 5 and meta["measured"]["empty_state_floor"] == 0.0
@@ -375,6 +379,9 @@ def test_ship_tracker_measures_the_shipped_float16_weights_and_track_embedded_ru
     assert info["settings"]["tracker"] == "embedded" and info["settings"]["mode"] == "text_direct"
     assert info["tracker"]["embedded"]["measured"]["jga"] == meta["measured"]["jga"]
     assert score_files(out / "predictions.jsonl", refs)["slot_f1"] == meta["measured"]["slot_f1"]
+    res = CliRunner().invoke(app, ["track", "--tracker", "embedded", "--mode", "text_encoder", "--manifest", str(m),
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 1 and "--mode text_encoder cannot run it" in " ".join(res.stderr.split())
     res = CliRunner().invoke(app, ["track", "--tracker", "embedded", "--checkpoint", str(checkpoint), "--manifest",
                                    str(m), "--out", str(out), "--no-progress"])
     assert res.exit_code == 1 and "drop --checkpoint" in " ".join(res.stderr.split())

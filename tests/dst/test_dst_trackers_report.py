@@ -51,8 +51,13 @@ def test_report_scores_each_run_against_the_floor_and_states_the_goal(tmp_path):
              "transcript": "i need a hotel in the north"} for i in range(10) for t in (0, 2)]
     ref_path = _jsonl(tmp_path / "refs.jsonl", refs)
     good, weak = _run(tmp_path, "good", 8, refs), _run(tmp_path, "weak", 2, refs)
+    # the same model on gold transcripts, tracked into another folder of its run: a diagnostic row
+    (good / "gold").mkdir()
+    (good / "gold" / "predictions.jsonl").write_text((good / "test" / "predictions.jsonl").read_text())
+    (good / "gold" / "track.json").write_text(json.dumps({"settings": {"mode": "text_direct", "asr": None}}))
     out = tmp_path / "reports" / "trackers.md"
     res = CliRunner().invoke(app, ["trackers-report", "--run", f"Cascade={good}", "--run", f"E2E={weak}",
+                                   "--run", f"Gold text={good}@gold",
                                    "--references", str(ref_path), "--out", str(out), "--bootstrap", "200",
                                    "--note", "Both trained side by side."])
     assert res.exit_code == 0, res.output
@@ -63,11 +68,13 @@ def test_report_scores_each_run_against_the_floor_and_states_the_goal(tmp_path):
     assert f"**Cascade: goal met** — test JGA {pct(s_good['jga'])} % [{pct(s_good['jga_ci'][0])}" in text
     assert f"**E2E: goal not met** — test JGA {pct(s_weak['jga'])} %" in text  # under 25 %
     assert "| empty state (floor) | – | 5.0 [" in text
+    assert "**Gold text: diagnostic (gold transcripts, no speech)** — test JGA 80.0 %" in text
+    assert text.count(f"(`{good}/recipe.json`)") == 1  # one recipe line per trained run
     assert "| Cascade | text_direct on whisper-ct2 tiny.en transcripts |" in text
     assert "| Cascade | 10: 10.0, 20: 30.0 | 10: 50.0, 20: 70.0 |" in text
     assert "0m 40s (2.00)" in text and "Both trained side by side." in text
     assert (tmp_path / "reports" / "trackers" / "learning_curves.png").stat().st_size > 1000
-    assert "--run Cascade=" in text and "--references" in text
+    assert "--run=Cascade=" in text and "--references" in text
 
     res = CliRunner().invoke(app, ["trackers-report", "--run", f"X={tmp_path / 'nothing'}", "--references",
                                    str(ref_path), "--out", str(out)])

@@ -12,6 +12,7 @@ and writes a Markdown report with the learning curves (dev JGA and slot F1 by st
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,14 @@ def _floor(references: Path, bootstrap: int) -> dict[str, Any]:
     return {"jga": s["jga"], "jga_ci": s.get("jga_ci")}
 
 
-def _run(name: str, run: Path, references: Path, bootstrap: int) -> dict[str, Any]:
+def _run(name: str, where: str, references: Path, bootstrap: int) -> dict[str, Any]:
+    """One row: RUN_DIR (its test set tracked into RUN_DIR/test) or RUN_DIR@SUBDIR (tracked into RUN_DIR/SUBDIR,
+    e.g. the same model on gold transcripts or another ASR)."""
     from spokentod.dst.score.scorer import score_files
 
-    test = run / "test"
+    run_s, _, sub = str(where).partition("@")
+    run = Path(run_s)
+    test = run / (sub or "test")
     if not (test / "predictions.jsonl").is_file():
         raise SpokenTODError(f"{name}: no {test / 'predictions.jsonl'}: track the test set first (see the recipe)")
     recipe = read_json(run / "recipe.json", {})
@@ -49,11 +54,11 @@ def _run(name: str, run: Path, references: Path, bootstrap: int) -> dict[str, An
     wall = end.stat().st_mtime - start.stat().st_mtime if start.is_file() and end.is_file() else None
     track = read_json(test / "track.json", {})
     settings = track.get("settings", {})
-    return {"name": name, "run": str(run), "recipe": recipe, "summary": summary,
+    return {"name": name, "run": str(run), "where": str(where), "recipe": recipe, "summary": summary,
             "step_s": sum(x.get("seconds", 0) for x in log), "steps_logged": len(log), "wall_s": wall,
             "evals": step_log(run / "phase2" / "eval.jsonl"), "score": score_files(test / "predictions.jsonl",
                                                                                     references, bootstrap=bootstrap),
-            "input": _reads(settings),
+            "input": _reads(settings), "speech": settings.get("mode") == "speech" or bool(settings.get("asr")),
             "track_s": (track.get("timings") or {}).get("track_s"), "counts": track.get("counts", {})}
 
 
@@ -89,17 +94,18 @@ def _plot(runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs: list[tuple[str, Path]], references: Path, out: Path, bootstrap: int = 1000,
+def write_report(runs: list[tuple[str, str]], references: Path, out: Path, bootstrap: int = 1000,
                  note: str = "") -> dict[str, Any]:
     references, out = Path(references), Path(out)
-    rs = [_run(n, Path(p), references, bootstrap) for n, p in runs]
+    rs = [_run(n, str(p), references, bootstrap) for n, p in runs]
     floor = _floor(references, bootstrap)
     fhi = (floor["jga_ci"] or [floor["jga"]] * 2)[1]
     for r in rs:
         s = r["score"]
-        r["met"] = s["jga"] >= GOAL_JGA and bool(s.get("jga_ci")) and s["jga_ci"][0] > fhi
+        r["met"] = r["speech"] and s["jga"] >= GOAL_JGA and bool(s.get("jga_ci")) and s["jga_ci"][0] > fhi
     figs = out.parent / out.stem
-    _plot(rs, figs / "learning_curves.png")
+    trained = list({r["run"]: r for r in reversed(rs)}.values())[::-1]  # one curve per trained run (first name)
+    _plot(trained, figs / "learning_curves.png")
 
     s0 = rs[0]["score"]
     L = ["# In-domain dialogue state trackers trained on a 2-core CPU", "",
@@ -110,7 +116,8 @@ def write_report(runs: list[tuple[str, Path]], references: Path, out: Path, boot
     for r in rs:
         s = r["score"]
         ci = s.get("jga_ci") or [None, None]
-        L.append(f"- **{r['name']}: goal {'met' if r['met'] else 'not met'}** — test JGA {pct(s['jga'])} % "
+        head = f"goal {'met' if r['met'] else 'not met'}" if r["speech"] else "diagnostic (gold transcripts, no speech)"
+        L.append(f"- **{r['name']}: {head}** — test JGA {pct(s['jga'])} % "
                  f"[{pct(ci[0])}, {pct(ci[1])}] after {r['summary'].get('step', '?')} phase-2 steps "
                  f"({_hms(r['wall_s'])} of training wall time).")
     L += ["", "## Test results", ""]
@@ -129,7 +136,7 @@ def write_report(runs: list[tuple[str, Path]], references: Path, out: Path, boot
           "## Learning curves", "", f"![dev JGA and slot F1 by step]({figs.name}/learning_curves.png)", ""]
     L += _table(["tracker", "dev JGA % by step", "dev slot F1 % by step"],
                 [[r["name"], ", ".join(f"{e['step']}: {pct(e['jga'])}" for e in r["evals"]),
-                  ", ".join(f"{e['step']}: {pct(e['slot_f1'])}" for e in r["evals"])] for r in rs])
+                  ", ".join(f"{e['step']}: {pct(e['slot_f1'])}" for e in r["evals"])] for r in trained])
     L += ["", "## Where the time goes", ""]
     L += _table(["tracker", "steps", "training wall time", "of it in steps (s/step)", "dev evaluations",
                  "test tracking"],
@@ -139,7 +146,7 @@ def write_report(runs: list[tuple[str, Path]], references: Path, out: Path, boot
     if note:
         L += ["", note]
     L += ["", "## Recipes", ""]
-    for r in rs:
+    for r in trained:  # one line per trained run
         rec, p2 = r["recipe"], r["recipe"].get("phase2") or {}
         m = rec.get("model") or {}
         data = rec.get("data") or {}
@@ -149,7 +156,7 @@ def write_report(runs: list[tuple[str, Path]], references: Path, out: Path, boot
                  f"losses {', '.join(x['name'] + ' (' + x['prefix'] + ')' for x in p2.get('losses', []))}; "
                  f"batch {p2.get('batch_size')}, lr {p2.get('lr')}, warm-up {p2.get('warmup')}, {p2.get('steps')} steps; "
                  f"train data {', '.join(v.get('manifest', '?') for k, v in data.items() if k != 'dev')}.")
-    L += ["", "Regenerate: `spokentod dst trackers-report " + " ".join(f"--run {r['name']}={r['run']}" for r in rs)
+    L += ["", "Regenerate: `spokentod dst trackers-report " + " ".join(shlex.quote(f"--run={r['name']}={r['where']}") for r in rs)
           + f" --references {references} --out {out}` (the commands that train and track each run are at the "
           "top of configs/dst/source_cascade.yaml and source_e2e.yaml).", ""]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -246,8 +246,8 @@ def ship_tracker(
 
 @app.command("trackers-report")
 def trackers_report(
-    run: Annotated[list[str], Opt(help="NAME=RUN_DIR of a trained tracker whose test set is tracked in RUN_DIR/test "
-                                       "(repeatable).")],
+    run: Annotated[list[str], Opt(help="NAME=RUN_DIR of a trained tracker whose test set is tracked in RUN_DIR/test, "
+                                       "or NAME=RUN_DIR@SUBDIR for RUN_DIR/SUBDIR (repeatable).")],
     references: Annotated[Path, Opt(help="The test set's reference states (JSONL).")],
     out: Annotated[Path, Opt(help="The report (Markdown); its PNG goes into a folder named like it.")],
     bootstrap: Annotated[int, Opt(min=0, help="Bootstrap resamples for the CIs.")] = 1000,
@@ -261,7 +261,7 @@ def trackers_report(
         pairs = [tuple(x.split("=", 1)) for x in run]
         if any(len(p) != 2 or not p[0] for p in pairs):
             raise ValueError(f"--run takes NAME=RUN_DIR, got {run}")
-        res = write_report([(n, Path(d)) for n, d in pairs], references, out, bootstrap, note)
+        res = write_report(pairs, references, out, bootstrap, note)
     except (SpokenTODError, ValueError, OSError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None

@@ -34,16 +34,28 @@ def sidecar(path: str | os.PathLike | None = None) -> dict[str, Any]:
         raise SpokenTODError(f"no embedded tracker at {path} ({e}); make one with `make tracker`") from None
 
 
-def _half(checkpoint: Path, out: Path) -> int:
-    """Copy a checkpoint into `out` with its floating-point deltas in float16; returns the weights' bytes."""
+def unused_parts(mode: str) -> tuple[str, ...]:
+    """The delta prefixes a tracker run in `mode` never reads: the text encoder (its own 49k x width token
+    embeddings: most of a checkpoint's bytes) outside text_encoder mode, the connector and CTC head in a
+    text_direct one (the text encoder's path runs through the connector's Transformer)."""
+    return (() if mode == "text_encoder" else ("text_encoder.",)) + \
+        (("connector.", "ctc_") if mode in ("text_direct", "none") else ())
+
+
+def _half(checkpoint: Path, out: Path, mode: str) -> int:
+    """Copy a checkpoint into `out` with the deltas `mode` reads, in float16; returns the weights' bytes.
+    model.json lists what was left out (`omitted`), so loading it for another mode fails by name."""
     import torch
     from safetensors.torch import load_file, save_file
 
+    drop = unused_parts(mode)
     deltas = load_file(str(checkpoint / "trainable.safetensors"))
-    half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in deltas.items()}
+    half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in deltas.items()
+            if not k.startswith(drop)}
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in half.items()}, str(out / "trainable.safetensors"))
-    shutil.copyfile(checkpoint / "model.json", out / "model.json")
+    meta = json.loads((checkpoint / "model.json").read_text())
+    write_json(out / "model.json", meta | {"omitted": list(drop)}, indent=1)
     return (out / "trainable.safetensors").stat().st_size
 
 
@@ -81,7 +93,7 @@ def ship(checkpoint: str | os.PathLike, *, mode: str, asr: str | None, test_mani
         raise SpokenTODError(f"{checkpoint} is not a SpeechDST checkpoint (no model.json)")
     stage = out.with_name(out.name + ".staging")
     shutil.rmtree(stage, ignore_errors=True)
-    size = _half(checkpoint, stage)
+    size = _half(checkpoint, stage, mode)
     work = Path(work) if work else checkpoint.parents[1] / "shipped_test"
     tracked = run_track(TrackSettings(out=work, checkpoint=stage, manifest=Path(test_manifest), mode=mode, asr=asr,
                                       batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress))
@@ -90,7 +102,7 @@ def ship(checkpoint: str | os.PathLike, *, mode: str, asr: str | None, test_mani
     measured = {k: s.get(k) for k in keys} | {"empty_state_floor": _floor(references),
                                               "test_manifest": str(test_manifest), "references": str(references),
                                               "tracked": tracked["counts"]}
-    meta = {"mode": mode, "asr": asr, "weights": {"dtype": "float16", "bytes": size},
+    meta = {"mode": mode, "asr": asr, "weights": {"dtype": "float16", "bytes": size, "omitted": list(unused_parts(mode))},
             "source_checkpoint": str(checkpoint), "trained": _trained(checkpoint), "measured": measured,
             "command": command}
     write_json(stage / SIDECAR, meta, indent=1)

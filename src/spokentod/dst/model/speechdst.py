@@ -262,9 +262,12 @@ class SpeechDST(nn.Module):
         return {k: v.detach().clone() for k, v in self.state_dict().items()
                 if k.startswith(("connector.", "text_encoder.", "speech_encoder.", "ctc_")) or "lora_" in k}
 
-    def load_trainable_state_dict(self, sd: dict[str, Tensor]) -> None:
+    def load_trainable_state_dict(self, sd: dict[str, Tensor], omitted: tuple[str, ...] = ()) -> None:
+        """Load deltas; keys under an `omitted` prefix may be absent (a shipped tracker leaves out the parts its
+        mode never reads) and keep their initial values."""
         own = self.trainable_state_dict()
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+        missing = sorted(k for k in set(own) - set(sd) if not (omitted and k.startswith(omitted)))
+        unexpected = sorted(set(sd) - set(own))
         if missing or unexpected:
             raise ValueError(f"checkpoint does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.load_state_dict(sd, strict=False)
@@ -318,7 +321,8 @@ class SpeechDST(nn.Module):
         deltas = cls.load_deltas(path, device)
         if any(k.startswith("speech_encoder.") for k in deltas):  # trained encoder weights travel along
             model.attach_encoder(build_encoder(cfg.encoder.model_copy(update={"device": str(device)})))
-        model.load_trainable_state_dict(deltas)
+        model.omitted = tuple(meta.get("omitted", ()))
+        model.load_trainable_state_dict(deltas, model.omitted)
         return model
 
     @staticmethod

@@ -1,12 +1,12 @@
 """The tracker shipped in the package: ``spokentod dst track --tracker embedded`` runs it with no training.
 
-It is a SpeechDST checkpoint (model.json + trainable.safetensors: the LoRA, connector and text-encoder
-deltas, stored in float16 to fit the package) plus a sidecar, ``tracker.json``: how it is run (mode, and
+It is a SpeechDST checkpoint (model.json + trainable.safetensors: the deltas its mode reads — LoRA, and the
+connector for speech — stored in float16 to fit the package) plus a sidecar, ``tracker.json``: how it is run (mode, and
 the ASR backend of a cascade), the recipe and data it was trained on, and what it measured on held-out test
 dialogues *with the shipped float16 weights* (``ship`` tracks and scores them itself, so the figures in the
 sidecar are the package's, not the float32 checkpoint's).
 
-    spokentod dst ship-tracker runs/dst/source_cascade/phase2/best --mode text_direct --asr whisper-ct2 ...
+    spokentod dst ship-tracker runs/dst/source_e2e/phase2/best --mode speech --test-manifest ... (make tracker)
 """
 
 from __future__ import annotations

@@ -24,8 +24,15 @@ from typing import Any
 import numpy as np
 
 from spokentod.data.schema import Speaker
-from spokentod.metrics.registry import (MetricGroup, MetricResult, Missing, Output, ScoredReply, register,
-                                        stable_hash)
+from spokentod.metrics.registry import (
+    MetricGroup,
+    MetricResult,
+    Missing,
+    Output,
+    ScoredReply,
+    register,
+    stable_hash,
+)
 from spokentod.metrics.text import basic_normalize
 
 # Replies that fit after almost anything. Versioned with the metric: changing the list → bump "version".

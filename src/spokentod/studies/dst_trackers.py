@@ -62,6 +62,11 @@ def _run(name: str, where: str, references: Path, bootstrap: int) -> dict[str, A
             "track_s": (track.get("timings") or {}).get("track_s"), "counts": track.get("counts", {})}
 
 
+def _jga(score: dict) -> str:
+    ci = score.get("jga_ci") or [None, None]
+    return f"{pct(score['jga'])} [{pct(ci[0])}, {pct(ci[1])}]"
+
+
 def _reads(settings: dict) -> str:
     """What the tracker read at test time: its mode, and the ASR of a cascade."""
     from spokentod.backends.spec import parse_backend_spec
@@ -109,30 +114,26 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
 
     s0 = rs[0]["score"]
     L = ["# In-domain dialogue state trackers trained on a 2-core CPU", "",
-         f"Test: {s0['dialogues']} held-out source-domain dialogues ({s0['turns']} user turns; "
-         f"{', '.join(sorted(s0.get('per_domain') or {}))}), spoken by held-out voices. Goal (issue #18): "
-         f"each tracker ≥ {pct(GOAL_JGA)} % JGA with its 95 % CI clear of the empty-state floor's "
-         f"({pct(floor['jga'])} %, CI up to {pct(fhi)} %).", ""]
+         (f"Test: {s0['dialogues']} held-out source-domain dialogues ({s0['turns']} user turns; "
+          f"{', '.join(sorted(s0.get('per_domain') or {}))}), spoken by held-out voices. Goal (issue #18): "
+          f"each tracker ≥ {pct(GOAL_JGA)} % JGA with its 95 % CI clear of the empty-state floor's "
+          f"({pct(floor['jga'])} %, CI up to {pct(fhi)} %)."), ""]
     for r in rs:
-        s = r["score"]
-        ci = s.get("jga_ci") or [None, None]
         head = f"goal {'met' if r['met'] else 'not met'}" if r["speech"] else "diagnostic (gold transcripts, no speech)"
-        L.append(f"- **{r['name']}: {head}** — test JGA {pct(s['jga'])} % "
-                 f"[{pct(ci[0])}, {pct(ci[1])}] after {r['summary'].get('step', '?')} phase-2 steps "
-                 f"({_hms(r['wall_s'])} of training wall time).")
+        lo, hi = r["score"].get("jga_ci") or [None, None]
+        L.append(f"- **{r['name']}: {head}** — test JGA {pct(r['score']['jga'])} % [{pct(lo)}, {pct(hi)}] after "
+                 f"{r['summary'].get('step', '?')} phase-2 steps ({_hms(r['wall_s'])} of training wall time).")
     L += ["", "## Test results", ""]
+    rows = [[r["name"], r["input"], _jga(r["score"])]
+            + [pct(r["score"].get(k)) for k in ("slot_f1", "slot_key_f1", "wer", "entity_wer")]
+            + [", ".join(f"{d} {pct(v)}" for d, v in sorted((r["score"].get("per_domain") or {}).items()))]
+            for r in rs]
+    rows.append(["empty state (floor)", "–", _jga(floor)] + ["–"] * 5)
     L += _table(["tracker", "reads", "JGA % [95 % CI]", "slot F1 %", "slot-key F1 %", "WER %", "entity WER %",
-                 "per-domain JGA %"],
-                [[r["name"], r["input"], f"{pct(r['score']['jga'])} [{pct((r['score'].get('jga_ci') or [None])[0])}, "
-                  f"{pct((r['score'].get('jga_ci') or [None, None])[1])}]", pct(r["score"].get("slot_f1")),
-                  pct(r["score"].get("slot_key_f1")), pct(r["score"].get("wer")), pct(r["score"].get("entity_wer")),
-                  ", ".join(f"{d} {pct(v)}" for d, v in sorted((r["score"].get("per_domain") or {}).items()))]
-                 for r in rs]
-                + [["empty state (floor)", "–", f"{pct(floor['jga'])} [{pct((floor['jga_ci'] or [None])[0])}, "
-                    f"{pct(fhi)}]", "–", "–", "–", "–", "–"]])
-    L += ["", "WER and entity WER are of the transcript each tracker writes before the state (the Cascade copies "
-          "its ASR's transcript); entity WER counts errors only inside spans that spell a gold slot value. CIs "
-          "resample dialogues (bootstrap).", "",
+                 "per-domain JGA %"], rows)
+    L += ["", ("WER and entity WER are of the transcript each tracker writes before the state (the Cascade copies "
+               "its ASR's transcript); entity WER counts errors only inside spans that spell a gold slot value. CIs "
+               "resample dialogues (bootstrap)."), "",
           "## Learning curves", "", f"![dev JGA and slot F1 by step]({figs.name}/learning_curves.png)", ""]
     L += _table(["tracker", "dev JGA % by step", "dev slot F1 % by step"],
                 [[r["name"], ", ".join(f"{e['step']}: {pct(e['jga'])}" for e in r["evals"]),

@@ -80,7 +80,6 @@ class Prepare(_Cfg):
     render: Render
     features: bool = True  # compute the frozen encoder's features here, once, into the feature cache
 
-
     @model_validator(mode="after")
     def _eval_from(self) -> Prepare:
         bad = [x for x in self.eval_from or [] if x not in self.paths]

@@ -62,9 +62,10 @@ test-fast: install
 clean:
 	rm -rf $(VENV) runs build *.egg-info
 
-# The DST reproduction study (spoken DST: does target-domain text lift target-domain JGA?): data, shared
-# phase 1, every condition, scoring, reports/dst_repro.md. Resumable: run it again after a stop.
-# Measured: 2 h 02 min on a 2-core CPU from a fresh clone (stage times in configs/dst/repro_multiwoz.yaml).
+# The DST reproduction study (spoken DST: does target-domain text lift target-domain JGA?): data, every
+# condition (phase 2 from the shipped speech adapter), scoring, reports/dst_repro.md. Resumable: run it again
+# after a stop. Estimated ~5 h 10 min on a 2-core CPU (unit costs in configs/dst/repro_multiwoz.yaml; the
+# earlier 30-step recipe took 2 h 02 min).
 .PHONY: dst-repro
 dst-repro: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst repro configs/dst/repro_multiwoz.yaml

@@ -11,7 +11,6 @@ and writes a Markdown report with the learning curves (dev JGA and slot F1 by st
 
 from __future__ import annotations
 
-import json
 import shlex
 import tempfile
 from pathlib import Path
@@ -26,14 +25,10 @@ GOAL_JGA = 0.25  # issue #18: each tracker >= 25 % JGA on the in-domain test, CI
 
 def _floor(references: Path, bootstrap: int) -> dict[str, Any]:
     """The empty-state predictor scored like a tracker: JGA and bootstrap CI on the same turns."""
-    from spokentod.dst.score.scorer import score_files
+    from spokentod.dst.score.scorer import score_empty_states
 
-    rows = [json.loads(x) for x in references.read_text().splitlines() if x.strip()]
     with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "empty.jsonl"
-        p.write_text("".join(json.dumps({"dialogue_id": r["dialogue_id"], "turn": r["turn"], "state": {}}) + "\n"
-                             for r in rows))
-        s = score_files(p, references, bootstrap=bootstrap)
+        s = score_empty_states(references, Path(d) / "empty.jsonl", bootstrap=bootstrap)
     return {"jga": s["jga"], "jga_ci": s.get("jga_ci")}
 
 

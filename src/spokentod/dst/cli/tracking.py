@@ -153,9 +153,11 @@ def run_track(settings) -> dict[str, Any]:
 
         t = time.perf_counter()
         model = SpeechDST.from_pretrained(s.checkpoint, device=s.device)
-        need = {"speech": ("connector.",), "text_encoder": ("text_encoder.", "connector.")}.get(mode, ())
-        if set(need) & set(getattr(model, "omitted", ())):
-            raise SpokenTODError(f"{s.checkpoint} leaves out {', '.join(sorted(set(need) & set(model.omitted)))} "
+        from spokentod.dst.infer.embedded import unused_parts
+
+        lacking = set(model.omitted) - set(unused_parts(mode))  # left out, yet read in this mode
+        if lacking:
+            raise SpokenTODError(f"{s.checkpoint} leaves out {', '.join(sorted(lacking))} "
                                  f"(it was shipped for --mode {shipped['mode'] if shipped else '?'}): "
                                  f"--mode {mode} cannot run it")
         features = None

@@ -61,22 +61,15 @@ def _half(checkpoint: Path, out: Path, mode: str) -> int:
 
 def _trained(checkpoint: Path) -> dict[str, Any]:
     """What the training run left next to the checkpoint (<run>/recipe.json, <run>/phase2/*.jsonl)."""
+    from spokentod.studies.dst_repro.layout import read_json, step_log  # a resumed step is counted once
+
     run, phase = checkpoint.parents[1], checkpoint.parent
-    recipe = json.loads((run / "recipe.json").read_text()) if (run / "recipe.json").is_file() else None
-    log = [json.loads(x) for x in (phase / "log.jsonl").read_text().splitlines() if x.strip()] \
-        if (phase / "log.jsonl").is_file() else []
-    evals = [json.loads(x) for x in (phase / "eval.jsonl").read_text().splitlines() if x.strip()] \
-        if (phase / "eval.jsonl").is_file() else []
-    summary = json.loads((phase / "summary.json").read_text()) if (phase / "summary.json").is_file() else {}
-    return {"recipe": recipe, "steps": summary.get("step"), "best_step": summary.get("best_step"),
-            "step_seconds": round(sum(x.get("seconds", 0) for x in log), 1),
-            "dev_curve": [{k: e.get(k) for k in ("step", "jga", "slot_f1", "wer")} for e in evals]}
-
-
-def _floor(references: Path) -> float:
-    """JGA of predicting an empty state on every turn: the share of reference turns whose state is empty."""
-    rows = [json.loads(x) for x in references.read_text().splitlines() if x.strip()]
-    return sum(not r.get("state") for r in rows) / len(rows) if rows else 0.0
+    summary = read_json(phase / "summary.json", {})
+    return {"recipe": read_json(run / "recipe.json"), "steps": summary.get("step"),
+            "best_step": summary.get("best_step"),
+            "step_seconds": round(sum(x.get("seconds", 0) for x in step_log(phase / "log.jsonl")), 1),
+            "dev_curve": [{k: e.get(k) for k in ("step", "jga", "slot_f1", "wer")}
+                          for e in step_log(phase / "eval.jsonl")]}
 
 
 def ship(checkpoint: str | os.PathLike, *, mode: str, asr: str | None, test_manifest: str | os.PathLike,
@@ -86,7 +79,7 @@ def ship(checkpoint: str | os.PathLike, *, mode: str, asr: str | None, test_mani
     """Write the embedded tracker into `out`: float16 deltas, then track and score the held-out test set with
     exactly those weights, then the sidecar. `out` is replaced only once everything has worked."""
     from spokentod.dst.cli.tracking import TrackSettings, run_track
-    from spokentod.dst.score.scorer import score_files
+    from spokentod.dst.score.scorer import score_empty_states, score_files
 
     checkpoint, out, references = Path(checkpoint), Path(out), Path(references)
     if not (checkpoint / "model.json").is_file():
@@ -98,8 +91,9 @@ def ship(checkpoint: str | os.PathLike, *, mode: str, asr: str | None, test_mani
     tracked = run_track(TrackSettings(out=work, checkpoint=stage, manifest=Path(test_manifest), mode=mode, asr=asr,
                                       batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress))
     s = score_files(work / "predictions.jsonl", references, bootstrap=bootstrap)
+    floor = score_empty_states(references, work / "empty_state" / "predictions.jsonl")["jga"]
     keys = ("jga", "jga_ci", "slot_f1", "slot_key_f1", "wer", "entity_wer", "turns", "dialogues", "per_domain")
-    measured = {k: s.get(k) for k in keys} | {"empty_state_floor": _floor(references),
+    measured = {k: s.get(k) for k in keys} | {"empty_state_floor": floor,
                                               "test_manifest": str(test_manifest), "references": str(references),
                                               "tracked": tracked["counts"]}
     meta = {"mode": mode, "asr": asr, "weights": {"dtype": "float16", "bytes": size, "omitted": list(unused_parts(mode))},

@@ -309,6 +309,8 @@ class SpeechDST(nn.Module):
         mine = {k: v for k, v in state.items() if k.startswith(("connector.", "ctc_"))}
         self.load_state_dict({k: v.to(self.device) for k, v in mine.items()}, strict=False)
 
+    omitted: tuple[str, ...] = ()  # delta prefixes a shipped checkpoint left out (model.json "omitted")
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> SpeechDST:
         path = Path(path)

@@ -5,9 +5,11 @@ scores in one call."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 from itertools import compress
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,3 +155,16 @@ def score_files(predictions: str | os.PathLike, references: str | os.PathLike,
     result = score(refs, preds, matcher, policy, bootstrap, seed)
     result["ontology"] = onto.describe() if onto else None
     return result
+
+
+def score_empty_states(references: str | os.PathLike, predictions: str | os.PathLike,
+                       ontology: str | Ontology | None = "auto", bootstrap: int = 0) -> dict:
+    """The score of predicting an empty state at every reference turn: the floor a tracker's JGA is read
+    against (turns whose gold state is still empty count right). Those predictions are written to
+    `predictions` (a file a person can open), then scored like any tracker's."""
+    refs = [json.loads(x) for x in Path(references).read_text(encoding="utf-8").splitlines() if x.strip()]
+    out = Path(predictions)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"dialogue_id": r["dialogue_id"], "turn": r["turn"], "state": {}}) + "\n"
+                           for r in refs), encoding="utf-8")
+    return score_files(out, references, ontology=ontology, bootstrap=bootstrap)

@@ -13,7 +13,7 @@ import numpy as np
 from spokentod.dst.data import normalize as N
 from spokentod.dst.data import ontology as O
 from spokentod.dst.data.ontology import Matcher
-from spokentod.dst.score.scorer import score, score_files
+from spokentod.dst.score.scorer import score, score_empty_states, score_files
 from spokentod.dst.score.states import read_predictions, read_references
 from spokentod.studies.dst_repro.config import ReproConfig
 from spokentod.studies.dst_repro.layout import (
@@ -167,11 +167,6 @@ def collect_results(cfg: ReproConfig, out: Path) -> dict[str, Any]:
 def trivial_baseline(cfg: ReproConfig, out: Path, test_set: str) -> dict[str, Any]:
     """The score of predicting an empty state at every turn: the floor a JGA near 0 should be read against
     (turns whose gold state is still empty count right)."""
-    ref = data_dir(out) / test_set / "references.jsonl"
-    pred = out / "eval" / "trivial" / test_set / "predictions.jsonl"
-    lines = [json.dumps({"dialogue_id": r["dialogue_id"], "turn": r["turn"], "state": {}}) + "\n"
-             for r in map(json.loads, read_lines(ref))]
-    pred.parent.mkdir(parents=True, exist_ok=True)
-    pred.write_text("".join(lines), encoding="utf-8")
-    s = score_files(pred, ref, ontology=cfg.eval.ontology, bootstrap=0)
+    s = score_empty_states(data_dir(out) / test_set / "references.jsonl",
+                           out / "eval" / "trivial" / test_set / "predictions.jsonl", cfg.eval.ontology)
     return {k: s.get(k) for k in ("jga", "slot_f1", "slot_key_f1", "turns")}

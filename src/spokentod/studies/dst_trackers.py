@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from spokentod.dst.train.runlog import read_json, step_log
 from spokentod.errors import SpokenTODError
-from spokentod.studies.dst_repro.layout import read_json, step_log
 from spokentod.studies.dst_repro.report import _hms, _table, pct
 
 GOAL_JGA = 0.25  # issue #18: each tracker >= 25 % JGA on the in-domain test, CI clear of the empty-state floor

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.atomic import replace_dir, write_json
+from spokentod.dst.train.runlog import read_json, step_log  # a resumed step is counted once
 from spokentod.errors import SpokenTODError
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "embedded"
@@ -61,8 +62,6 @@ def _half(checkpoint: Path, out: Path, mode: str) -> int:
 
 def _trained(checkpoint: Path) -> dict[str, Any]:
     """What the training run left next to the checkpoint (<run>/recipe.json, <run>/phase2/*.jsonl)."""
-    from spokentod.studies.dst_repro.layout import read_json, step_log  # a resumed step is counted once
-
     run, phase = checkpoint.parents[1], checkpoint.parent
     summary = read_json(phase / "summary.json", {})
     return {"recipe": read_json(run / "recipe.json"), "steps": summary.get("step"),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spokentod import atomic
+from spokentod.dst.train.runlog import read_json, step_log  # noqa: F401  (the study reads run logs too)
 
 
 def slug(name: str) -> str:
@@ -38,13 +39,6 @@ def now_iso() -> str:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic.write_json(path, obj, indent=1, default=str)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return default
 
 
 def read_lines(path: Path) -> list[str]:
@@ -103,16 +97,3 @@ class Timings:
             record["wall_s"] = round(wall, 3)
             self.data["stages"][name] = self.data["stages"].get(name, 0.0) + wall
             self.save()
-
-
-def step_log(path: Path) -> list[dict]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    out: dict[int, dict] = {}
-    for line in text.splitlines():
-        if line.strip():
-            r = json.loads(line)
-            out[r["step"]] = r  # a resumed run may log a step twice: the later one stands
-    return [out[k] for k in sorted(out)]

@@ -46,14 +46,18 @@ def boot(per_dialogue: dict[str, list[float]], n: int = 2000) -> tuple[float, fl
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--systems", nargs="+", default=["cascade", "e2e"])
+    ap.add_argument("--systems", nargs="+", default=["cascade", "cascade_adapter", "e2e"])
     ap.add_argument("--extra", nargs="*", default=[], metavar="LABEL=RUN:SYSTEM",
                     help="Also compare a system of another run on the same turns, e.g. a second adapter: "
                          "distilled=runs/speechlm-agreement-distill:e2e")
     ap.add_argument("--json", type=Path, help="Also write the figures here (spokentod adapter report --agreement).")
     args = ap.parse_args()
     ref = replies(args.run, "text")
-    got = {s: replies(args.run, s) for s in args.systems}
+    # A run made before a system was added to the config (e.g. cascade_adapter) is read without it.
+    absent = [s for s in args.systems if not (args.run / "results" / results_name(s)).exists()]
+    if absent:
+        print(f"not in {args.run}: {', '.join(absent)}", file=sys.stderr)
+    got = {s: replies(args.run, s) for s in args.systems if s not in absent}
     extra_runs = {}
     for item in args.extra:
         label, _, where = item.partition("=")

@@ -34,7 +34,7 @@ def _run(root: Path, name: str, right: int, refs: list[dict]) -> Path:
     _jsonl(run / "phase2" / "log.jsonl", [{"step": i, "loss": 1.0 / i, "seconds": 2.0} for i in range(1, 21)])
     _jsonl(run / "phase2" / "eval.jsonl", [{"step": 10, "jga": 0.1, "slot_f1": 0.5},
                                            {"step": 20, "jga": 0.3, "slot_f1": 0.7}])
-    (run / "phase2" / "summary.json").write_text(json.dumps({"step": 20, "steps": 20}))
+    (run / "phase2" / "summary.json").write_text(json.dumps({"step": 20, "steps": 20, "wall_s": 95.0}))
     preds = [{"dialogue_id": r["dialogue_id"], "turn": r["turn"],
               "state": r["state"] if int(r["dialogue_id"][1:]) < right else {"hotel": {"area": "south"}},
               "transcript": r["transcript"]} for r in refs]
@@ -72,9 +72,9 @@ def test_report_scores_each_run_against_the_floor_and_states_the_goal(tmp_path):
     assert text.count(f"(`{good}/recipe.json`)") == 1  # one recipe line per trained run
     assert "| Cascade | text_direct on whisper-ct2 tiny.en transcripts |" in text
     assert "| Cascade | 10: 10.0, 20: 30.0 | 10: 50.0, 20: 70.0 |" in text
-    assert "0m 40s (2.00)" in text and "Both trained side by side." in text
+    assert "| 1m 35s | 0m 40s (2.00) |" in text and "Both trained side by side." in text  # wall_s of the loop
     assert (tmp_path / "reports" / "trackers" / "learning_curves.png").stat().st_size > 1000
-    assert "--run=Cascade=" in text and "--references" in text
+    assert "--run=Cascade=" in text and "--references" in text and "--note 'Both trained side by side.'" in text
 
     res = CliRunner().invoke(app, ["trackers-report", "--run", f"X={tmp_path / 'nothing'}", "--references",
                                    str(ref_path), "--out", str(out)])

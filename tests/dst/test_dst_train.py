@@ -101,8 +101,11 @@ def test_two_phases_then_exact_resume(tmp_path, tiny_llm):
     with (tmp_path / "run2/phase2/log.jsonl").open("a") as f:  # a step logged after the checkpoint, then killed
         f.write(json.dumps({"step": 2, "loss": 0.0}) + "\n" + '{"step": 3, "lo')
     train_phase(cfg2, 2, progress=False, stop_after=2)
-    train_phase(cfg2, 2, progress=False)
+    s_end = train_phase(cfg2, 2, progress=False)
     again = _losses(tmp_path / "run2")
+    # wall time is summed over the three calls: at least every logged step's own seconds
+    assert s_end["wall_s"] >= sum(r["seconds"] for r in again) > 0
+    assert json.loads((tmp_path / "run2/phase2/summary.json").read_text())["wall_s"] == s_end["wall_s"]
     assert [r["step"] for r in again] == [1, 2, 3, 4]
     for a, b in zip(log, again):
         assert {k: v for k, v in a.items() if k.startswith("loss")} == \

@@ -45,8 +45,10 @@ def _run(name: str, where: str, references: Path, bootstrap: int) -> dict[str, A
     recipe = read_json(run / "recipe.json", {})
     summary = read_json(run / "phase2" / "summary.json", {})
     log = step_log(run / "phase2" / "log.jsonl")
+    wall = summary.get("wall_s")  # written by the training loop; older runs: the files' times
     start, end = run / "recipe.json", run / "phase2" / "summary.json"
-    wall = end.stat().st_mtime - start.stat().st_mtime if start.is_file() and end.is_file() else None
+    if wall is None and start.is_file() and end.is_file():
+        wall = end.stat().st_mtime - start.stat().st_mtime
     track = read_json(test / "track.json", {})
     settings = track.get("settings", {})
     return {"name": name, "run": str(run), "where": str(where), "recipe": recipe, "summary": summary,
@@ -153,7 +155,8 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
                  f"batch {p2.get('batch_size')}, lr {p2.get('lr')}, warm-up {p2.get('warmup')}, {p2.get('steps')} steps; "
                  f"train data {', '.join(v.get('manifest', '?') for k, v in data.items() if k != 'dev')}.")
     L += ["", "Regenerate: `spokentod dst trackers-report " + " ".join(shlex.quote(f"--run={r['name']}={r['where']}") for r in rs)
-          + f" --references {references} --out {out}` (the commands that train and track each run are at the "
+          + f" --references {references} --out {out}" + (f" --note {shlex.quote(note)}" if note else "")
+          + "` (the commands that train and track each run are at the "
           "top of configs/dst/source_cascade.yaml and source_e2e.yaml).", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(L))

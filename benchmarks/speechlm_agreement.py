@@ -25,11 +25,27 @@ from spokentod.rundir.layout import results_name
 from spokentod.rundir.store import final_records, read_records
 
 
-def replies(run: Path, system: str) -> dict[tuple, str]:
+def _answered(run: Path, system: str) -> dict[tuple, dict]:
     recs, _ = read_records(run / "results" / results_name(system))
     # Keyed by (dialogue, turn, seed): the system's name is the first element of a record's key.
-    return {k[1:]: r["text"] for k, r in final_records(recs).items()
-            if r.get("text") is not None and not r.get("error")}
+    return {k[1:]: r for k, r in final_records(recs).items() if r.get("text") is not None and not r.get("error")}
+
+
+def replies(run: Path, system: str) -> dict[tuple, str]:
+    return {k: r["text"] for k, r in _answered(run, system).items()}
+
+
+def transcript_wer(run: Path, system: str, keys: list[tuple]) -> float | None:
+    """WER of a cascade's ASR transcripts of the user turns (None for a system that has none)."""
+    import jiwer
+
+    from spokentod.metrics.text import normalize_for_wer
+
+    got = _answered(run, system)
+    pairs = [(got[k].get("user_text"), got[k].get("user_transcript")) for k in keys if k in got]
+    if not pairs or any(h is None for _, h in pairs):
+        return None
+    return float(jiwer.wer([normalize_for_wer(r) for r, _ in pairs], [normalize_for_wer(h) for _, h in pairs]))
 
 
 def boot(per_dialogue: dict[str, list[float]], n: int = 2000) -> tuple[float, float, float]:
@@ -73,7 +89,7 @@ def main() -> int:
         return 1
     ref_emb = embed([ref[k] for k in keys])
     print(f"{len(keys)} turns of {len({k[0] for k in keys})} dialogues in {args.run}")
-    print(f"{'system':10} {'cosine to text reply':>28} {'exact match':>24}")
+    print(f"{'system':15} {'cosine to text reply':>28} {'exact match':>24}")
     figures = {}
     for s, g in got.items():
         emb = embed([g[k] for k in keys])
@@ -82,8 +98,10 @@ def main() -> int:
             cos[k[0]].append(float(np.dot(emb[i], ref_emb[i])))
             exact[k[0]].append(float(g[k].strip() == ref[k].strip()))
         c, e = boot(cos), boot(exact)
-        print(f"{s:10} {c[0]:8.3f} [{c[1]:.3f}, {c[2]:.3f}] {e[0]:10.3f} [{e[1]:.3f}, {e[2]:.3f}]")
-        figures[s] = {"cosine": list(c), "exact": list(e)}
+        wer = transcript_wer(args.run, s, keys) if s in args.systems else None
+        print(f"{s:15} {c[0]:8.3f} [{c[1]:.3f}, {c[2]:.3f}] {e[0]:10.3f} [{e[1]:.3f}, {e[2]:.3f}]"
+              + (f"   transcript WER {wer:.3f}" if wer is not None else ""))
+        figures[s] = {"cosine": list(c), "exact": list(e)} | ({"transcript_wer": wer} if wer is not None else {})
     if args.json:
         def adapter_sha(run: Path, system: str = "e2e") -> str | None:
             meta = json.loads((run / "run.json").read_text())

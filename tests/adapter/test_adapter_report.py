@@ -76,3 +76,13 @@ def test_the_agreement_section_states_the_goal_against_the_cascade(tmp_path):
     path.write_text(_json.dumps(both))
     text = "\n".join(agreement_section(path))
     assert "**Goal not met** (e2e)" in text and "**Goal met** (distilled, adapter `cdcdcdcdcdcd`)" in text
+    # the diagnostic cascade on the adapter's own transcripts: a row with its transcript WER, no goal line
+    diag = figures(0.40)
+    diag["systems"]["cascade"]["transcript_wer"] = 0.016
+    diag["systems"]["cascade_adapter"] = {"cosine": [0.41, 0.32, 0.49], "exact": [0.03, 0.0, 0.08],
+                                          "transcript_wer": 0.849}
+    path.write_text(_json.dumps(diag))
+    text = "\n".join(agreement_section(path))
+    assert "| cascade_adapter | 0.410 [0.320, 0.490] | 0.030 [0.000, 0.080] | 84.9 % |" in text
+    assert "| e2e | 0.400 [0.380, 0.420] | 0.100 [0.000, 0.200] | – |" in text
+    assert "(cascade_adapter" not in text and "**Goal not met** (e2e)" in text

@@ -1,4 +1,4 @@
-"""``spokentod adapter prepare|train|eval|export|report``: the speech adapter's corpus, training and results."""
+"""``spokentod adapter write|prepare|train|eval|export|report``: the speech adapter's corpus, training and results."""
 
 from __future__ import annotations
 
@@ -31,6 +31,21 @@ def prepare(
                    typer.BadParameter, "corpus settings")
     meta = run(cfg, out, workers=workers, render_audio=render)
     typer.echo(json.dumps({k: meta[k] for k in ("counts", "dropped", "hours", "rendered", "n_failed")}, indent=1))
+
+
+@app.command()
+def write(
+    out: Annotated[Path, Opt(help="JSONL of written sentences (appended to: the run resumes).")] = Path(
+        "runs/adapter/written.jsonl"),
+    n: Annotated[int, Opt(help="Usable sentences to reach.")] = 20000,
+    seed: Annotated[int, Opt(help="Seeds each batch's topics, styles and sampling.")] = 0,
+    batch: Annotated[int, Opt(help="Generations per batch.")] = 16,
+    threads: Annotated[int | None, Opt(help="torch threads (default: torch's).")] = None,
+) -> None:
+    """Everyday sentences written by the embedded LLM: the corpus's broad-vocabulary source (`written:`)."""
+    from spokentod.adapter.written import write as run
+
+    typer.echo(json.dumps(run(out, n, seed=seed, batch=batch, threads=threads)))
 
 
 @app.command()

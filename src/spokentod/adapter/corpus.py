@@ -6,13 +6,16 @@ not on its DST splits. We have no such corpus offline, so we make one: user-turn
 domains the adapter will hear, spoken by many synthetic voices, at a scale (tens of thousands of
 utterances) that lets a connector learn to transcribe rather than memorise.
 
-Text sources (none of it is shipped; everything is read or fetched at prepare time):
+Text sources (none of it is shipped; everything is read, fetched or written at prepare time):
 - MultiWOZ 2.1 ``val.json`` user turns. DST recipes draw their dev/test dialogues from ``test.json`` only,
   so the adapter never hears a DST evaluation dialogue.
 - SGD ``train`` shards' user turns.
 - ConvLab-3's MultiWOZ user templates (``convlab==3.0.1``, ``convlab/nlg/template/multiwoz/
   auto_user_template_nlg.json``, Apache-2.0), filled with values of the MultiWOZ ontology. The sdist is
   fetched from PyPI with ``pip download`` once and cached; its hash is checked.
+
+- Optionally (``written:``), everyday sentences written by the embedded LLM (adapter/written.py): the
+  vocabulary of chit-chat that the task corpora lack. Whole topics are held out for dev and test.
 
 Leak check: every text whose normalised form equals a user turn of an evaluation set (MultiWOZ
 ``test.json``, SGD dev and test, the demo corpus, SalesBot 2.0) is dropped, and so is every template that
@@ -99,12 +102,16 @@ class Sizes(BaseModel):
     templates: int = Field(30000, ge=0)  # filled templates (distinct texts) in train, at most
     kokoro_train: int = Field(400, ge=0)  # train utterances rendered by Kokoro instead of espeak-ng
     kokoro_heldout: float = Field(0.2, ge=0, le=1)  # share of dev/test utterances rendered by Kokoro
+    written: int = Field(20000, ge=0)  # LLM-written sentences in train, at most (when the corpus has `written`)
+    written_heldout_topics: int = Field(10, ge=0)  # their topics held out: half for dev, half for test
+    written_heldout: int = Field(150, ge=0)  # written sentences in dev and in test each, at most
 
 
 class CorpusConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: str = "../shared/data"  # the shared data root
+    written: str | None = None  # LLM-written everyday sentences (adapter/written.py; `spokentod adapter write`)
     sizes: Sizes = Field(default_factory=Sizes)
     seed: int = 0
     wpm: tuple[int, int] = (125, 205)  # espeak-ng speaking rate range (uniform)
@@ -250,6 +257,30 @@ def fill_templates(templates: dict, values: dict[str, list[str]], held: set[str]
     return rows, dropped
 
 
+def written_rows(cfg: CorpusConfig) -> list[tuple[Split, dict]]:
+    """The LLM-written sentences (adapter/written.py): whole topics held out (half dev, half test, drawn by
+    seed), so dev/test measure words and subjects the adapter never trained on."""
+    from spokentod.adapter.written import read_written
+
+    path = Path(cfg.written)
+    if not path.is_file():
+        raise CorpusError(f"written: {path}: no such file (make it with `spokentod adapter write --out {path}`)")
+    rows = [r for r in read_written(path) if r.get("drop") is None]
+    rng = random.Random(f"{cfg.seed}:written")  # its own stream: the other sources' plan does not move
+    topics = sorted({r["topic"] for r in rows})
+    held = rng.sample(topics, min(cfg.sizes.written_heldout_topics, len(topics)))
+    split_of = {t: "dev" for t in held[::2]} | {t: "test" for t in held[1::2]}
+    by_split: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
+    for r in rows:
+        by_split[split_of.get(r["topic"], "train")].append(
+            {"text": r["text"], "source": "written", "dialogue": f"written:{r['topic']}"})
+    out: list[tuple[Split, dict]] = [("train", r) for r in by_split["train"][: cfg.sizes.written]]
+    for sp in ("dev", "test"):
+        pick = by_split[sp]
+        out += [(sp, r) for r in rng.sample(pick, min(cfg.sizes.written_heldout, len(pick)))]
+    return out
+
+
 # ---------------------------------------------------------------- plan
 
 
@@ -278,6 +309,8 @@ def plan(cfg: CorpusConfig) -> tuple[list[Utterance], dict]:
     filled, dropped = fill_templates(convlab_templates(), _ontology_values(data), held, rng, cfg.sizes.templates)
     stats["dropped"].update(dropped)
     rows += [("train", r) for r in filled]
+    if cfg.written:
+        rows += written_rows(cfg)
 
     out: list[Utterance] = []
     seen_train: set[str] = set()
@@ -415,6 +448,9 @@ def prepare(cfg: CorpusConfig, out: str | Path, workers: int = 2, render_audio: 
             "n_failed": len(failures), "hours": hours,
             "sources": {"convlab": {"package": CONVLAB, "sdist_sha256": CONVLAB_SDIST_SHA256,
                                     "member": CONVLAB_MEMBER, "licence": "Apache-2.0"}}}
+    if cfg.written:
+        meta["sources"]["written"] = {"path": cfg.written, "sha256": hashlib.sha256(Path(cfg.written).read_bytes()).hexdigest(),
+                                      "writer": "the embedded LLM (adapter/written.py)"}
     write_json(out / "corpus.json", meta)
     return meta
 

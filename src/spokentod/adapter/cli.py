@@ -41,11 +41,13 @@ def write(
     seed: Annotated[int, Opt(help="Seeds each batch's topics, styles and sampling.")] = 0,
     batch: Annotated[int, Opt(help="Generations per batch.")] = 16,
     threads: Annotated[int | None, Opt(help="torch threads (default: torch's).")] = None,
+    llm: Annotated[str, Opt(help="smollm2 (the embedded LLM) or a Hugging Face model directory.")] = "smollm2",
+    device: Annotated[str, Opt(help="torch device: cpu, cuda.")] = "cpu",
 ) -> None:
     """Everyday sentences written by the embedded LLM: the corpus's broad-vocabulary source (`written:`)."""
     from spokentod.adapter.written import write as run
 
-    typer.echo(json.dumps(run(out, n, seed=seed, batch=batch, threads=threads)))
+    typer.echo(json.dumps(run(out, n, seed=seed, llm=llm, batch=batch, threads=threads, device=device)))
 
 
 @app.command()

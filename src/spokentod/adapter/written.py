@@ -102,8 +102,10 @@ def read_written(path: str | Path) -> list[dict[str, Any]]:
 
 def write(out: str | Path, n: int, seed: int = 0, llm: str = "smollm2", batch: int = 16,
           temperature: float = 0.9, top_p: float = 0.95, max_new_tokens: int = 48, threads: int | None = None,
-          progress: bool = True) -> dict[str, Any]:
-    """Generate until ``out`` holds ``n`` usable sentences (resumable by batch); returns counts."""
+          device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Generate until ``out`` holds ``n`` usable sentences (resumable by batch); returns counts. ``llm`` is
+    "smollm2" (the embedded model) or a Hugging Face model directory. The sampling is seeded per batch, so a
+    run on one device is reproducible; another device (or batch size) writes another, equivalent sample."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,7 +121,7 @@ def write(out: str | Path, n: int, seed: int = 0, llm: str = "smollm2", batch: i
     path = resolve_llm(llm)
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().to(device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out.parent.mkdir(parents=True, exist_ok=True)
     b = max(done_batches, default=-1) + 1
@@ -129,7 +131,7 @@ def write(out: str | Path, n: int, seed: int = 0, llm: str = "smollm2", batch: i
             plan = _batch_plan(seed, b, batch)
             texts = [tok.apply_chat_template([{"role": "user", "content": PROMPT.format(topic=t, style=s)}],
                                              tokenize=False, add_generation_prompt=True) for t, s in plan]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             torch.manual_seed(seed * 1_000_003 + b)
             with torch.inference_mode():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
@@ -143,4 +145,4 @@ def write(out: str | Path, n: int, seed: int = 0, llm: str = "smollm2", batch: i
             b += 1
     rows = read_written(out)
     return {"path": str(out), "sentences": len(rows), "kept": sum(r.get("drop") is None for r in rows),
-            "batches": b, "topics": len({r["topic"] for r in rows})}
+            "batches": b, "topics": len({r["topic"] for r in rows}), "device": device}

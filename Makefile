@@ -72,13 +72,13 @@ dst-repro: install
 
 # The embedded tracker (`spokentod dst track --tracker embedded`): the source-domain end-to-end tracker of
 # configs/dst/source_e2e.yaml (phase 2 from the shipped speech adapter), then shipped into the package in
-# float16 with its figures measured on the held-out test set (tracker.json). Measured: prepare 4 min,
-# training 1 h 52 min (1300 steps, sharing the 2 cores with another run), shipping ~3 min.
+# float16 with its figures measured on the held-out test set (tracker.json). Measured on 2 idle cores:
+# prepare 4 min, training 91 min (1800 steps), shipping ~2.5 min.
 .PHONY: tracker
 tracker: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst repro configs/dst/repro_multiwoz.yaml --stage prepare
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst train configs/dst/source_e2e.yaml --phase 2
-	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst ship-tracker runs/dst/source_e2e/phase2/best --mode speech \
+	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst ship-tracker runs/dst/source_e2e_1800/phase2/best --mode speech \
 	  --test-manifest runs/dst/repro/data/source_test/manifest.jsonl \
 	  --references runs/dst/repro/data/source_test/references.jsonl
 

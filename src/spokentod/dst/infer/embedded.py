@@ -6,7 +6,7 @@ the ASR backend of a cascade), the recipe and data it was trained on, and what i
 dialogues *with the shipped float16 weights* (``ship`` tracks and scores them itself, so the figures in the
 sidecar are the package's, not the float32 checkpoint's).
 
-    spokentod dst ship-tracker runs/dst/source_e2e/phase2/best --mode speech --test-manifest ... (make tracker)
+    spokentod dst ship-tracker runs/dst/source_e2e_1800/phase2/best --mode speech --test-manifest ... (make tracker)
 """
 
 from __future__ import annotations

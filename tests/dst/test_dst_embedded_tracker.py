@@ -62,7 +62,7 @@ def test_shipped_tracker_tracks_held_out_spoken_dialogues_above_the_floor(tmp_pa
     s = score_files(out / "predictions.jsonl", refs)
     floor = sum(not t.state for d in dialogues for t in d.user_turns) / s["turns"]
     assert s["turns"] == sum(len(d.user_turns) for d in dialogues)
-    # measured on these 8 dialogues (46 turns) when the tracker was shipped: JGA 15.2 %, slot F1 0.71, WER 9.2 %
+    # measured on these 8 dialogues (46 turns) when the tracker was shipped: JGA 13.0 %, slot F1 0.70, WER 12.2 %
     # (the sidecar has the figures on all 30 test dialogues); the floor here is 0 %
     assert s["jga"] >= floor + 0.10, s["jga"]
     assert s["slot_f1"] >= 0.6, s["slot_f1"]

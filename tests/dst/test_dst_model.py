@@ -173,3 +173,20 @@ def test_loss_equals_full_logits_cross_entropy(model):
     full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                              ignore_index=-100)
     torch.testing.assert_close(model.loss(p, n, prompts, targets), full)
+
+
+def test_no_runaway_stops_loops_and_leaves_other_output_alone():
+    from spokentod.dst.model.speechdst import no_runaway
+
+    def allowed(ids: list[int]) -> set[int]:
+        scores = no_runaway(torch.tensor([ids]), torch.zeros(1, 10))
+        return {i for i in range(10) if scores[0, i] > float("-inf")}
+
+    assert allowed([5, 5, 5]) == set(range(10))  # a word 3 times is speech ("no, no, no")
+    assert allowed([1, 5, 5, 5, 5]) == set(range(10)) - {5}  # the 5th copy is a loop
+    assert allowed([2, 3, 2, 3, 2, 3]) == set(range(10)) - {2}  # a 2-token pattern said 3 times
+    assert allowed([7, 8, 9, 7, 8, 9, 7, 8, 9]) == set(range(10)) - {7}
+    assert allowed([2, 3, 2, 3, 4, 3]) == set(range(10))  # not periodic
+    # rows are independent: only the looping one is constrained
+    scores = no_runaway(torch.tensor([[1, 4, 4, 4, 4], [1, 2, 3, 4, 4]]), torch.zeros(2, 10))
+    assert scores[0, 4] == float("-inf") and torch.isfinite(scores[1]).all()

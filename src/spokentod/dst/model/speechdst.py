@@ -196,6 +196,27 @@ class TextEncoder(nn.Module):
         return self.transformer(h, src_key_padding_mask=padding_mask(lengths, h.shape[1]))
 
 
+RUNAWAY_PERIOD = 8  # the longest repeating pattern (in tokens) that no_runaway stops
+
+
+def no_runaway(input_ids: Tensor, scores: Tensor) -> Tensor:
+    """Logits processor: forbid the token that would repeat a loop once more. Greedy decoding from speech
+    now and then falls into a loop ("... there either either either", then "- or - or - or") until
+    max_new_tokens, and the state that should follow the transcript is lost with it (1 of 190 test turns of
+    the shipped tracker). A loop here is a pattern of p ≤ 8 tokens already said 3 times running (one token:
+    4 times): speech rarely does that, and the state JSON never does (its keys and values differ).
+    ``input_ids`` holds only the generated tokens: the prompt goes in as embeddings."""
+    n = input_ids.shape[1]
+    for p in range(1, RUNAWAY_PERIOD + 1):
+        span = p * (4 if p == 1 else 3)
+        if n < span:
+            break
+        tail = input_ids[:, -span:]
+        rows = (tail[:, p:] == tail[:, :-p]).all(dim=1).nonzero().squeeze(1)
+        scores[rows, input_ids[rows, -p]] = float("-inf")
+    return scores
+
+
 class SpeechDST(nn.Module):
     def __init__(self, cfg: ModelConfig, llm: nn.Module, tokenizer, feature_dim: int):
         super().__init__()
@@ -422,7 +443,10 @@ class SpeechDST(nn.Module):
     @torch.no_grad()
     def generate(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], max_new_tokens: int = 128,
                  num_beams: int = 1) -> list[str]:
-        """Greedy (or beam) continuation of bos + prefix + prompt for each example; left padded."""
+        """Greedy (or beam) continuation of bos + prefix + prompt for each example; left padded. A token may
+        not continue a loop (no_runaway)."""
+        from transformers import LogitsProcessorList
+
         was_training = self.training
         self.eval()  # no dropout (connector, LoRA) while decoding
         try:
@@ -430,7 +454,7 @@ class SpeechDST(nn.Module):
             # generate() derives position ids from the attention mask, so left padding shifts nothing.
             out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
                                     num_beams=num_beams, do_sample=False, eos_token_id=self.eos,
-                                    pad_token_id=self.pad)
+                                    pad_token_id=self.pad, logits_processor=LogitsProcessorList([no_runaway]))
         finally:
             self.train(was_training)
         return [self.tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]

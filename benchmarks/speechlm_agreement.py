@@ -37,15 +37,13 @@ def replies(run: Path, system: str) -> dict[tuple, str]:
 
 def transcript_wer(run: Path, system: str, keys: list[tuple]) -> float | None:
     """WER of a cascade's ASR transcripts of the user turns (None for a system that has none)."""
-    import jiwer
-
-    from spokentod.metrics.text import normalize_for_wer
+    from spokentod.adapter.train import wer  # the adapter's own WER: normalised, empty references dropped
 
     got = _answered(run, system)
     pairs = [(got[k].get("user_text"), got[k].get("user_transcript")) for k in keys if k in got]
     if not pairs or any(h is None for _, h in pairs):
         return None
-    return float(jiwer.wer([normalize_for_wer(r) for r, _ in pairs], [normalize_for_wer(h) for _, h in pairs]))
+    return float(wer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
 def boot(per_dialogue: dict[str, list[float]], n: int = 2000) -> tuple[float, float, float]:

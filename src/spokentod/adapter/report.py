@@ -124,12 +124,11 @@ def agreement_section(path: Path) -> list[str]:
               "exact match, 95 % bootstrap CIs over dialogues. Adapter: "
               f"`{(a.get('adapter_sha256') or '?')[:12]}`."), "",
              "| system | cosine to the text reply | exact match |", "|---|---:|---:|"]
-    if any("transcript_wer" in v for v in s.values()):
-        lines[-2:] = ["| system | cosine to the text reply | exact match | transcript WER |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {cell(v['cosine'])} | {cell(v['exact'])} | "
-                  f"{pct(v['transcript_wer']) if 'transcript_wer' in v else '–'} |" for name, v in s.items()]
-    else:
-        lines += [f"| {name} | {cell(v['cosine'])} | {cell(v['exact'])} |" for name, v in s.items()]
+    wer_column = any("transcript_wer" in v for v in s.values())  # older figures have none
+    if wer_column:
+        lines[-2:] = [lines[-2] + " transcript WER |", lines[-1] + "---:|"]
+    lines += [f"| {name} | {cell(v['cosine'])} | {cell(v['exact'])} |"
+              + (f" {pct(v.get('transcript_wer'))} |" if wer_column else "") for name, v in s.items()]
     lines += [f"\n{name}: {why}." for name, why in DIAGNOSTIC.items() if name in s]
     if "cascade" in s:
         bar = s["cascade"]["cosine"][0] - AGREEMENT_SLACK

@@ -116,7 +116,6 @@ def write(out: str | Path, n: int, seed: int = 0, llm: str = "smollm2", batch: i
         torch.set_num_threads(threads)
     out = Path(out)
     rows = read_written(out) if out.is_file() else []
-    done_batches = {r["batch"] for r in rows}
     kept = sum(r.get("drop") is None for r in rows)
     path = resolve_llm(llm)
     tok = AutoTokenizer.from_pretrained(path)
@@ -124,7 +123,7 @@ def write(out: str | Path, n: int, seed: int = 0, llm: str = "smollm2", batch: i
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().to(device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out.parent.mkdir(parents=True, exist_ok=True)
-    b = max(done_batches, default=-1) + 1
+    b = max((r["batch"] for r in rows), default=-1) + 1  # a resumed run starts after the last batch written
     with progress_bar("write", unit="sentences", disable=not progress) as bar, out.open("a", encoding="utf-8") as f:
         task = bar.add_task("write", total=n, completed=min(kept, n))
         while kept < n:

@@ -287,8 +287,11 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
     # phase; time after a call's last checkpoint is not counted (its steps are redone and counted then).
     wall_before, t_call = state.get("wall_s", 0.0), time.perf_counter()
 
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t_call
+
     def trainer_state() -> dict:
-        state["wall_s"] = wall_before + time.perf_counter() - t_call
+        state["wall_s"] = wall()
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
                 "streams": {k: s.state_dict() for k, s in streams.items()}, "state": dict(state)}
 
@@ -350,7 +353,7 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
                 break
     if acc.is_main_process and not dev and state["step"] >= phase.steps:
         save_checkpoint(out / "best", model, None)  # no dev set: the last is the best we know
-    state["wall_s"] = wall_before + time.perf_counter() - t_call
+    state["wall_s"] = wall()
     summary = {"phase": n, **state, "steps": phase.steps, "out": str(out)}
     if acc.is_main_process:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))

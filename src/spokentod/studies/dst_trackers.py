@@ -5,7 +5,7 @@ Reads each run's own files only — <run>/recipe.json, <run>/phase2/{log,eval}.j
 predictions against the references with a dialogue bootstrap, scores the empty-state floor the same way,
 and writes a Markdown report with the learning curves (dev JGA and slot F1 by step) as a PNG.
 
-    spokentod dst trackers-report --run Cascade=runs/dst/source_cascade --run E2E=runs/dst/source_e2e \\
+    spokentod dst trackers-report --run Cascade=runs/dst/source_cascade_1800 --run E2E=runs/dst/source_e2e_1800 \\
         --references runs/dst/repro/data/source_test/references.jsonl --out reports/dst_trackers.md
 """
 

@@ -13,7 +13,13 @@ import yaml
 from spokentod.studies.dst_repro import config as repro_config
 from spokentod.studies.dst_repro import layout, prepare, stages
 from spokentod.studies.dst_repro import stats as repro_stats
-from spokentod.studies.dst_repro.report import contrast_statement, likely_reasons, pct
+from spokentod.studies.dst_repro.report import (
+    above_floor,
+    contrast_statement,
+    floor_statement,
+    likely_reasons,
+    pct,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "dst" / "repro_multiwoz.yaml"
@@ -107,6 +113,7 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     refs = _lines(out / "data/target_test/references.jsonl")
     assert floor["turns"] == len(refs) and floor["jga"] == pytest.approx(sum(not x["state"] for x in refs) / len(refs))
     assert "Floor — predicting an empty state" in text
+    assert floor_statement(results) in text and "| above the floor on source_test |" in text
     # the Table 4 view: each condition's recognition (WER, entity WER) next to slot-key F1 and JGA
     t4 = text.split("Table 4 view)")[1].split("\n## ")[0]
     r = next(x for x in results["rows"] if x["condition"] == "S+T" and x["test_set"] == "target_test")
@@ -188,6 +195,12 @@ def test_paired_bootstrap_and_statement():
     same = repro_stats.paired_bootstrap(base, base, 500)
     assert same["diff"] == 0 and "includes 0" in contrast_statement({"pooled": same, "seeds": [0]}, contrast)
     assert contrast_statement(None, contrast).startswith("**Not determined:**")
+    # the power goal: the statement says how wide the CI is and whether that is narrow enough
+    half = (p["ci"][1] - p["ci"][0]) / 2
+    narrow = contrast_statement({"pooled": p, "seeds": [0, 1]}, {**contrast, "max_half_width": half + 0.01})
+    assert f"CI half-width ±{100 * half:.1f} points, within the power goal of ±" in narrow
+    wide = contrast_statement({"pooled": p, "seeds": [0, 1]}, {**contrast, "max_half_width": half / 2})
+    assert "wider than the power goal" in wide
     with pytest.raises(ValueError, match="different dialogues"):
         repro_stats.paired_bootstrap(base, [{"a": (1, 4)}, {"a": (1, 4)}], 10)
 
@@ -302,3 +315,20 @@ def test_setup_names_the_shipped_adapter_as_phase_1():
     assert f"{meta['trained']['step']} steps" in line
     own = _phase1_line({"phase1": {"steps": 120, "batch_size": 8, "lr": 0.002}}, [0])
     assert own.startswith("Phase 1 (once, shared, seed 0): 120 steps, batch 8, lr 0.002")
+
+
+def test_in_domain_floor_check_needs_disjoint_cis():
+    floor = {"jga": 0.02, "jga_ci": [0.01, 0.04]}
+    assert above_floor({"jga": 0.10, "jga_ci": [0.05, 0.15]}, floor) == "yes"
+    assert above_floor({"jga": 0.06, "jga_ci": [0.03, 0.09]}, floor) == "above, CIs overlap"
+    assert above_floor({"jga": 0.01, "jga_ci": [0.0, 0.03]}, floor) == "no"
+    assert above_floor(None, floor) == "–"
+    rows = [{"condition": c, "seed": 0, "test_set": "source_test", "jga": j, "jga_ci": ci}
+            for c, j, ci in (("S", 0.10, [0.05, 0.15]), ("S+T", 0.06, [0.03, 0.09]))]
+    rows.append({"condition": "S", "seed": 0, "test_set": "target_test", "jga": 0.0, "jga_ci": [0, 0]})
+    results = {"rows": rows, "trivial": {"source_test": floor},
+               "contrast": {"baseline": "S", "treatment": "S+T", "test_set": "target_test", "in_domain": "source_test"}}
+    line = floor_statement(results)
+    assert line.startswith("**In-domain check failed:** 1 of 2 runs") and "S+T/seed0 (above, CIs overlap)" in line
+    rows[1]["jga_ci"] = [0.05, 0.08]
+    assert floor_statement(results).startswith("**In-domain check passed:** 2 of 2 runs")

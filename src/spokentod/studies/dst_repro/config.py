@@ -104,6 +104,12 @@ class Contrast(_Cfg):
     baseline: str = "S"
     treatment: str = "S+T"
     test_set: str = "target_test"
+    # The power goal: the 95 % CI of treatment - baseline no wider than +-this (JGA, a fraction). The report
+    # says whether the run met it.
+    max_half_width: float = Field(0.06, gt=0, le=1)
+    # Every condition trains on this test set's domains: each must beat the empty-state floor there (CIs
+    # disjoint) for its other results to mean something.
+    in_domain: str = "source_test"
 
 
 class Evaluation(_Cfg):
@@ -145,8 +151,9 @@ class ReproConfig(_Cfg):
         for c in (self.contrast.baseline, self.contrast.treatment):
             if c not in self.conditions:
                 raise ValueError(f"contrast: no condition named {c!r} (have {list(self.conditions)})")
-        if self.contrast.test_set not in self.eval.test_sets:
-            raise ValueError(f"contrast.test_set {self.contrast.test_set!r} is not in eval.test_sets")
+        for field in ("test_set", "in_domain"):
+            if getattr(self.contrast, field) not in self.eval.test_sets:
+                raise ValueError(f"contrast.{field} {getattr(self.contrast, field)!r} is not in eval.test_sets")
         sizes = self.prepare.dialogues
         uses_dev = any((self.base.get(ph) or {}).get("dev") for ph in ("phase1", "phase2"))
         if uses_dev and sizes.source_dev + sizes.target_dev == 0:

@@ -47,6 +47,10 @@ def contrast_statement(comparison: dict | None, contrast: dict) -> str:
         return f"**Not determined:** {head}; no CI was computed (eval.bootstrap is 0)."
     lo, hi = p["ci"]
     level = f"{round(100 * p['level'])} % CI {ci_text(p['ci'], True)}"
+    if contrast.get("max_half_width"):  # the study's power: is the CI narrow enough to answer?
+        half, goal = (hi - lo) / 2, contrast["max_half_width"]
+        head += (f"; CI half-width ±{100 * half:.1f} points, "
+                 f"{'within' if half <= goal else 'wider than'} the power goal of ±{100 * goal:.0f}")
     if lo > 0:
         return f"**Reproduced:** {t} > {b} on target-domain JGA with a {level} that excludes 0. {head}."
     if hi < 0:
@@ -54,6 +58,32 @@ def contrast_statement(comparison: dict | None, contrast: dict) -> str:
                 f"excludes 0. {head}.")
     return (f"**Not reproduced:** the {level} of {t} − {b} on target-domain JGA includes 0, so this run does not "
             f"show that {t} > {b}. {head}.")
+
+
+def above_floor(row: dict | None, floor: dict | None) -> str:
+    """Whether a run beats the empty-state floor on a test set: its JGA CI above the floor's (disjoint)."""
+    if not row or not floor or row.get("jga") is None or floor.get("jga") is None:
+        return "–"
+    lo = (row.get("jga_ci") or [row["jga"]])[0]
+    top = (floor.get("jga_ci") or [None, floor["jga"]])[1]
+    if lo > top:
+        return "yes"
+    return "above, CIs overlap" if row["jga"] > floor["jga"] else "no"
+
+
+def floor_statement(results: dict) -> str | None:
+    """The in-domain check: does every run beat the empty-state floor on the test set all conditions train on?"""
+    ts = results["contrast"].get("in_domain")
+    floor = (results.get("trivial") or {}).get(ts)
+    rows = [r for r in results["rows"] if r["test_set"] == ts]
+    if not ts or not floor or not rows:
+        return None
+    verdicts = {f"{r['condition']}/seed{r['seed']}": above_floor(r, floor) for r in rows}
+    bad = [k for k, v in verdicts.items() if v != "yes"]
+    head = (f"{len(rows) - len(bad)} of {len(rows)} runs score above the empty-state floor on their in-domain "
+            f"test ({ts}: floor {pct(floor['jga'])} % {ci_text(floor.get('jga_ci'))}) with disjoint 95 % CIs")
+    return (f"**In-domain check passed:** {head}." if not bad else
+            f"**In-domain check failed:** {head}; not: {', '.join(f'{k} ({verdicts[k]})' for k in bad)}.")
 
 
 def _phase1_line(base: dict, seeds: list) -> str:
@@ -162,6 +192,8 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     L += [("Written by `spokentod.studies.dst_repro.report.write_report` from the files of the run in "
           f"`{out}`; every number and verdict below is computed from them."), ""]
     L += ["## Result", "", contrast_statement(main, contrast), ""]
+    if (floors := floor_statement(results)):
+        L += [floors, ""]
     if main and "per_seed" in main:
         per = "; ".join(f"seed {s}: {pct(v['diff'], True)} {ci_text(v.get('ci'), True)}"
                         for s, v in main["per_seed"].items())
@@ -214,6 +246,10 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     header = ["condition", "seed"] + [f"{ts} JGA % [95% CI]" for ts in test_sets] + \
         [f"{ts} slot-key F1 %" for ts in test_sets] + [f"{ts} WER %" for ts in test_sets] + \
         ["best step / steps", "dev JGA % (best)"]
+    in_domain = contrast.get("in_domain")
+    floor_of = (results.get("trivial") or {}).get(in_domain)
+    if floor_of:
+        header.append(f"above the floor on {in_domain}")
     table = []
     for c, s in runs:
         r_by = {r["test_set"]: r for r in rows if r["condition"] == c and r["seed"] == s}
@@ -222,13 +258,15 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
                                     else "–" for ts in test_sets]
                      + [pct(r_by[ts].get("slot_key_f1")) if ts in r_by else "–" for ts in test_sets]
                      + [pct(r_by[ts].get("wer")) if ts in r_by else "–" for ts in test_sets]
-                     + [f"{any_r.get('best_step')} / {any_r.get('steps')}", pct(any_r.get("dev_best"))])
+                     + [f"{any_r.get('best_step')} / {any_r.get('steps')}", pct(any_r.get("dev_best"))]
+                     + ([above_floor(r_by.get(in_domain), floor_of)] if floor_of else []))
     for c in conditions:
         if sum(1 for x in runs if x[0] == c) > 1:
             table.append([f"**{c}** (mean)", "all"]
                          + [pct(mean([r["jga"] for r in byc[c][ts]])) for ts in test_sets]
                          + [pct(mean([r.get("slot_key_f1") for r in byc[c][ts]])) for ts in test_sets]
-                         + [pct(mean([r.get("wer") for r in byc[c][ts]])) for ts in test_sets] + ["", ""])
+                         + [pct(mean([r.get("wer") for r in byc[c][ts]])) for ts in test_sets]
+                         + ["", ""] + ([""] if floor_of else []))
     L += _table(header, table)
     L += ["", ("JGA: normalized + fuzzy-matched to the MultiWOZ ontology (score.py), predicted transcripts of earlier "
           "user turns in the history; CI: percentile bootstrap over dialogues "
@@ -241,6 +279,7 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
 
     if results.get("trivial"):
         L += ["", "Floor — predicting an empty state at every turn scores JGA " + "; ".join(
+            f"{pct(t['jga'])} % {ci_text(t['jga_ci'])} on {ts} ({t['turns']} turns)" if t.get("jga_ci") else
             f"{pct(t['jga'])} % on {ts} ({t['turns']} turns)" for ts, t in results["trivial"].items())
             + " (turns whose gold state is still empty count right)."]
 

@@ -168,5 +168,6 @@ def trivial_baseline(cfg: ReproConfig, out: Path, test_set: str) -> dict[str, An
     """The score of predicting an empty state at every turn: the floor a JGA near 0 should be read against
     (turns whose gold state is still empty count right)."""
     s = score_empty_states(data_dir(out) / test_set / "references.jsonl",
-                           out / "eval" / "trivial" / test_set / "predictions.jsonl", cfg.eval.ontology)
-    return {k: s.get(k) for k in ("jga", "slot_f1", "slot_key_f1", "turns")}
+                           out / "eval" / "trivial" / test_set / "predictions.jsonl", cfg.eval.ontology,
+                           bootstrap=cfg.eval.bootstrap)
+    return {k: s.get(k) for k in ("jga", "jga_ci", "slot_f1", "slot_key_f1", "turns")}

@@ -332,3 +332,20 @@ def test_in_domain_floor_check_needs_disjoint_cis():
     assert line.startswith("**In-domain check failed:** 1 of 2 runs") and "S+T/seed0 (above, CIs overlap)" in line
     rows[1]["jga_ci"] = [0.05, 0.08]
     assert floor_statement(results).startswith("**In-domain check passed:** 2 of 2 runs")
+
+
+def test_a_study_refuses_to_resume_from_another_speech_adapter(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter.safetensors").write_bytes(b"weights v1")
+    (adapter / "adapter.json").write_text("{}")
+    cfg = repro_config.parse_repro(yaml.safe_load(CONFIG.read_text()), "r.yaml", [f"base.speech_adapter={adapter}"])
+    out = tmp_path / "out"
+    out.mkdir()
+    stages._check_adapter(cfg, out)  # the first run pins the adapter's files
+    pin = json.loads((out / "speech_adapter.json").read_text())
+    assert pin["speech_adapter"] == str(adapter) and set(pin["files"]) == {"adapter.json", "adapter.safetensors"}
+    stages._check_adapter(cfg, out)  # the same files: resumes
+    (adapter / "adapter.safetensors").write_bytes(b"weights v2")  # a re-trained adapter replaced it
+    with pytest.raises(repro_config.ReproError, match="another speech adapter"):
+        stages._check_adapter(cfg, out)

@@ -11,6 +11,7 @@ from typing import Any
 import jiwer
 import torch
 
+from spokentod.adapter import adapter_dir
 from spokentod.backends.base import create
 from spokentod.data.manifest import read_manifest
 from spokentod.dst.data.examples import DropReport, Filters, dialogue_examples
@@ -69,6 +70,25 @@ def _check_recipe(recipe) -> None:
         write_json(path, now)
 
 
+def _check_adapter(cfg: ReproConfig, out: Path) -> None:
+    """Every condition must start phase 2 from the same speech adapter: `speech_adapter: embedded` names
+    whatever the package ships, which a re-trained adapter replaces, so <out>/speech_adapter.json pins the
+    files a study's first run started from and a resume from other ones is refused."""
+    name = cfg.base.get("speech_adapter")
+    if not name:
+        return
+    where = adapter_dir(name)
+    now = {"speech_adapter": str(name), "files": {p.name: file_hash(p) for p in sorted(where.glob("*")) if p.is_file()}}
+    path = out / "speech_adapter.json"
+    old = read_json(path)
+    if old is not None and old != now:
+        raise ReproError(f"{out}'s runs started phase 2 from another speech adapter than {where} holds now "
+                         f"({path}: {old['files']}, now {now['files']}); restore that adapter, or start the study "
+                         "afresh with a new --set out=...")
+    if old is None:
+        write_json(path, now)
+
+
 def run_phase1(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings | None = None) -> dict:
     recipe = phase1_recipe(cfg, out)
     if recipe is None:
@@ -86,6 +106,7 @@ def run_phase1(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timi
 def run_train(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings | None = None) -> dict:
     if cfg.base.get("phase1") and not (out / "shared" / "phase1" / "best" / "model.json").is_file():
         raise ReproError(f"no phase-1 checkpoint at {out / 'shared/phase1/best'}: run --stage phase1 first")
+    _check_adapter(cfg, out)
     trained, skipped = [], []
     for condition, seed in cfg.runs():
         recipe = condition_recipe(cfg, out, condition, seed)

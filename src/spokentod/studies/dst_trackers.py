@@ -18,7 +18,7 @@ from typing import Any
 
 from spokentod.dst.train.runlog import read_json, step_log
 from spokentod.errors import SpokenTODError
-from spokentod.studies.dst_repro.report import _hms, _table, pct
+from spokentod.studies.dst_repro.report import _hms, _table, floor_top, pct
 
 GOAL_JGA = 0.25  # issue #18: each tracker >= 25 % JGA on the in-domain test, CI clear of the empty-state floor
 
@@ -101,7 +101,7 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
     references, out = Path(references), Path(out)
     rs = [_run(n, str(p), references, bootstrap) for n, p in runs]
     floor = _floor(references, bootstrap)
-    fhi = (floor["jga_ci"] or [floor["jga"]] * 2)[1]
+    fhi = floor_top(floor)
     for r in rs:
         s = r["score"]
         r["met"] = r["speech"] and s["jga"] >= GOAL_JGA and bool(s.get("jga_ci")) and s["jga_ci"][0] > fhi

@@ -60,13 +60,16 @@ def contrast_statement(comparison: dict | None, contrast: dict) -> str:
             f"show that {t} > {b}. {head}.")
 
 
+def floor_top(floor: dict) -> float:
+    """The top of the empty-state floor's JGA CI (its JGA when it has none): what a run's CI must clear."""
+    return (floor.get("jga_ci") or [None, floor["jga"]])[1]
+
+
 def above_floor(row: dict | None, floor: dict | None) -> str:
     """Whether a run beats the empty-state floor on a test set: its JGA CI above the floor's (disjoint)."""
     if not row or not floor or row.get("jga") is None or floor.get("jga") is None:
         return "–"
-    lo = (row.get("jga_ci") or [row["jga"]])[0]
-    top = (floor.get("jga_ci") or [None, floor["jga"]])[1]
-    if lo > top:
+    if (row.get("jga_ci") or [row["jga"]])[0] > floor_top(floor):
         return "yes"
     return "above, CIs overlap" if row["jga"] > floor["jga"] else "no"
 
@@ -279,8 +282,8 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
 
     if results.get("trivial"):
         L += ["", "Floor — predicting an empty state at every turn scores JGA " + "; ".join(
-            f"{pct(t['jga'])} % {ci_text(t['jga_ci'])} on {ts} ({t['turns']} turns)" if t.get("jga_ci") else
-            f"{pct(t['jga'])} % on {ts} ({t['turns']} turns)" for ts, t in results["trivial"].items())
+            f"{pct(t['jga'])} %{' ' + ci_text(t['jga_ci']) if t.get('jga_ci') else ''} on {ts} ({t['turns']} turns)"
+            for ts, t in results["trivial"].items())
             + " (turns whose gold state is still empty count right)."]
 
     # --- the paper's Table 4 view: recognition next to tracking, per condition (mean over seeds)

@@ -58,16 +58,20 @@ def _finished(recipe, n: int) -> bool:
         and (d / "best" / "model.json").is_file()
 
 
-def _check_recipe(recipe) -> None:
-    """<run>/recipe.json pins the recipe a run was started with: resuming under another one is refused."""
-    path = Path(recipe.out) / "recipe.json"
-    now = recipe.model_dump(mode="json")
+def _pin(path: Path, now: dict) -> dict | None:
+    """Pins `now` at `path` the first time; afterwards returns what was pinned if it differs (else None)."""
     old = read_json(path)
-    if old is not None and old != now:
-        raise ReproError(f"{recipe.out} was trained with another recipe ({', '.join(diff_paths(old, now))} differ); "
-                         f"delete {recipe.out} (and its eval results) or use a new --out")
     if old is None:
         write_json(path, now)
+    return old if old is not None and old != now else None
+
+
+def _check_recipe(recipe) -> None:
+    """<run>/recipe.json pins the recipe a run was started with: resuming under another one is refused."""
+    now = recipe.model_dump(mode="json")
+    if (old := _pin(Path(recipe.out) / "recipe.json", now)) is not None:
+        raise ReproError(f"{recipe.out} was trained with another recipe ({', '.join(diff_paths(old, now))} differ); "
+                         f"delete {recipe.out} (and its eval results) or use a new --out")
 
 
 def _check_adapter(cfg: ReproConfig, out: Path) -> None:
@@ -80,13 +84,10 @@ def _check_adapter(cfg: ReproConfig, out: Path) -> None:
     where = adapter_dir(name)
     now = {"speech_adapter": str(name), "files": {p.name: file_hash(p) for p in sorted(where.glob("*")) if p.is_file()}}
     path = out / "speech_adapter.json"
-    old = read_json(path)
-    if old is not None and old != now:
+    if (old := _pin(path, now)) is not None:
         raise ReproError(f"{out}'s runs started phase 2 from another speech adapter than {where} holds now "
                          f"({path}: {old['files']}, now {now['files']}); restore that adapter, or start the study "
                          "afresh with a new --set out=...")
-    if old is None:
-        write_json(path, now)
 
 
 def run_phase1(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings | None = None) -> dict:

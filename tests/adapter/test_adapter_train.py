@@ -124,6 +124,35 @@ def test_ctc_segments_average_runs_of_one_token_and_drop_blanks(tiny_llm):
     assert torch.equal(m.segments(silent, torch.tensor([4]))[0], silent[0])
 
 
+def test_soft_segments_are_the_heads_tokens_and_carry_the_gradient(tiny_llm):
+    from spokentod.adapter.model import AdapterConfig
+
+    m = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), compress="soft", connector={
+        "width": 32, "layers": 1, "heads": 2, "ff": 64}), 384)
+    emb = m.llm.get_input_embeddings().weight.detach()
+    blank = len(emb)
+    seq = [5, 5, blank, 7, 7, 7, blank, 9]
+    with torch.no_grad():
+        m.ctc_blank.copy_(emb[:8].mean(0))
+        vec = {t: 40 * emb[t] for t in (5, 7, 9)} | {blank: 40 * m.ctc_blank}
+        frames = torch.stack([vec[t] + 0.01 * torch.randn(emb.shape[1]) for t in seq])[None]
+        labels = m.ctc_classes(frames)[0].tolist()
+        runs = _runs(labels, blank)
+        m.ctc_log_scale.fill_(8.0)  # a sharp head: each soft token is its best token's embedding
+        sharp = m.segments(frames, torch.tensor([len(seq)]))[0]
+        m.ctc_log_scale.fill_(-20.0)  # a flat head: an even mix of the top tokens, no longer any one of them
+        flat = m.segments(frames, torch.tensor([len(seq)]))[0]
+    assert len(sharp) == len(runs) >= 3
+    for seg, (a, _) in zip(sharp, runs):
+        assert torch.allclose(seg, emb[labels[a]], atol=1e-4)
+    assert not torch.allclose(flat[0], emb[labels[runs[0][0]]], atol=1e-3)
+    with torch.no_grad():
+        m.ctc_log_scale.fill_(2.0)
+    losses = m.asr_losses([torch.randn(120, 384), torch.randn(60, 384)], TEXTS[:2])
+    losses["ce"].backward()  # CE alone: its gradient reaches the connector only through the soft weights
+    assert m.connector.proj.weight.grad.abs().sum() > 0 and m.ctc_log_scale.grad.abs() > 0
+
+
 def test_learned_asr_prompt_trains_and_round_trips(tmp_path, tiny_llm):
     from spokentod.adapter.model import AdapterConfig
 

@@ -67,6 +67,29 @@ def test_dst_reads_speech_as_the_adapters_segments_and_keeps_its_head(tmp_path, 
     assert all(0 < row["segments_per_frame"] <= 1 for row in log)  # the segmentation is watched every step
 
 
+def test_dst_reads_soft_tokens_as_the_adapter_does(tmp_path, tiny_llm):
+    torch.manual_seed(1)
+    ad = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), encoder=ENCODER, connector=CONNECTOR,
+                                           compress="soft"), 384).eval()
+    with torch.no_grad():
+        ad.ctc_blank.normal_()
+        ad.ctc_log_scale.fill_(1.5)  # not the initial value: the DST model must take the adapter's
+    ad.save(tmp_path / "soft")
+    cfg = parse_recipe(_dst_recipe(tmp_path, tiny_llm, tmp_path / "soft", compress="soft"), "test")
+    dst = SpeechDST.build(cfg.model, 384)
+    dst.load_speech_adapter(tmp_path / "soft")
+    dst.eval()
+    feats = [torch.randn(n, 384) for n in (70, 130)]
+    with torch.no_grad():
+        want = ad.speech_inputs(feats)
+        got, lengths = dst.prefix("speech", feats)
+    assert lengths.tolist() == [len(w) for w in want]
+    for g, w, n in zip(got, want, lengths.tolist()):
+        assert torch.allclose(g[:n], w, atol=1e-5)
+    emb = ad.llm.get_input_embeddings().weight
+    assert not torch.allclose(want[0][0], emb[(emb @ want[0][0]).argmax()], atol=1e-3)  # a mix, not one token
+
+
 def test_an_adapter_that_does_not_fit_is_refused_with_the_fields(tmp_path, tiny_llm, adapter):
     _, where = adapter
     cfg = parse_recipe(_dst_recipe(tmp_path, tiny_llm, where, connector={**CONNECTOR, "width": 48}), "test")

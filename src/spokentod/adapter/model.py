@@ -26,6 +26,11 @@ but one vector per CTC segment: each frame's best class over the full vocabulary
 class averaged into one vector, blank runs dropped. A 3-s turn becomes ~12 vectors instead of ~25 frames,
 and each sits near the embedding of the token it stands for, so the frozen LLM reads speech much as it
 reads text. The segmentation is discrete; the gradient flows through the averages.
+
+Soft tokens (``compress: soft``): the same segments, but each frame first becomes the CTC head's soft token,
+its likeliest vocabulary embeddings weighted by the head's probabilities (dst.model.speechdst.ctc_soft). What
+the LLM reads then lies among its own text embeddings, so the LLM phase only has to teach the copy prompt
+and the reply, not a new input space; the CTC head (cheap to train) carries most of the recognition.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from spokentod.dst.model.speechdst import (
     IGNORE,
     Connector,
     ctc_best,
-    ctc_segments,
+    ctc_read,
     resolve_llm,
     stack_sequences,
     target_loss,
@@ -64,7 +69,8 @@ class AdapterConfig(BaseModel):
     encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(window="fit"))
     connector: ConnectorConfig = Field(default_factory=lambda: ConnectorConfig(
         width=384, layers=2, heads=4, ff=1536, dropout=0.1))
-    compress: Literal["none", "ctc"] = "ctc"  # what the LLM reads: every connector frame, or CTC segments
+    compress: Literal["none", "ctc", "soft"] = "ctc"  # what the LLM reads: every frame, or CTC segments (mean
+    # frame or mean soft token)
     asr_instruction: str = "Transcribe: "
     asr_prompt: int = Field(0, ge=0)  # learned instruction vectors for the ASR task (0: the text instruction)
     user_open: str = "<|im_start|>user\n"
@@ -124,15 +130,16 @@ class SpeechAdapter(nn.Module):
         return ctc_best(frames, self.llm.get_input_embeddings().weight, self.ctc_blank)
 
     def segments(self, frames: Tensor, lengths: Tensor) -> list[Tensor]:
-        """CTC compression of [B, P, H] frames (dst.model.speechdst.ctc_segments)."""
-        return ctc_segments(frames, lengths, self.ctc_classes(frames), self.llm.get_input_embeddings().weight.shape[0])
+        """CTC compression of [B, P, H] frames under ``compress`` ctc or soft (dst.model.speechdst.ctc_read)."""
+        return ctc_read(self.cfg.compress, frames, lengths, self.llm.get_input_embeddings().weight, self.ctc_blank,
+                        self.ctc_log_scale)
 
     def speech_inputs(self, feats: list[Tensor]) -> list[Tensor]:
         """What the LLM reads for each utterance [N_i, H]: the connector frames or their CTC segments."""
         return self._llm_inputs(*self.speech(feats))
 
     def _llm_inputs(self, frames: Tensor, lengths: Tensor) -> list[Tensor]:
-        if self.cfg.compress == "ctc":
+        if self.cfg.compress != "none":
             return self.segments(frames, lengths)
         return [frames[i, : int(lengths[i])] for i in range(len(frames))]
 

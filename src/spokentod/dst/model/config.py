@@ -70,9 +70,10 @@ class ModelConfig(_Cfg):
     attn_implementation: str | None = None
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     connector: ConnectorConfig = Field(default_factory=ConnectorConfig)
-    # What the LLM reads of the speech: every connector frame, or one vector per CTC segment (the speech
-    # adapter's compression, adapter/model.py; its CTC head comes with the adapter: recipe `speech_adapter`).
-    compress: Literal["none", "ctc"] = "none"
+    # What the LLM reads of the speech: every connector frame, or one vector per CTC segment, the mean frame
+    # (ctc) or the mean soft token (soft) (the speech adapter's compression, adapter/model.py; its CTC head
+    # comes with the adapter: recipe `speech_adapter`).
+    compress: Literal["none", "ctc", "soft"] = "none"
     text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     history: HistoryFormat = Field(default_factory=HistoryFormat)

@@ -79,6 +79,35 @@ def ctc_best(frames: Tensor, embeddings: Tensor, blank: Tensor) -> Tensor:
         return torch.stack([(f @ classes).argmax(-1) for f in frames])
 
 
+SOFT_TOP_K = 16  # soft tokens mix the head's k likeliest tokens: the rest carry ~no weight once it has trained
+
+
+def ctc_soft(frames: Tensor, embeddings: Tensor, blank: Tensor, log_scale: Tensor,
+             k: int = SOFT_TOP_K) -> tuple[Tensor, Tensor]:
+    """The CTC head's best class per frame [B, T] (as ctc_best) and each frame's soft token [B, T, H]: the
+    embeddings of its k likeliest vocabulary tokens, weighted by the head's softmax over them (blank left
+    out). What the LLM then reads lies among its own text embeddings, and the gradient reaches the frames
+    through the weights. Top-k, not the full vocabulary: a [B, T, 49k] softmax and its gradient would cost
+    more than the LLM step it feeds."""
+    with torch.no_grad():
+        classes = torch.cat([embeddings, blank[None]]).T
+        logits = torch.stack([f @ classes for f in frames])
+        best, top = logits.argmax(-1), logits[..., :-1].topk(k, -1).indices
+    cand = embeddings[top]  # [B, T, k, H]
+    weights = (log_scale.exp() * torch.einsum("bth,btkh->btk", frames, cand)).softmax(-1)
+    return best, torch.einsum("btk,btkh->bth", weights, cand)
+
+
+def ctc_read(mode: str, frames: Tensor, lengths: Tensor, embeddings: Tensor, blank: Tensor,
+             log_scale: Tensor) -> list[Tensor]:
+    """What the LLM reads per utterance under compression ``mode``: "ctc" the mean connector frame of each
+    CTC segment, "soft" the mean soft token (ctc_soft) of each segment."""
+    if mode == "soft":
+        best, soft = ctc_soft(frames, embeddings, blank, log_scale)
+        return ctc_segments(soft, lengths, best, embeddings.shape[0])
+    return ctc_segments(frames, lengths, ctc_best(frames, embeddings, blank), embeddings.shape[0])
+
+
 def ctc_segments(frames: Tensor, lengths: Tensor, best: Tensor, blank_id: int) -> list[Tensor]:
     """CTC compression of [B, P, H] frames: one mean vector per run of the same non-blank best class
     (`best` from ctc_best). An utterance whose frames are all blank keeps its frames (nothing is better than
@@ -226,7 +255,7 @@ class SpeechDST(nn.Module):
         emb = llm.get_input_embeddings()
         hidden = emb.embedding_dim
         self.connector = Connector(feature_dim, hidden, cfg.connector)
-        if cfg.compress == "ctc":  # the speech adapter's CTC head (same names: its weights load as they are)
+        if cfg.compress != "none":  # the speech adapter's CTC head (same names: its weights load as they are)
             self.ctc_blank = nn.Parameter(torch.zeros(hidden))
             self.ctc_log_scale = nn.Parameter(torch.zeros(()))
         self.segment_counts = [0, 0]  # ctc: speech segments, connector frames (see prefix)
@@ -397,8 +426,8 @@ class SpeechDST(nn.Module):
             frames, lengths = self.connector(feats, feat_lengths.to(self.device))
             if self.cfg.compress == "none":
                 return frames, lengths
-            vocab = self.llm.get_input_embeddings().weight
-            segs = ctc_segments(frames, lengths, ctc_best(frames, vocab, self.ctc_blank), vocab.shape[0])
+            segs = ctc_read(self.cfg.compress, frames, lengths, self.llm.get_input_embeddings().weight,
+                            self.ctc_blank, self.ctc_log_scale)
             # phase 2 moves the connector under a fixed CTC head: the segment count per frame shows whether
             # the segmentation drifts (training logs it per step; reset by whoever reads it)
             if self.training:

@@ -139,11 +139,12 @@ class RecipeConfig(_Cfg):
         if self.speech_adapter and (self.phase1 or self.init_from):
             raise ValueError("speech_adapter: phase 2 starts from the adapter, so there is no phase1 / init_from to "
                              "start from as well (drop one)")
-        if self.model.compress == "ctc" and self.phase1:
-            raise ValueError("model.compress: ctc reads the segments of a trained CTC head, which phase1 does not "
+        c = self.model.compress
+        if c != "none" and self.phase1:
+            raise ValueError(f"model.compress: {c} reads the segments of a trained CTC head, which phase1 does not "
                              "train: drop phase1 and set speech_adapter")
-        if self.model.compress == "ctc" and not (self.speech_adapter or self.init_from):
-            raise ValueError("model.compress: ctc needs a trained CTC head: set speech_adapter (or init_from a "
+        if c != "none" and not (self.speech_adapter or self.init_from):
+            raise ValueError(f"model.compress: {c} needs a trained CTC head: set speech_adapter (or init_from a "
                              "checkpoint that has one)")
         if self.phase1 and not self.phase1.data:
             raise ValueError("phase1.data: name the ASR data set")

@@ -27,10 +27,11 @@ class averaged into one vector, blank runs dropped. A 3-s turn becomes ~12 vecto
 and each sits near the embedding of the token it stands for, so the frozen LLM reads speech much as it
 reads text. The segmentation is discrete; the gradient flows through the averages.
 
-Soft tokens (``compress: soft``): the same segments, but each frame first becomes the CTC head's soft token,
-its likeliest vocabulary embeddings weighted by the head's probabilities (dst.model.speechdst.ctc_soft). What
-the LLM reads then lies among its own text embeddings, so the LLM phase only has to teach the copy prompt
-and the reply, not a new input space; the CTC head (cheap to train) carries most of the recognition.
+Soft tokens (``compress: soft``, after LegoSLM, Ma et al. 2025, which feeds CTC posteriors over the LLM's
+vocabulary to it as weighted sums of its input embeddings): the same segments, but each frame first becomes
+the CTC head's soft token, its likeliest vocabulary embeddings weighted by the head's probabilities
+(dst.model.speechdst.ctc_soft). What the LLM reads then lies among its own text embeddings, so the LLM phase
+only has to teach the copy prompt, not a new input space; the CTC head (cheap to train) does the hearing.
 """
 
 from __future__ import annotations

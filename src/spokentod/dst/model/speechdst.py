@@ -79,7 +79,7 @@ def ctc_best(frames: Tensor, embeddings: Tensor, blank: Tensor) -> Tensor:
         return torch.stack([(f @ classes).argmax(-1) for f in frames])
 
 
-SOFT_TOP_K = 16  # soft tokens mix the head's k likeliest tokens: the rest carry ~no weight once it has trained
+SOFT_TOP_K = 16  # soft tokens mix the head's k likeliest tokens; the tail of its distribution is left out
 
 
 def ctc_soft(frames: Tensor, embeddings: Tensor, blank: Tensor, log_scale: Tensor,

@@ -224,8 +224,8 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
                                      f"(run phase 1 first, or set init_from)")
             init_deltas = SpeechDST.load_deltas(init)
             if cfg.model.compress != "none" and not cfg.speech_adapter and "ctc_blank" not in init_deltas:
-                raise SpokenTODError(f"model.compress: {cfg.model.compress}, but init_from {init} has no trained CTC head "
-                                     "(ctc_blank): start from speech_adapter, or a checkpoint trained with one")
+                raise SpokenTODError(f"model.compress: {cfg.model.compress}, but init_from {init} has no trained CTC "
+                                     "head (ctc_blank): start from speech_adapter, or a checkpoint trained with one")
     model.set_phase("asr" if n == 1 else "dst")
     features = Features(encoder, cfg.feature_cache, cfg.feature_cache_dir)
     model.attach_encoder(encoder)

@@ -95,6 +95,19 @@ def _runs(labels: list[int], blank: int) -> list[tuple[int, int]]:
     return out
 
 
+def _token_frames(m: SpeechAdapter, seq: list[int | None]) -> tuple[torch.Tensor, list[int], list]:
+    """Frames [1, T, H] built from a known token sequence (None: blank) with a little noise: the CTC blank is
+    set to a mean embedding and each frame is 40 × its token's vector. Returns the frames, the head's label
+    per frame and the runs of one non-blank label."""
+    emb = m.llm.get_input_embeddings().weight.detach()
+    with torch.no_grad():
+        m.ctc_blank.copy_(emb[:8].mean(0))
+    vec = [m.ctc_blank.detach() if t is None else emb[t] for t in seq]
+    frames = torch.stack([40 * v + 0.01 * torch.randn(emb.shape[1]) for v in vec])[None]
+    labels = m.ctc_classes(frames)[0].tolist()
+    return frames, labels, _runs(labels, len(emb))
+
+
 def test_ctc_segments_average_runs_of_one_token_and_drop_blanks(tiny_llm):
     from spokentod.adapter.model import AdapterConfig
 
@@ -102,14 +115,8 @@ def test_ctc_segments_average_runs_of_one_token_and_drop_blanks(tiny_llm):
                                                                         "ff": 64}), 384)
     emb = m.llm.get_input_embeddings().weight.detach()
     blank = len(emb)
-    with torch.no_grad():
-        m.ctc_blank.copy_(emb[:8].mean(0))
-    # Frames built from a known token sequence with repeats and blanks, plus a little noise.
-    seq = [5, 5, blank, 7, 7, 7, blank, blank, 5, 9]
-    vec = {t: 40 * emb[t] for t in (5, 7, 9)} | {blank: 40 * m.ctc_blank.detach()}
-    frames = torch.stack([vec[t] + 0.01 * torch.randn(emb.shape[1]) for t in seq])[None]
-    labels = m.ctc_classes(frames)[0].tolist()
-    runs = _runs(labels, blank)
+    seq = [5, 5, None, 7, 7, 7, None, None, 5, 9]
+    frames, _, runs = _token_frames(m, seq)
     assert len(runs) >= 3  # the frames do read as several tokens
     segs = m.segments(frames, torch.tensor([len(seq)]))[0]
     assert segs.shape == (len(runs), emb.shape[1])
@@ -130,14 +137,9 @@ def test_soft_segments_are_the_heads_tokens_and_carry_the_gradient(tiny_llm):
     m = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), compress="soft", connector={
         "width": 32, "layers": 1, "heads": 2, "ff": 64}), 384)
     emb = m.llm.get_input_embeddings().weight.detach()
-    blank = len(emb)
-    seq = [5, 5, blank, 7, 7, 7, blank, 9]
+    seq = [5, 5, None, 7, 7, 7, None, 9]
+    frames, labels, runs = _token_frames(m, seq)
     with torch.no_grad():
-        m.ctc_blank.copy_(emb[:8].mean(0))
-        vec = {t: 40 * emb[t] for t in (5, 7, 9)} | {blank: 40 * m.ctc_blank}
-        frames = torch.stack([vec[t] + 0.01 * torch.randn(emb.shape[1]) for t in seq])[None]
-        labels = m.ctc_classes(frames)[0].tolist()
-        runs = _runs(labels, blank)
         m.ctc_log_scale.fill_(8.0)  # a sharp head: each soft token is its best token's embedding
         sharp = m.segments(frames, torch.tensor([len(seq)]))[0]
         m.ctc_log_scale.fill_(-20.0)  # a flat head: an even mix of the top tokens, no longer any one of them

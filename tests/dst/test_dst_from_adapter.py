@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_dst_train import _recipe
+from torch import Tensor
 
 from spokentod.adapter import EMBEDDED
 from spokentod.adapter.model import AdapterConfig, SpeechAdapter
@@ -23,17 +24,40 @@ REPO = Path(__file__).resolve().parents[2]
 ENCODER = {"kind": "whisper-ct2", "model": "tiny.en", "window": "fit"}
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_llm, tmp_path_factory):
-    """A random adapter on the tiny LLM whose CTC blank is pushed away, so that segments are real runs."""
-    torch.manual_seed(0)
+def _random_adapter(tiny_llm, out: Path, compress: str, log_scale: float | None = None) -> SpeechAdapter:
+    """A random adapter on the tiny LLM, saved to ``out`` (float16) and loaded back, whose CTC blank is pushed
+    away, so that segments are real runs; ``log_scale`` sets its CTC head's scale."""
     model = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), encoder=ENCODER, connector=CONNECTOR,
-                                              compress="ctc"), 384).eval()
+                                              compress=compress), 384).eval()
     with torch.no_grad():
         model.ctc_blank.normal_()
-    out = tmp_path_factory.mktemp("adapter")
+        if log_scale is not None:
+            model.ctc_log_scale.fill_(log_scale)
     model.save(out, dtype=torch.float16)
-    return SpeechAdapter.load(out), out
+    return SpeechAdapter.load(out)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_llm, tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("adapter")
+    return _random_adapter(tiny_llm, out, "ctc"), out
+
+
+def _parity(cfg, ad: SpeechAdapter, where: Path) -> list[Tensor]:
+    """A DST model built from ``cfg`` and loaded from the adapter at ``where`` reads two random utterances
+    exactly as the adapter does; returns what the adapter's LLM reads."""
+    dst = SpeechDST.build(cfg.model, 384)
+    dst.load_speech_adapter(where)
+    dst.eval()
+    feats = [torch.randn(n, 384) for n in (70, 130)]
+    with torch.no_grad():
+        want = ad.speech_inputs(feats)
+        got, lengths = dst.prefix("speech", feats)
+    assert lengths.tolist() == [len(w) for w in want]
+    for g, w, n in zip(got, want, lengths.tolist()):
+        assert torch.allclose(g[:n], w, atol=1e-5)
+    return want
 
 
 def _dst_recipe(tmp_path, tiny_llm, adapter_dir, **model):
@@ -48,16 +72,8 @@ def test_dst_reads_speech_as_the_adapters_segments_and_keeps_its_head(tmp_path, 
     ad, where = adapter
     raw = _dst_recipe(tmp_path, tiny_llm, where)
     cfg = parse_recipe(raw, "test")
-    dst = SpeechDST.build(cfg.model, 384)
-    dst.load_speech_adapter(where)
-    dst.eval()
-    feats = [torch.randn(n, 384) for n in (70, 130)]
-    with torch.no_grad():
-        want = ad.speech_inputs(feats)
-        got, lengths = dst.prefix("speech", feats)
-    assert lengths.tolist() == [len(w) for w in want] and min(lengths.tolist()) < 130 // 6  # compressed
-    for g, w, n in zip(got, want, lengths.tolist()):
-        assert torch.allclose(g[:n], w, atol=1e-5)
+    want = _parity(cfg, ad, where)
+    assert min(map(len, want)) < 130 // 6  # compressed
     # phase 2 trains LoRA & co., not the CTC head, and its checkpoints carry the head for tracking
     train_phase(cfg, 2, progress=False)
     best = SpeechDST.load_deltas(tmp_path / "run/phase2/best")
@@ -69,23 +85,10 @@ def test_dst_reads_speech_as_the_adapters_segments_and_keeps_its_head(tmp_path, 
 
 def test_dst_reads_soft_tokens_as_the_adapter_does(tmp_path, tiny_llm):
     torch.manual_seed(1)
-    ad = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), encoder=ENCODER, connector=CONNECTOR,
-                                           compress="soft"), 384).eval()
-    with torch.no_grad():
-        ad.ctc_blank.normal_()
-        ad.ctc_log_scale.fill_(1.5)  # not the initial value: the DST model must take the adapter's
-    ad.save(tmp_path / "soft")
+    # a scale other than the initial one: the DST model must take the adapter's
+    ad = _random_adapter(tiny_llm, tmp_path / "soft", "soft", log_scale=1.5)
     cfg = parse_recipe(_dst_recipe(tmp_path, tiny_llm, tmp_path / "soft", compress="soft"), "test")
-    dst = SpeechDST.build(cfg.model, 384)
-    dst.load_speech_adapter(tmp_path / "soft")
-    dst.eval()
-    feats = [torch.randn(n, 384) for n in (70, 130)]
-    with torch.no_grad():
-        want = ad.speech_inputs(feats)
-        got, lengths = dst.prefix("speech", feats)
-    assert lengths.tolist() == [len(w) for w in want]
-    for g, w, n in zip(got, want, lengths.tolist()):
-        assert torch.allclose(g[:n], w, atol=1e-5)
+    want = _parity(cfg, ad, tmp_path / "soft")
     emb = ad.llm.get_input_embeddings().weight
     assert not torch.allclose(want[0][0], emb[(emb @ want[0][0]).argmax()], atol=1e-3)  # a mix, not one token
 

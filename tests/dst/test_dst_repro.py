@@ -349,3 +349,21 @@ def test_a_study_refuses_to_resume_from_another_speech_adapter(tmp_path):
     (adapter / "adapter.safetensors").write_bytes(b"weights v2")  # a re-trained adapter replaced it
     with pytest.raises(repro_config.ReproError, match="another speech adapter"):
         stages._check_adapter(cfg, out)
+
+
+def test_a_stopped_stage_keeps_its_time_up_to_the_last_finished_unit(tmp_path):
+    # A session's end kills the study without unwinding: the stage's `finally` never runs.
+    t = layout.Timings(tmp_path)
+    t.stage("train", "first").__enter__()
+    t.unit("train:S/seed0", 1.5)
+    on_disk = json.loads((tmp_path / "timings.json").read_text())
+    (killed,) = on_disk["invocations"]
+    assert not killed["finished"] and killed["wall_s"] >= 0 and on_disk["stages"]["train"] == killed["wall_s"]
+    # the resumed invocation adds its own time to what the stopped one kept
+    again = layout.Timings(tmp_path)
+    with again.stage("train", "resumed"):
+        again.unit("train:S/seed1", 2.0)
+    done = json.loads((tmp_path / "timings.json").read_text())
+    walls = [x["wall_s"] for x in done["invocations"]]
+    assert done["stages"]["train"] == pytest.approx(sum(walls)) and done["invocations"][1]["finished"]
+    assert done["units"] == {"train:S/seed0": 1.5, "train:S/seed1": 2.0}

@@ -69,13 +69,21 @@ def diff_paths(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 class Timings:
-    """<out>/timings.json: every stage invocation (wall time, what it did or skipped) and per-unit totals."""
+    """<out>/timings.json: every stage invocation (wall time, what it did or skipped) and per-unit totals.
+
+    A running invocation's wall time is checkpointed at every finished unit: a study stopped mid-stage (a
+    session's end kills it without unwinding) keeps the time up to its last finished unit in the stage total."""
 
     def __init__(self, out: Path):
         self.path = out / "timings.json"
         self.data = read_json(self.path) or {"invocations": [], "stages": {}, "units": {}}
+        self._running: tuple[dict, float, float] | None = None  # (record, t0, stage total before it)
 
     def save(self) -> None:
+        if self._running:
+            record, t0, before = self._running
+            record["wall_s"] = round(time.perf_counter() - t0, 3)
+            self.data["stages"][record["stage"]] = before + record["wall_s"]
         self.data["total_wall_s"] = sum(self.data["stages"].values())
         write_json(self.path, self.data)
 
@@ -86,14 +94,12 @@ class Timings:
     @contextlib.contextmanager
     def stage(self, name: str, command: str | None) -> Iterator[dict]:
         work: dict[str, Any] = {}
-        t0, started = time.perf_counter(), now_iso()
-        record = {"stage": name, "started": started, "command": command, "work": work, "finished": False}
+        record = {"stage": name, "started": now_iso(), "command": command, "work": work, "finished": False}
         self.data["invocations"].append(record)
+        self._running = (record, time.perf_counter(), self.data["stages"].get(name, 0.0))
         try:
             yield work
             record["finished"] = True
         finally:
-            wall = time.perf_counter() - t0
-            record["wall_s"] = round(wall, 3)
-            self.data["stages"][name] = self.data["stages"].get(name, 0.0) + wall
             self.save()
+            self._running = None

@@ -404,10 +404,18 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
 
     # --- time
     L += ["", "## Wall time", ""]
-    st = timings.get("stages", {})
-    L += _table(["stage", "wall time (all invocations)"], [[k, _hms(v)] for k, v in st.items()]
-                + [["**total**", _hms(timings.get("total_wall_s"))]])
-    units = timings.get("units", {})
+    st, units = timings.get("stages", {}), timings.get("units", {})
+    # An invocation stopped before timings checkpointed units (older runs) lost its time from the stage
+    # column; the units it finished are still in the second.
+    by_stage = {k: sum(v for u, v in units.items() if u.split(":")[0] == k) for k in st}
+    L += _table(["stage", "wall time (all invocations)", "its finished units, summed"],
+                [[k, _hms(v), _hms(by_stage[k]) if by_stage[k] else ""] for k, v in st.items()]
+                + [["**total**", _hms(timings.get("total_wall_s")), _hms(sum(by_stage.values()))]])
+    if any(by_stage[k] > v + 60 for k, v in st.items()):
+        L += ["", ("Some invocations were stopped before their time was recorded (a study resumed across "
+              "sessions, before timings.json kept a running stage's time): the first column misses them; the "
+              "second sums the finished units (training runs, tracked test sets), without the part of a unit "
+              "that was cut off and redone.")]
     if units:
         L += ["", "Per unit (summed over invocations):", ""]
         L += _table(["unit", "wall time"], [[k, _hms(v)] for k, v in units.items()])

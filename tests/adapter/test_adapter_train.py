@@ -56,6 +56,24 @@ def test_budget_stops_and_resume_continues(tmp_path, tiny_corpus, tiny_llm):
     assert steps == sorted(set(steps))
 
 
+def test_ce_hearing_lr_scale_0_freezes_the_connector_and_trains_the_prompt(tmp_path, tiny_corpus, tiny_llm):
+    r = recipe(tmp_path, tiny_corpus, tiny_llm, steps=3, ctc_only_steps=3, ce_hearing_lr_scale=0.0, save_every=1,
+               eval_every=100)
+    r.model.asr_prompt = 4
+    train(r)  # the CTC phase only
+
+    def saved() -> dict:
+        return torch.load(tmp_path / "out/checkpoint.pt", weights_only=False)["adapter"]
+
+    after_ctc = saved()
+    r.train.steps = 6
+    train(r)  # resumes into the CE phase
+    after_ce = saved()
+    hearing = [k for k in after_ctc if k != "asr_prompt"]
+    assert hearing and all(torch.equal(after_ctc[k], after_ce[k]) for k in hearing)
+    assert not torch.equal(after_ctc["asr_prompt"], after_ce["asr_prompt"])  # only CE reaches the prompt
+
+
 def test_only_the_adapter_trains(tiny_llm):
     from spokentod.adapter.model import AdapterConfig
 

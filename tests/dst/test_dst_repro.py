@@ -317,6 +317,26 @@ def test_setup_names_the_shipped_adapter_as_phase_1():
     assert own.startswith("Phase 1 (once, shared, seed 0): 120 steps, batch 8, lr 0.002")
 
 
+def test_the_report_names_the_adapter_the_study_ran_with_not_a_later_export(tmp_path):
+    from spokentod.adapter import adapter_dir
+    from spokentod.studies.dst_repro.report import _adapter_meta
+
+    shipped = json.loads((adapter_dir("embedded") / "adapter.json").read_text())
+    pinned = {"files": {"adapter.json": layout.file_hash(adapter_dir("embedded") / "adapter.json")}}
+    layout.write_json(tmp_path / layout.ADAPTER_PIN, pinned)
+    assert _adapter_meta("embedded", tmp_path) == shipped  # the package still holds the study's adapter
+    # a later export replaced it: without the study's copy its figures are unknown, with it they are the copy's
+    layout.write_json(tmp_path / layout.ADAPTER_PIN, {"files": {"adapter.json": "another"}})
+    assert _adapter_meta("embedded", tmp_path) == {}
+    copy = {"trained": {"step": 7, "train_minutes": 1.0, "dev_wer_at_selection": 0.5}}
+    layout.write_json(tmp_path / layout.ADAPTER_SIDECAR, copy)
+    assert _adapter_meta("embedded", tmp_path) == copy
+    from spokentod.studies.dst_repro.report import _phase1_line
+
+    assert "7 steps on 1.0 min of CPU; dev WER 50.0 % at selection" in _phase1_line(
+        {"speech_adapter": "embedded"}, [0], tmp_path)
+
+
 def test_in_domain_floor_check_needs_disjoint_cis():
     floor = {"jga": 0.02, "jga_ci": [0.01, 0.04]}
     assert above_floor({"jga": 0.10, "jga_ci": [0.05, 0.15]}, floor) == "yes"
@@ -338,13 +358,14 @@ def test_a_study_refuses_to_resume_from_another_speech_adapter(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter.safetensors").write_bytes(b"weights v1")
-    (adapter / "adapter.json").write_text("{}")
+    (adapter / "adapter.json").write_text('{"trained": {"step": 3}}')
     cfg = repro_config.parse_repro(yaml.safe_load(CONFIG.read_text()), "r.yaml", [f"base.speech_adapter={adapter}"])
     out = tmp_path / "out"
     out.mkdir()
     stages._check_adapter(cfg, out)  # the first run pins the adapter's files
     pin = json.loads((out / "speech_adapter.json").read_text())
     assert pin["speech_adapter"] == str(adapter) and set(pin["files"]) == {"adapter.json", "adapter.safetensors"}
+    assert json.loads((out / layout.ADAPTER_SIDECAR).read_text()) == {"trained": {"step": 3}}  # for the report
     stages._check_adapter(cfg, out)  # the same files: resumes
     (adapter / "adapter.safetensors").write_bytes(b"weights v2")  # a re-trained adapter replaced it
     with pytest.raises(repro_config.ReproError, match="another speech adapter"):

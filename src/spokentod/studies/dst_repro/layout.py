@@ -16,6 +16,9 @@ from typing import Any
 from spokentod import atomic
 from spokentod.dst.train.runlog import read_json, step_log  # noqa: F401  (the study reads run logs too)
 
+# <out>/: the pin of the speech adapter phase 2 started from (file hashes), and a copy of its sidecar
+ADAPTER_PIN, ADAPTER_SIDECAR = "speech_adapter.json", "speech_adapter.sidecar.json"
+
 
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", name) or "_"

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from spokentod.studies.dst_repro.config import TARGET_SETS, ReproError
-from spokentod.studies.dst_repro.layout import read_json, run_dir, step_log
+from spokentod.studies.dst_repro.layout import (
+    ADAPTER_PIN,
+    ADAPTER_SIDECAR,
+    file_hash,
+    read_json,
+    run_dir,
+    step_log,
+)
 from spokentod.studies.dst_repro.plots import by_condition, mean, write_plots
 
 # A target-domain JGA below this for every condition means the models have barely learned the task; the
@@ -89,12 +96,24 @@ def floor_statement(results: dict) -> str | None:
             f"**In-domain check failed:** {head}; not: {', '.join(f'{k} ({verdicts[k]})' for k in bad)}.")
 
 
-def _phase1_line(base: dict, seeds: list) -> str:
+def _adapter_meta(name: str, out: Path | None) -> dict:
+    """The sidecar of the speech adapter the study ran with: its copy in <out>, else the package's while the
+    package still holds that adapter (the pin's hash of adapter.json), else {} (figures unknown)."""
+    from spokentod.adapter import adapter_dir
+
+    if out is not None and (out / ADAPTER_SIDECAR).is_file():
+        return read_json(out / ADAPTER_SIDECAR, {})
+    path = adapter_dir(name) / "adapter.json"
+    pin = read_json(out / ADAPTER_PIN, None) if out is not None else None
+    if not path.is_file() or (pin and pin.get("files", {}).get("adapter.json") != file_hash(path)):
+        return {}
+    return read_json(path, {})
+
+
+def _phase1_line(base: dict, seeds: list, out: Path | None = None) -> str:
     """Phase 1 as this study ran it: trained here once, or the shipped speech adapter (with its figures)."""
     if base.get("speech_adapter"):
-        from spokentod.adapter import adapter_dir
-
-        meta = read_json(adapter_dir(base["speech_adapter"]) / "adapter.json", {})
+        meta = _adapter_meta(base["speech_adapter"], out)
         tr, test = meta.get("trained") or {}, (meta.get("measured") or {}).get("test") or {}
         figs = ", ".join(x for x in (
             f"dev WER {pct(tr['dev_wer_at_selection'])} % at selection" if tr.get("dev_wer_at_selection") else "",
@@ -384,7 +403,7 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
           f"turns" + ("; the previous state in the prompt, the turn's update as the target (carry_state)"
                       if model.get("carry_state") else "") + "."), ""]
     seed_list = ", ".join(map(str, seeds))
-    L += [_phase1_line(base, seeds) + " Phase 2 (every condition "
+    L += [_phase1_line(base, seeds, out) + " Phase 2 (every condition "
           f"alike): {p2.get('steps')} steps, batch {p2.get('batch_size')} per loss, lr {p2.get('lr')}, warm-up "
           f"{p2.get('warmup')}, dev evaluation every {p2.get('eval_every')} steps (the best dev checkpoint is "
           f"tracked). Seeds {seed_list} for the conditions marked all seeds, seed {seeds[0] if seeds else '?'} for "

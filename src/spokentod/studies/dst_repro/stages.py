@@ -32,6 +32,8 @@ from spokentod.studies.dst_repro.config import (
     phase1_recipe,
 )
 from spokentod.studies.dst_repro.layout import (
+    ADAPTER_PIN,
+    ADAPTER_SIDECAR,
     Timings,
     data_dir,
     diff_paths,
@@ -83,11 +85,14 @@ def _check_adapter(cfg: ReproConfig, out: Path) -> None:
         return
     where = adapter_dir(name)
     now = {"speech_adapter": str(name), "files": {p.name: file_hash(p) for p in sorted(where.glob("*")) if p.is_file()}}
-    path = out / "speech_adapter.json"
+    path = out / ADAPTER_PIN
     if (old := _pin(path, now)) is not None:
         raise ReproError(f"{out}'s runs started phase 2 from another speech adapter than {where} holds now "
                          f"({path}: {old['files']}, now {now['files']}); restore that adapter, or start the study "
                          "afresh with a new --set out=...")
+    if not (copy := out / ADAPTER_SIDECAR).is_file() and (where / "adapter.json").is_file():
+        # its figures, for the report: a later export replaces the package's copy
+        write_json(copy, read_json(where / "adapter.json"))
 
 
 def run_phase1(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings | None = None) -> dict:

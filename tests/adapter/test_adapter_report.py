@@ -36,6 +36,30 @@ def test_verdict_counts_only_evaluations_within_the_budget(tmp_path):
     assert report_data(run2)["met"] and "**Goal met:** dev WER 18.0 %" in write_report(run2, tmp_path / "r2.md").read_text()
 
 
+def test_the_report_archives_its_runs_and_regenerates_from_the_archive(tmp_path):
+    import shutil
+
+    run = _run(tmp_path, [0.6, 0.25], [10, 40])
+    (tmp_path / "x").mkdir()
+    other = _run(tmp_path / "x", [0.7], [20])
+    out = tmp_path / "r/speech_adapter.md"
+    (tmp_path / "r/speech_adapter").mkdir(parents=True)
+    (tmp_path / "r/speech_adapter/earlier.json").write_text(json.dumps({"why": "lost before archiving", "rows": [
+        {"label": "old", "settings": "s", "steps": 5, "train_min": 1.0, "best_wer": "50.0 % (step 5)",
+         "best_ctc": "40.0 %"}]}))
+    first = write_report(run, out, [("a try", str(other))]).read_text()
+    assert (tmp_path / "r/speech_adapter/runs/run/eval.jsonl").is_file()
+    assert (tmp_path / "r/speech_adapter/runs/a-try/summary.json").is_file()
+    assert "| old † | s | 5 | 1.0 | 50.0 % (step 5) | 40.0 % |" in first and "† lost before archiving" in first
+    cmd = first.split("## Regenerate")[1].split("```")[1].strip()
+    assert cmd.startswith(f"spokentod adapter report {tmp_path / 'r/speech_adapter/runs/run'}") and f"--out {out}" in cmd
+    shutil.rmtree(run)  # runs/ is scratch: the report still regenerates, the same but for its source line
+    shutil.rmtree(other)
+    again = write_report(tmp_path / "r/speech_adapter/runs/run", out,
+                         [("a try", str(tmp_path / "r/speech_adapter/runs/a-try"))]).read_text()
+    assert again.split("\n")[3:] == first.split("\n")[3:] and "25.0 %" in again
+
+
 def test_export_is_float16_and_loads_back_as_the_same_adapter(tmp_path, tiny_llm):
     cfg = AdapterConfig(llm=str(tiny_llm), asr_prompt=3, connector={"width": 32, "layers": 1, "heads": 2, "ff": 64})
     torch.manual_seed(0)

@@ -6,11 +6,18 @@ Reads the main run's ``eval.jsonl`` (dev WER by step), ``summary.json``, ``best/
 ``eval_dev.json`` if present) and the corpus's ``corpus.json``; each ``--try`` run adds a row to the table
 of what was tried. The verdict line applies the goal (dev WER ≤ 20 % within 60 min of training) to the
 numbers; nothing is typed in by hand.
+
+Every run it reads is archived beside the report (``<report>/runs/<name>/``: those small files only), and the
+regenerate command it prints reads the archives: runs/ is scratch space, the report's sources stay in git.
+``<report>/earlier.json`` holds rows of runs whose files were lost before archiving existed, as an earlier
+report computed them; they are marked as such.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -147,16 +154,47 @@ def agreement_section(path: Path) -> list[str]:
     return lines
 
 
+RUN_FILES = ("eval.jsonl", "log.jsonl", "summary.json", "best/eval_test.json", "best/eval_dev.json")
+
+
+def archive(run: Path, dest: Path) -> Path:
+    """Copy a run's report sources to ``dest`` (a run directory the report reads like the original)."""
+    if run.resolve() == dest.resolve():
+        return dest
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    corpus = Path((summary.get("recipe") or {}).get("corpus") or run / "none") / "corpus.json"
+    for src, name in [(run / n, n) for n in RUN_FILES] + [(corpus, "corpus.json")]:
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest / name)
+    return dest
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40] or "run"
+
+
+def earlier_rows(path: Path) -> list[str]:
+    """Rows of runs lost before archiving, as an earlier report computed them (``earlier.json``)."""
+    if not path.is_file():
+        return []
+    e = json.loads(path.read_text())
+    return [f"| {r['label']} † | {r['settings']} | {r['steps']} | {r['train_min']} | {r['best_wer']} | "
+            f"{r['best_ctc']} |" for r in e["rows"]]
+
+
 def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
                  tried: list[tuple[str, str]] | None = None, agreement: str | Path | None = None) -> Path:
     run, out = Path(run), Path(out)
+    runs_dir = out.with_suffix("") / "runs"
+    source, run = run, archive(run, runs_dir / _slug(run.name))
+    tried = [(label, str(archive(Path(p), runs_dir / _slug(label)))) for label, p in tried or []]
     evals = _evals(run)
     if not evals:
         raise FileNotFoundError(f"{run / 'eval.jsonl'}: no dev evaluations (train first)")
     summary = json.loads((run / "summary.json").read_text())
     recipe = summary.get("recipe", {})
-    corpus = Path(recipe.get("corpus", "runs/adapter/corpus"))
-    cmeta = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else {}
+    cmeta = json.loads((run / "corpus.json").read_text()) if (run / "corpus.json").is_file() else {}  # archived
     test = json.loads((run / "best/eval_test.json").read_text()) if (run / "best/eval_test.json").is_file() else None
     png = out.with_suffix("") / "dev_wer.png"
     plot(evals, png)
@@ -167,7 +205,8 @@ def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
     lines: list[str] = [
         "# The speech adapter: does phase 1 hear?",
         "",
-        f"_Written by `spokentod.adapter.report` from `{run}`; regenerate with the command at the end._",
+        (f"_Written by `spokentod.adapter.report` from `{source}`"
+         + (f" (its files archived in `{run}`)" if run != source else "") + "; regenerate with the command at the end._"),
         "",
         ("Whisper tiny.en (frozen) → connector → SmolLM2-135M-Instruct (frozen, no LoRA), trained on 2 CPU cores "
         "to transcribe a leak-free TTS corpus; dev and test are held-out dialogues spoken by held-out voices."),
@@ -200,11 +239,15 @@ def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
     if agreement:
         lines += agreement_section(Path(agreement))
     rows = [("this run", run)] + [(label, Path(p)) for label, p in tried or []]
+    earlier = out.with_suffix("") / "earlier.json"
     lines += ["", "## What was tried", "",
               "| run | settings | steps | train min | best dev WER (LLM) | best dev WER (CTC) |",
-              "|---|---|---:|---:|---:|---:|"] + [tried_row(label, p) for label, p in rows]
+              "|---|---|---:|---:|---:|---:|"] + [tried_row(label, p) for label, p in rows] + earlier_rows(earlier)
+    if earlier.is_file():
+        lines += ["", f"† {json.loads(earlier.read_text())['why']}"]
     cmd = f"spokentod adapter report {run}" + "".join(f' --try "{label}={p}"' for label, p in tried or [])
     cmd += f" --agreement {agreement}" if agreement else ""
+    cmd += f" --out {out}" if out != Path("reports/speech_adapter.md") else ""
     lines += ["", "## Regenerate", "", "```", cmd, "```", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -87,6 +87,18 @@ def test_only_the_adapter_trains(tiny_llm):
     assert "ce" not in m.asr_losses([torch.randn(120, 384)], TEXTS[:1], ce=False)
 
 
+def test_a_dev_reading_mid_training_has_no_dropout(tiny_llm):
+    from spokentod.adapter.model import AdapterConfig
+
+    torch.manual_seed(0)
+    m = SpeechAdapter.build(AdapterConfig(llm=str(tiny_llm), connector={"width": 32, "layers": 1, "heads": 2,
+                                                                        "ff": 64, "dropout": 0.5}), 384)
+    x = [torch.randn(300, 384), torch.randn(200, 384)]
+    m.train()
+    reads = [m.ctc_transcribe(x) for _ in range(3)]
+    assert m.training and reads[0] == reads[1] == reads[2] == m.eval().ctc_transcribe(x)
+
+
 def test_lr_schedule_warms_up_and_decays():
     s = AdapterRecipe().train
     assert lr_at(0, s) < lr_at(s.warmup - 1, s) <= s.lr

@@ -209,7 +209,12 @@ class SpeechAdapter(nn.Module):
     def ctc_transcribe(self, feats: list[Tensor]) -> list[str]:
         """Greedy CTC reading of the connector frames (no LLM): best token per frame, repeats and blanks
         dropped. A cheap view of what the frames say, used to watch alignment early in training."""
-        frames, lengths = self.speech(feats)
+        was = self.training
+        self.eval()  # no connector dropout in a dev reading (training evaluates mid-run)
+        try:
+            frames, lengths = self.speech(feats)
+        finally:
+            self.train(was)
         blank = self.llm.get_input_embeddings().weight.shape[0]
         out = []
         for row, n in zip(self.ctc_classes(frames).tolist(), lengths.tolist()):

@@ -93,7 +93,7 @@ def test_a_later_turn_reuses_the_earlier_prompt_and_gives_the_cold_reply(tiny_sp
 
 @pytest.mark.slow
 def test_the_shipped_adapter_hears_held_out_voices():
-    # The package's own weights (spokentod adapter export): measured 26.1 % test WER through the LLM
+    # The package's own weights (spokentod adapter export): measured 17.4 % test WER through the LLM
     # (reports/speech_adapter.md); here new sentences in two voices no training utterance used.
     from spokentod.adapter.train import wer
 

@@ -28,10 +28,10 @@ from spokentod.adapter.train import AdapterRecipe, Features, decode, wer
 from spokentod.atomic import write_json
 from spokentod.progress import progress_bar
 
-RETRAIN = ("spokentod adapter prepare --out runs/adapter/corpus && "
-           "spokentod adapter train configs/adapter/smollm2_tiny.yaml --set out=runs/adapter/run2 && "
-           "spokentod adapter eval runs/adapter/run2/best --split test && "
-           "spokentod adapter export runs/adapter/run2/best")
+RETRAIN = ("spokentod adapter prepare --out runs/adapter/corpus --set sizes.templates=0 && "
+           "spokentod adapter train configs/adapter/smollm2_tiny.yaml && "
+           "spokentod adapter eval runs/adapter/train/best --split test && "
+           "spokentod adapter export runs/adapter/train/best")
 
 
 def _breakdown(utts: list[Utterance], hyps: list[str], key) -> dict[str, dict[str, float]]:

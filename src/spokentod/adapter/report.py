@@ -73,6 +73,7 @@ def _setting(summary: dict) -> str:
     return (f"compress={m.get('compress', 'none')}, asr_prompt={m.get('asr_prompt', 0)}, batch={t.get('batch_size')}, "
             f"lr={t.get('lr')}, ctc_only_steps={t.get('ctc_only_steps')}, "
             f"schedule={'restarts at CE' if t.get('restart') else 'one cosine'}, sources={t.get('sources') or 'all'}"
+            + (f", ce_hearing_lr_scale={t['ce_hearing_lr_scale']}" if "ce_hearing_lr_scale" in t else "")
             + (f", distill_weight={t['distill_weight']}" if t.get("distill_weight") else ""))
 
 

@@ -48,15 +48,15 @@ def test_the_report_archives_its_runs_and_regenerates_from_the_archive(tmp_path)
         {"label": "old", "settings": "s", "steps": 5, "train_min": 1.0, "best_wer": "50.0 % (step 5)",
          "best_ctc": "40.0 %"}]}))
     first = write_report(run, out, [("a try", str(other))]).read_text()
-    assert (tmp_path / "r/speech_adapter/runs/run/eval.jsonl").is_file()
-    assert (tmp_path / "r/speech_adapter/runs/a-try/summary.json").is_file()
+    assert (tmp_path / "r/speech_adapter/run_files/run/eval.jsonl").is_file()
+    assert (tmp_path / "r/speech_adapter/run_files/a-try/summary.json").is_file()
     assert "| old † | s | 5 | 1.0 | 50.0 % (step 5) | 40.0 % |" in first and "† lost before archiving" in first
     cmd = first.split("## Regenerate")[1].split("```")[1].strip()
-    assert cmd.startswith(f"spokentod adapter report {tmp_path / 'r/speech_adapter/runs/run'}") and f"--out {out}" in cmd
+    assert cmd.startswith(f"spokentod adapter report {tmp_path / 'r/speech_adapter/run_files/run'}") and f"--out {out}" in cmd
     shutil.rmtree(run)  # runs/ is scratch: the report still regenerates, the same but for its source line
     shutil.rmtree(other)
-    again = write_report(tmp_path / "r/speech_adapter/runs/run", out,
-                         [("a try", str(tmp_path / "r/speech_adapter/runs/a-try"))]).read_text()
+    again = write_report(tmp_path / "r/speech_adapter/run_files/run", out,
+                         [("a try", str(tmp_path / "r/speech_adapter/run_files/a-try"))]).read_text()
     assert again.split("\n")[3:] == first.split("\n")[3:] and "25.0 %" in again
 
 

@@ -7,7 +7,7 @@ Reads the main run's ``eval.jsonl`` (dev WER by step), ``summary.json``, ``best/
 of what was tried. The verdict line applies the goal (dev WER ≤ 20 % within 60 min of training) to the
 numbers; nothing is typed in by hand.
 
-Every run it reads is archived beside the report (``<report>/runs/<name>/``: those small files only), and the
+Every run it reads is archived beside the report (``<report>/run_files/<name>/``: those small files only), and the
 regenerate command it prints reads the archives: runs/ is scratch space, the report's sources stay in git.
 ``<report>/earlier.json`` holds rows of runs whose files were lost before archiving existed, as an earlier
 report computed them; they are marked as such.
@@ -172,7 +172,8 @@ def archive(run: Path, dest: Path) -> Path:
 
 
 def _slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40] or "run"
+    """The archive's folder: the label up to its first colon ("run2: what changed" → run2)."""
+    return re.sub(r"[^a-z0-9]+", "-", label.split(":")[0].lower()).strip("-")[:40] or "run"
 
 
 def earlier_rows(path: Path) -> list[str]:
@@ -187,7 +188,7 @@ def earlier_rows(path: Path) -> list[str]:
 def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
                  tried: list[tuple[str, str]] | None = None, agreement: str | Path | None = None) -> Path:
     run, out = Path(run), Path(out)
-    runs_dir = out.with_suffix("") / "runs"
+    runs_dir = out.with_suffix("") / "run_files"
     source, run = run, archive(run, runs_dir / _slug(run.name))
     tried = [(label, str(archive(Path(p), runs_dir / _slug(label)))) for label, p in tried or []]
     evals = _evals(run)

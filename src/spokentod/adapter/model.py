@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from spokentod.atomic import atomic_write
 from spokentod.dst.model.config import ConnectorConfig, EncoderConfig
+from spokentod.dst.model.modes import eval_mode
 from spokentod.dst.model.speechdst import (
     IGNORE,
     Connector,
@@ -209,12 +210,8 @@ class SpeechAdapter(nn.Module):
     def ctc_transcribe(self, feats: list[Tensor]) -> list[str]:
         """Greedy CTC reading of the connector frames (no LLM): best token per frame, repeats and blanks
         dropped. A cheap view of what the frames say, used to watch alignment early in training."""
-        was = self.training
-        self.eval()  # no connector dropout in a dev reading (training evaluates mid-run)
-        try:
+        with eval_mode(self):  # no connector dropout in a dev reading
             frames, lengths = self.speech(feats)
-        finally:
-            self.train(was)
         blank = self.llm.get_input_embeddings().weight.shape[0]
         out = []
         for row, n in zip(self.ctc_classes(frames).tolist(), lengths.tolist()):
@@ -242,13 +239,9 @@ class SpeechAdapter(nn.Module):
 
     @torch.no_grad()
     def transcribe(self, feats: list[Tensor], max_new_tokens: int = 48) -> list[str]:
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             instruction = self.asr_instruction()
             return self.generate([self.user_turn(x, instruction) for x in self.speech_inputs(feats)], max_new_tokens)
-        finally:
-            self.train(was)
 
     # ------------------------------------------------------------------ weights
 

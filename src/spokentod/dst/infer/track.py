@@ -28,6 +28,7 @@ import torch
 from spokentod.dst.infer.parse import parse_output
 from spokentod.dst.model.config import TEXT_MODES
 from spokentod.dst.model.features import FeatureSource
+from spokentod.dst.model.modes import eval_mode
 from spokentod.errors import SpokenTODError
 from spokentod.progress import progress_bar
 
@@ -191,13 +192,11 @@ def track(model, dialogues: Sequence[Sequence[Any]], prefix_mode: str = "speech"
     stats.dialogues += sum(1 for d in dialogues if len(d))
     done: list[dict[int, TurnPrediction]] = [{} for _ in dialogues]  # per dialogue: Turn.index → prediction
     t_start = time.perf_counter()
-    was_training = model.training
-    model.eval()  # dropout off in the connector / text encoder before any prefix is computed
-    try:
+    # dropout off in the connector / text encoder before any prefix is computed; a caller validating
+    # mid-training gets its mode back
+    with eval_mode(model):
         _run(model, dialogues, prefix_mode, features, history, batch_size, max_new_tokens, num_beams,
              user_texts, progress, stats, on_prediction, done)
-    finally:
-        model.train(was_training)  # a caller validating mid-training gets its mode back
     stats.wall_s += time.perf_counter() - t_start
     return [done[i][ex.turn] for i, d in enumerate(dialogues) for ex in d]
 

@@ -33,6 +33,7 @@ from spokentod.backends.llm import _gguf, gemma3, smollm2
 from spokentod.dst.data.examples import apply_update, compact_state, format_history, state_update, target_json
 from spokentod.dst.model.config import ConnectorConfig, ModelConfig, PrefixMode, TextEncoderConfig
 from spokentod.dst.model.encoders import build_encoder
+from spokentod.dst.model.modes import eval_mode
 from spokentod.errors import SpokenTODError
 
 IGNORE = -100
@@ -476,14 +477,10 @@ class SpeechDST(nn.Module):
         not continue a loop (no_runaway)."""
         from transformers import LogitsProcessorList
 
-        was_training = self.training
-        self.eval()  # no dropout (connector, LoRA) while decoding
-        try:
+        with eval_mode(self):  # no dropout (connector, LoRA) while decoding
             emb, mask, _ = stack_sequences(self._sequences(prefix, prefix_lengths, prompts, None), left=True)
             # generate() derives position ids from the attention mask, so left padding shifts nothing.
             out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
                                     num_beams=num_beams, do_sample=False, eos_token_id=self.eos,
                                     pad_token_id=self.pad, logits_processor=LogitsProcessorList([no_runaway]))
-        finally:
-            self.train(was_training)
         return [self.tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]

@@ -176,16 +176,20 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.split(":")[0].lower()).strip("-")[:40] or "run"
 
 
-def earlier_rows(path: Path) -> list[str]:
-    """Rows of runs lost before archiving, as an earlier report computed them (``earlier.json``)."""
+def earlier_rows(path: Path) -> tuple[list[str], list[str]]:
+    """Rows of runs lost before archiving, as an earlier report computed them (``earlier.json``), and the
+    footnote that says so."""
     if not path.is_file():
-        return []
+        return [], []
     e = json.loads(path.read_text())
-    return [f"| {r['label']} † | {r['settings']} | {r['steps']} | {r['train_min']} | {r['best_wer']} | "
-            f"{r['best_ctc']} |" for r in e["rows"]]
+    return ([f"| {r['label']} † | {r['settings']} | {r['steps']} | {r['train_min']} | {r['best_wer']} | "
+             f"{r['best_ctc']} |" for r in e["rows"]], ["", f"† {e['why']}"])
 
 
-def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
+REPORT = Path("reports/speech_adapter.md")
+
+
+def write_report(run: str | Path, out: str | Path = REPORT,
                  tried: list[tuple[str, str]] | None = None, agreement: str | Path | None = None) -> Path:
     run, out = Path(run), Path(out)
     runs_dir = out.with_suffix("") / "run_files"
@@ -241,15 +245,13 @@ def write_report(run: str | Path, out: str | Path = "reports/speech_adapter.md",
     if agreement:
         lines += agreement_section(Path(agreement))
     rows = [("this run", run)] + [(label, Path(p)) for label, p in tried or []]
-    earlier = out.with_suffix("") / "earlier.json"
+    lost, footnote = earlier_rows(out.with_suffix("") / "earlier.json")
     lines += ["", "## What was tried", "",
               "| run | settings | steps | train min | best dev WER (LLM) | best dev WER (CTC) |",
-              "|---|---|---:|---:|---:|---:|"] + [tried_row(label, p) for label, p in rows] + earlier_rows(earlier)
-    if earlier.is_file():
-        lines += ["", f"† {json.loads(earlier.read_text())['why']}"]
+              "|---|---|---:|---:|---:|---:|"] + [tried_row(label, p) for label, p in rows] + lost + footnote
     cmd = f"spokentod adapter report {run}" + "".join(f' --try "{label}={p}"' for label, p in tried or [])
     cmd += f" --agreement {agreement}" if agreement else ""
-    cmd += f" --out {out}" if out != Path("reports/speech_adapter.md") else ""
+    cmd += f" --out {out}" if out != REPORT else ""
     lines += ["", "## Regenerate", "", "```", cmd, "```", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -117,6 +117,24 @@ def test_demo_config_is_valid():
     assert cfg.dataset.corpus == "demo"
 
 
+def test_set_overrides_a_config_field_on_the_command_line(tmp_path):
+    """`bench run --set` reaches any field (here a system's params and the output directory) and the run
+    records the overridden config; a bad override is a usage error that names it."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_cfg(tmp_path)))
+    out = tmp_path / "other"
+    result = _cli("run", path, "--no-progress", "--limit", "1", "--set", "systems.rec.params.max_tokens=7",
+                  "--set", f"out={out}")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["config"]["systems"]["rec"]["params"] == {"max_tokens": 7}
+    assert not (tmp_path / "run").exists()  # the file's `out` was overridden
+    bad = _cli("run", path, "--set", "systems.rec.params")
+    assert bad.exit_code == 2 and "systems.rec.params" in bad.output and "key=value" in bad.output
+    with pytest.raises(ConfigError, match="systems.nope.type"):
+        run_bench(path, overrides=["systems.nope.type=cascad"])
+
+
 def test_shard_syntax():
     assert parse_shard("2/4") == (2, 4)
     for bad in ("0/4", "5/4", "2", "a/b"):

@@ -52,6 +52,9 @@ def run(config: Annotated[Path, typer.Argument(help="Bench config YAML (see conf
         retry_errors: Annotated[bool, typer.Option("--retry-errors/--keep-errors",
                                                    help="On resume, redo turns whose last attempt failed.")] = True,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="Override a config field: --set systems.e2e.audiolm.adapter=runs/adapter/x/best "
+            "(repeatable).")] = None,
         ) -> None:
     """Run (or resume) a bench: the same command again continues where a stopped run left off."""
     try:
@@ -60,7 +63,7 @@ def run(config: Annotated[Path, typer.Argument(help="Bench config YAML (see conf
         raise _fail(str(e), 2) from None
     try:
         summary = run_bench(config, limit=limit, shard=shard_t, out=out, progress=progress,
-                            retry_errors=retry_errors)
+                            retry_errors=retry_errors, overrides=set_ or [])
     except ConfigError as e:
         raise _fail(str(e), 2) from None
     except (BenchError, SpokenTODError) as e:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spokentod.config_file import read_yaml, validate
+from spokentod.config_file import apply_overrides, read_yaml, validate
 from spokentod.data.source import DialogueSource
 from spokentod.errors import SpokenTODError
 from spokentod.systems.config import SystemConfig
@@ -160,5 +161,9 @@ def parse_config(data: Any, source: str = "<config>") -> BenchConfig:
     return validate(BenchConfig, data, source, ConfigError, "bench")
 
 
-def load_config(path: str | Path) -> BenchConfig:
-    return parse_config(read_yaml(path, ConfigError, "config"), str(path))
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> BenchConfig:
+    """The bench config at `path`, with ``key=value`` overrides set (``systems.e2e.audiolm.adapter=DIR``)."""
+    data = read_yaml(path, ConfigError, "config")
+    if overrides:
+        data = apply_overrides(data, overrides, ConfigError)
+    return parse_config(data, str(path))

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from spokentod.bench.audio_in import ensure_audio
 from spokentod.bench.config import BenchConfig, ConfigError, load_config, parse_config
 from spokentod.bench.lock import RunLock
 from spokentod.bench.runner import Runner, console, now_iso
+from spokentod.config_file import apply_overrides
 from spokentod.data.schema import Dialogue
 from spokentod.data.source import load_dialogues
 from spokentod.errors import BenchError, Problem
@@ -78,12 +80,14 @@ class RunSummary:
         return sum(c.get(what, 0) for c in self.counts.values())
 
 
-def _as_config(config: BenchConfig | dict | str | os.PathLike) -> BenchConfig:
+def _as_config(config: BenchConfig | dict | str | os.PathLike, overrides: Iterable[str] = ()) -> BenchConfig:
     if isinstance(config, BenchConfig):
+        if overrides:
+            raise ConfigError("overrides apply to a config file or mapping, not to a validated BenchConfig")
         return config
     if isinstance(config, dict):
-        return parse_config(config)
-    return load_config(config)
+        return parse_config(apply_overrides(config, overrides, ConfigError))
+    return load_config(config, overrides)
 
 
 def _prepare_out(out: Path) -> None:
@@ -98,9 +102,10 @@ def _prepare_out(out: Path) -> None:
 
 def run_bench(config: BenchConfig | dict | str | os.PathLike, limit: int | None = None,
               shard: tuple[int, int] = (1, 1), out: str | os.PathLike | None = None, progress: bool = True,
-              retry_errors: bool = True) -> RunSummary:
-    """Run (or resume) a bench; see the module docstring. Raises ConfigError, BenchError, DataError."""
-    cfg = _as_config(config)
+              retry_errors: bool = True, overrides: Iterable[str] = ()) -> RunSummary:
+    """Run (or resume) a bench; see the module docstring. `overrides` (``key=value``, as ``--set``) apply
+    to a config read from a file. Raises ConfigError, BenchError, DataError."""
+    cfg = _as_config(config, overrides)
     i, n = shard
     if not 1 <= i <= n:
         raise ConfigError(f"shard must be i/n with 1 <= i <= n, got {i}/{n}")

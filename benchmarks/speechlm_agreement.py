@@ -2,7 +2,9 @@
 
     spokentod bench run configs/speechlm_agreement.yaml --limit 6
     python benchmarks/speechlm_agreement.py runs/speechlm-agreement [--json reports/speech_adapter/agreement.json]
-        [--extra distilled=runs/speechlm-agreement-distill:e2e]   # another adapter's e2e run, same turns
+        [--extra broad=runs/speechlm-agreement-broad:e2e]   # another adapter's e2e run, same turns:
+    spokentod bench run configs/speechlm_agreement.yaml --limit 6 --out runs/speechlm-agreement-broad \
+        --set systems.e2e.audiolm.adapter=runs/adapter/broad/best
 
 For every user turn both systems answered, compares each system's reply with the `text` system's (the same
 LLM given the gold user text): all-MiniLM-L6-v2 cosine and the exact-match rate under greedy decoding, with

@@ -150,8 +150,8 @@ def agreement_section(path: Path) -> list[str]:
     extra = "".join(f" --extra {label}={v['run']}:{v.get('system', 'e2e')}" for label, v in a.get("extra", {}).items())
     lines += ["", (f"From `{path}`: `spokentod bench run configs/speechlm_agreement.yaml --limit 6 && python "
                    f"benchmarks/speechlm_agreement.py {a['run']}{extra} --json {path}`"
-                   + (" (each other adapter's e2e run from a config like `configs/speechlm_agreement_distill.yaml`)."
-                      if extra else "."))]
+                   + (" (each other adapter's run: the same `bench run` with `--out` and `--set "
+                      "systems.e2e.audiolm.adapter=DIR`)." if extra else "."))]
     return lines
 
 

@@ -104,7 +104,7 @@ def run_bench(config: BenchConfig | dict | str | os.PathLike, limit: int | None 
               shard: tuple[int, int] = (1, 1), out: str | os.PathLike | None = None, progress: bool = True,
               retry_errors: bool = True, overrides: Iterable[str] = ()) -> RunSummary:
     """Run (or resume) a bench; see the module docstring. `overrides` (``key=value``, as ``--set``) apply
-    to a config read from a file. Raises ConfigError, BenchError, DataError."""
+    to a config file or mapping. Raises ConfigError, BenchError, DataError."""
     cfg = _as_config(config, overrides)
     i, n = shard
     if not 1 <= i <= n:

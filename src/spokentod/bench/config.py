@@ -155,15 +155,15 @@ def expand_history(systems: Any) -> Any:
     return out
 
 
-def parse_config(data: Any, source: str = "<config>") -> BenchConfig:
+def parse_config(data: Any, source: str = "<config>", overrides: Iterable[str] = ()) -> BenchConfig:
+    """A bench config mapping as a BenchConfig, with ``key=value`` overrides set first
+    (``systems.e2e.audiolm.adapter=DIR``, as ``bench run --set``); errors name `source`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with dataset, systems, ... at the top level")
+    if overrides:
+        data = apply_overrides(data, overrides, ConfigError)
     return validate(BenchConfig, data, source, ConfigError, "bench")
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> BenchConfig:
-    """The bench config at `path`, with ``key=value`` overrides set (``systems.e2e.audiolm.adapter=DIR``)."""
-    data = read_yaml(path, ConfigError, "config")
-    if overrides:
-        data = apply_overrides(data, overrides, ConfigError)
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path, ConfigError, "config"), str(path), overrides)

@@ -27,7 +27,6 @@ from spokentod.bench.audio_in import ensure_audio
 from spokentod.bench.config import BenchConfig, ConfigError, load_config, parse_config
 from spokentod.bench.lock import RunLock
 from spokentod.bench.runner import Runner, console, now_iso
-from spokentod.config_file import apply_overrides
 from spokentod.data.schema import Dialogue
 from spokentod.data.source import load_dialogues
 from spokentod.errors import BenchError, Problem
@@ -86,7 +85,7 @@ def _as_config(config: BenchConfig | dict | str | os.PathLike, overrides: Iterab
             raise ConfigError("overrides apply to a config file or mapping, not to a validated BenchConfig")
         return config
     if isinstance(config, dict):
-        return parse_config(apply_overrides(config, overrides, ConfigError))
+        return parse_config(config, overrides=overrides)
     return load_config(config, overrides)
 
 

@@ -82,3 +82,28 @@ def test_report_scores_each_run_against_the_floor_and_states_the_goal(tmp_path):
     res = CliRunner().invoke(app, ["trackers-report", "--run", str(good), "--references", str(ref_path),
                                    "--out", str(out)])
     assert res.exit_code == 1 and "NAME=RUN_DIR" in " ".join(res.stderr.split())
+
+
+def test_report_reads_the_shipped_trackers_recipe_and_curve_from_its_sidecar(tmp_path):
+    """embedded@DIR: the package's tracker, its test tracked into DIR; recipe, steps and dev curve come from the
+    shipped tracker.json (the run that trained it need not exist on this machine)."""
+    from spokentod.dst.infer.embedded import sidecar
+
+    t = sidecar()["trained"]
+    refs = [{"dialogue_id": f"d{i}", "turn": 0, "state": STATE, "transcript": "a hotel in the north"}
+            for i in range(4)]
+    ref_path = _jsonl(tmp_path / "refs.jsonl", refs)
+    _jsonl(tmp_path / "e2e" / "predictions.jsonl", refs[:3] + [{**refs[3], "state": {}}])
+    (tmp_path / "e2e" / "track.json").write_text(json.dumps({"settings": {"mode": "speech"}}))
+    out = tmp_path / "trackers.md"
+    res = CliRunner().invoke(app, ["trackers-report", "--run", f"E2E=embedded@{tmp_path / 'e2e'}", "--references",
+                                   str(ref_path), "--out", str(out), "--bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "**E2E: goal met** — test JGA 75.0 %" in text and f"after {t['steps']} phase-2 steps" in text
+    first = t["dev_curve"][0]
+    assert f"| E2E | {first['step']}: {pct(first['jga'])}," in text  # the shipped dev curve
+    assert "(the shipped tracker.json): LLM smollm2" in text
+    res = CliRunner().invoke(app, ["trackers-report", "--run", "E2E=embedded", "--references", str(ref_path),
+                                   "--out", str(out)])
+    assert res.exit_code == 1 and "embedded@DIR" in " ".join(res.stderr.split())

@@ -32,29 +32,48 @@ def _floor(references: Path, bootstrap: int) -> dict[str, Any]:
     return {"jga": s["jga"], "jga_ci": s.get("jga_ci")}
 
 
-def _run(name: str, where: str, references: Path, bootstrap: int) -> dict[str, Any]:
-    """One row: RUN_DIR (its test set tracked into RUN_DIR/test) or RUN_DIR@SUBDIR (tracked into RUN_DIR/SUBDIR,
-    e.g. the same model on gold transcripts or another ASR)."""
-    from spokentod.dst.score.scorer import score_files
-
-    run_s, _, sub = str(where).partition("@")
-    run = Path(run_s)
-    test = run / (sub or "test")
-    if not (test / "predictions.jsonl").is_file():
-        raise SpokenTODError(f"{name}: no {test / 'predictions.jsonl'}: track the test set first (see the recipe)")
-    recipe = read_json(run / "recipe.json", {})
+def _trained(run: Path) -> dict[str, Any]:
+    """What a run's own files say about its training: recipe, summary, step log, dev evaluations, wall time."""
     summary = read_json(run / "phase2" / "summary.json", {})
-    log = step_log(run / "phase2" / "log.jsonl")
     wall = summary.get("wall_s")  # written by the training loop; older runs: the files' times
     start, end = run / "recipe.json", run / "phase2" / "summary.json"
     if wall is None and start.is_file() and end.is_file():
         wall = end.stat().st_mtime - start.stat().st_mtime
+    return {"recipe": read_json(run / "recipe.json", {}), "summary": summary, "wall_s": wall,
+            "log": step_log(run / "phase2" / "log.jsonl"), "evals": step_log(run / "phase2" / "eval.jsonl")}
+
+
+def _shipped() -> dict[str, Any]:
+    """The same for the package's embedded tracker, from its sidecar (its run's files need not exist here)."""
+    from spokentod.dst.infer.embedded import sidecar
+
+    t = sidecar()["trained"]
+    return {"recipe": t["recipe"], "summary": {"step": t["steps"], "best_step": t.get("best_step")}, "wall_s": None,
+            "log": [], "step_s_total": (t["step_seconds"], t["steps"]), "evals": t.get("dev_curve", [])}
+
+
+def _run(name: str, where: str, references: Path, bootstrap: int) -> dict[str, Any]:
+    """One row: RUN_DIR (its test set tracked into RUN_DIR/test), RUN_DIR@SUBDIR (tracked into RUN_DIR/SUBDIR,
+    e.g. the same model on gold transcripts or another ASR), or embedded@DIR (the package's shipped tracker,
+    tracked into DIR; its recipe and dev curve come from its sidecar)."""
+    from spokentod.dst.score.scorer import score_files
+
+    run_s, _, sub = str(where).partition("@")
+    if run_s == "embedded":
+        if not sub:
+            raise SpokenTODError(f"{name}: give embedded@DIR, DIR holding `dst track --tracker embedded` output")
+        run, test, t = Path(run_s), Path(sub), _shipped()
+    else:
+        run = Path(run_s)
+        test, t = run / (sub or "test"), _trained(run)
+    if not (test / "predictions.jsonl").is_file():
+        raise SpokenTODError(f"{name}: no {test / 'predictions.jsonl'}: track the test set first (see the recipe)")
+    step_s, steps_logged = t.get("step_s_total") or (sum(x.get("seconds", 0) for x in t["log"]), len(t["log"]))
     track = read_json(test / "track.json", {})
     settings = track.get("settings", {})
-    return {"name": name, "run": str(run), "where": str(where), "recipe": recipe, "summary": summary,
-            "step_s": sum(x.get("seconds", 0) for x in log), "steps_logged": len(log), "wall_s": wall,
-            "evals": step_log(run / "phase2" / "eval.jsonl"), "score": score_files(test / "predictions.jsonl",
-                                                                                    references, bootstrap=bootstrap),
+    return {"name": name, "run": str(run), "where": str(where), "recipe": t["recipe"], "summary": t["summary"],
+            "step_s": step_s, "steps_logged": steps_logged, "wall_s": t["wall_s"], "evals": t["evals"],
+            "score": score_files(test / "predictions.jsonl", references, bootstrap=bootstrap),
             "input": _reads(settings), "speech": settings.get("mode") == "speech" or bool(settings.get("asr")),
             "track_s": (track.get("timings") or {}).get("track_s"), "counts": track.get("counts", {})}
 
@@ -148,7 +167,8 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
         rec, p2 = r["recipe"], r["recipe"].get("phase2") or {}
         m = rec.get("model") or {}
         data = rec.get("data") or {}
-        L.append(f"- **{r['name']}** (`{r['run']}/recipe.json`): LLM {m.get('llm')}, LoRA r {(m.get('lora') or {}).get('r')} "
+        where = "the shipped tracker.json" if r["run"] == "embedded" else f"`{r['run']}/recipe.json`"
+        L.append(f"- **{r['name']}** ({where}): LLM {m.get('llm')}, LoRA r {(m.get('lora') or {}).get('r')} "
                  f"on {', '.join((m.get('lora') or {}).get('target_modules', []))}; history {(m.get('history') or {}).get('max_turns')} "
                  f"turns; carry_state {m.get('carry_state')}; speech adapter {rec.get('speech_adapter') or 'none'}; "
                  f"losses {', '.join(x['name'] + ' (' + x['prefix'] + ')' for x in p2.get('losses', []))}; "

@@ -206,6 +206,29 @@ def track(
     err.print(f"wrote {out / 'predictions.jsonl'}, {out / 'multiwoz_eval.json'}, {out / 'track.json'}")
 
 
+@app.command()
+def transcribe(
+    manifest: Annotated[Path, typer.Argument(help="Dialogue manifest (our JSONL) whose user turns have audio.")],
+    asr: Annotated[str, Opt(help=TRACK_HELP["asr"])],
+    name: Annotated[str, Opt(help="Names the copy: <manifest stem>.<name>.jsonl, beside the manifest.")],
+    cache: Annotated[bool, Opt("--cache/--no-cache", help="Cache ASR calls (a rerun costs nothing).")] = True,
+    progress: Annotated[bool, Opt("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Copy a manifest with each user turn's text as the ASR hears it (gold text kept in metadata): training
+    data for a cascade tracker that learns from ASR errors. Writes <stem>.<name>.jsonl and its .json record."""
+    from spokentod.dst.cli.tracking import _backend
+    from spokentod.dst.data.transcribe import transcribe_manifest
+
+    try:
+        rec = transcribe_manifest(manifest, _backend("asr", asr, cache), name, progress)
+    except (SpokenTODError, ValueError, KeyError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    wer = "–" if rec["wer"] is None else f"{100 * rec['wer']:.1f} %"
+    err.print(f"transcribed {rec['user_turns']} user turns of {rec['dialogues']} dialogues ({rec['failed']} failed, "
+              f"WER {wer} against the gold text) -> {rec['manifest']}")
+
+
 @app.command("ship-tracker")
 def ship_tracker(
     checkpoint: Annotated[Path, typer.Argument(help="The trained checkpoint (<run>/phase2/best).")],

@@ -69,19 +69,35 @@ def test_report_scores_each_run_against_the_floor_and_states_the_goal(tmp_path):
     assert f"**E2E: goal not met** — test JGA {pct(s_weak['jga'])} %" in text  # under 25 %
     assert "| empty state (floor) | – | 5.0 [" in text
     assert "**Gold text: diagnostic (gold transcripts, no speech)** — test JGA 80.0 %" in text
-    assert text.count(f"(`{good}/recipe.json`)") == 1  # one recipe line per trained run
+    files = tmp_path / "reports" / "trackers" / "run_files"  # the sources, archived beside the report
+    assert text.count(f"(`{files / 'good'}/recipe.json`)") == 1  # one recipe line per trained run
     assert "| Cascade | text_direct on whisper-ct2 tiny.en transcripts |" in text
     assert "| Cascade | 10: 10.0, 20: 30.0 | 10: 50.0, 20: 70.0 |" in text
     assert "| 1m 35s | 0m 40s (2.00) |" in text and "Both trained side by side." in text  # wall_s of the loop
     assert (tmp_path / "reports" / "trackers" / "learning_curves.png").stat().st_size > 1000
     assert "--run=Cascade=" in text and "--references" in text and "--note 'Both trained side by side.'" in text
+    assert (files / "good" / "gold" / "predictions.jsonl").is_file() and (files / "refs.jsonl").is_file()
 
+    # runs/ is scratch: with the runs gone, the report's own regenerate command (the archive) writes it again
+    import shlex
+    import shutil
+    shutil.rmtree(good), shutil.rmtree(weak), ref_path.unlink()
+    regen = shlex.split(text.split("Regenerate: `spokentod dst ")[1].split("`")[0])
+    res = CliRunner().invoke(app, regen[:-2] + ["--bootstrap", "200"] + regen[-2:])
+    assert res.exit_code == 0, res.output
+    assert out.read_text() == text
+
+    ref_path = _jsonl(tmp_path / "refs.jsonl", refs)
     res = CliRunner().invoke(app, ["trackers-report", "--run", f"X={tmp_path / 'nothing'}", "--references",
                                    str(ref_path), "--out", str(out)])
     assert res.exit_code == 1 and "track the test set first" in " ".join(res.stderr.split())
     res = CliRunner().invoke(app, ["trackers-report", "--run", str(good), "--references", str(ref_path),
                                    "--out", str(out)])
     assert res.exit_code == 1 and "NAME=RUN_DIR" in " ".join(res.stderr.split())
+    other = _run(tmp_path / "elsewhere", "good", 5, refs)  # another run folder named "good": one archive folder
+    res = CliRunner().invoke(app, ["trackers-report", "--run", f"A={files / 'good'}", "--run", f"B={other}",
+                                   "--references", str(ref_path), "--out", str(out)])
+    assert res.exit_code == 1 and "rename one run folder" in " ".join(res.stderr.split())
 
 
 def test_report_reads_the_shipped_trackers_recipe_and_curve_from_its_sidecar(tmp_path):

@@ -4,6 +4,8 @@ Reads each run's own files only — <run>/recipe.json, <run>/phase2/{log,eval}.j
 <run>/test/{predictions.jsonl,track.json} (the held-out test set tracked by `dst track`) — scores the test
 predictions against the references with a dialogue bootstrap, scores the empty-state floor the same way,
 and writes a Markdown report with the learning curves (dev JGA and slot F1 by step) as a PNG.
+Those small files (and the references) are archived beside the report (``<report>/run_files/``) and the report
+is written from the archive, so its regenerate command works on a checkout where runs/ is gone.
 
     spokentod dst trackers-report --run Cascade=runs/dst/source_cascade_1800 --run E2E=runs/dst/source_e2e_1800 \\
         --references runs/dst/repro/data/source_test/references.jsonl --out reports/dst_trackers.md
@@ -12,6 +14,7 @@ and writes a Markdown report with the learning curves (dev JGA and slot F1 by st
 from __future__ import annotations
 
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,44 @@ def _shipped() -> dict[str, Any]:
             "log": [], "step_s_total": (t["step_seconds"], t["steps"]), "evals": t.get("dev_curve", [])}
 
 
+TRAIN_FILES = ("recipe.json", "phase2/log.jsonl", "phase2/eval.jsonl", "phase2/summary.json")
+TEST_FILES = ("predictions.jsonl", "track.json")
+
+
+def _copy(src: Path, dest: Path, names: tuple[str, ...]) -> None:
+    for n in names:
+        if (src / n).is_file() and (src / n).resolve() != (dest / n).resolve():
+            (dest / n).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / n, dest / n)  # copy2: an old run's wall time is read off the files' times
+
+
+def archived(where: str, root: Path) -> tuple[Path, str]:
+    """Where one row's sources go under ``root``: (the folder, the row's location there)."""
+    from spokentod.adapter.report import _slug
+
+    run_s, _, sub = where.partition("@")
+    if run_s == "embedded":
+        if not sub:
+            raise SpokenTODError(f"{where}: give embedded@DIR, DIR holding `dst track --tracker embedded` output")
+        dest = root / "embedded" / _slug(Path(sub).name)
+        return dest, f"embedded@{dest}"
+    dest = root / _slug(Path(run_s).name)
+    return dest, str(dest) + (f"@{sub}" if sub else "")
+
+
+def archive(where: str, root: Path) -> str:
+    """Copy one row's small report sources (a run's recipe and phase-2 logs, its tracked test folder) under
+    ``root`` and return the row's location there: runs/ is scratch space, the report's sources stay in git."""
+    run_s, _, sub = where.partition("@")
+    dest, moved = archived(where, root)
+    if run_s == "embedded":
+        _copy(Path(sub), dest, TEST_FILES)
+    else:
+        _copy(Path(run_s), dest, TRAIN_FILES)
+        _copy(Path(run_s) / (sub or "test"), dest / (sub or "test"), TEST_FILES)
+    return moved
+
+
 def _run(name: str, where: str, references: Path, bootstrap: int) -> dict[str, Any]:
     """One row: RUN_DIR (its test set tracked into RUN_DIR/test), RUN_DIR@SUBDIR (tracked into RUN_DIR/SUBDIR,
     e.g. the same model on gold transcripts or another ASR), or embedded@DIR (the package's shipped tracker,
@@ -60,8 +101,6 @@ def _run(name: str, where: str, references: Path, bootstrap: int) -> dict[str, A
 
     run_s, _, sub = str(where).partition("@")
     if run_s == "embedded":
-        if not sub:
-            raise SpokenTODError(f"{name}: give embedded@DIR, DIR holding `dst track --tracker embedded` output")
         run, test, t = Path(run_s), Path(sub), _shipped()
     else:
         run = Path(run_s)
@@ -118,13 +157,21 @@ def _plot(runs: list[dict], png: Path) -> None:
 def write_report(runs: list[tuple[str, str]], references: Path, out: Path, bootstrap: int = 1000,
                  note: str = "") -> dict[str, Any]:
     references, out = Path(references), Path(out)
-    rs = [_run(n, str(p), references, bootstrap) for n, p in runs]
+    figs = out.parent / out.stem
+    files = figs / "run_files"
+    _copy(references.parent, files, (references.name,))
+    references = files / references.name
+    placed: dict[Path, str] = {}
+    for _, p in runs:  # two runs archived into one folder would mix their files
+        dest, src = archived(str(p), files)[0], str(p) if str(p).startswith("embedded@") else str(p).partition("@")[0]
+        if placed.setdefault(dest, src) != src:
+            raise SpokenTODError(f"{p} and {placed[dest]} would both be archived in {dest}: rename one run folder")
+    rs = [_run(n, archive(str(p), files), references, bootstrap) for n, p in runs]
     floor = _floor(references, bootstrap)
     fhi = floor_top(floor)
     for r in rs:
         s = r["score"]
         r["met"] = r["speech"] and s["jga"] >= GOAL_JGA and bool(s.get("jga_ci")) and s["jga_ci"][0] > fhi
-    figs = out.parent / out.stem
     trained = list({r["run"]: r for r in reversed(rs)}.values())[::-1]  # one curve per trained run (first name)
     _plot(trained, figs / "learning_curves.png")
 

@@ -51,7 +51,8 @@ def _shipped() -> dict[str, Any]:
     from spokentod.dst.infer.embedded import sidecar
 
     t = sidecar()["trained"]
-    return {"recipe": t["recipe"], "summary": {"step": t["steps"], "best_step": t.get("best_step")}, "wall_s": None,
+    return {"recipe": t["recipe"], "summary": {"step": t["steps"], "best_step": t.get("best_step")},
+            "wall_s": t.get("wall_s"),  # sidecars written before it was recorded lack it
             "log": [], "step_s_total": (t["step_seconds"], t["steps"]), "evals": t.get("dev_curve", [])}
 
 

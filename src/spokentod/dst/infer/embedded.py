@@ -65,7 +65,7 @@ def _trained(checkpoint: Path) -> dict[str, Any]:
     run, phase = checkpoint.parents[1], checkpoint.parent
     summary = read_json(phase / "summary.json", {})
     return {"recipe": read_json(run / "recipe.json"), "steps": summary.get("step"),
-            "best_step": summary.get("best_step"),
+            "best_step": summary.get("best_step"), "wall_s": summary.get("wall_s"),
             "step_seconds": round(sum(x.get("seconds", 0) for x in step_log(phase / "log.jsonl")), 1),
             "dev_curve": [{k: e.get(k) for k in ("step", "jga", "slot_f1", "wer")}
                           for e in step_log(phase / "eval.jsonl")]}

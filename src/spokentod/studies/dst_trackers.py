@@ -225,7 +225,7 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
     L += ["", "Regenerate: `spokentod dst trackers-report " + " ".join(shlex.quote(f"--run={r['name']}={r['where']}") for r in rs)
           + f" --references {references} --out {out}" + (f" --note {shlex.quote(note)}" if note else "")
           + "` (the commands that train and track each run are at the "
-          "top of configs/dst/source_cascade.yaml and source_e2e.yaml).", ""]
+          "top of configs/dst/source_e2e.yaml, source_cascade.yaml and source_cascade_asr.yaml).", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(L))
     return {"runs": [{k: r[k] for k in ("name", "met")} | {"jga": r["score"]["jga"], "jga_ci": r["score"].get("jga_ci")}

@@ -163,8 +163,9 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
     _copy(references.parent, files, (references.name,))
     references = files / references.name
     placed: dict[Path, str] = {}
-    for _, p in runs:  # two runs archived into one folder would mix their files
-        dest, src = archived(str(p), files)[0], str(p) if str(p).startswith("embedded@") else str(p).partition("@")[0]
+    for p in (str(where) for _, where in runs):  # two runs archived into one folder would mix their files
+        src = p if p.startswith("embedded@") else p.partition("@")[0]  # a run folder; a shipped tracker's test folder
+        dest = archived(p, files)[0]
         if placed.setdefault(dest, src) != src:
             raise SpokenTODError(f"{p} and {placed[dest]} would both be archived in {dest}: rename one run folder")
     rs = [_run(n, archive(str(p), files), references, bootstrap) for n, p in runs]

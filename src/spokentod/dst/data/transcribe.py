@@ -52,16 +52,16 @@ def transcribe_manifest(manifest: str | Path, asr: Any, name: str, progress: boo
     with progress_bar("transcribing", unit="turns", disable=not progress) as bar:
         task = bar.add_task(name, total=len(todo))
         for d, t in todo:
-            gold = t.text
+            gold, key = t.text, f"{d.id}:{t.index}"
             try:
                 text = asr.transcribe(str(resolve_audio_path(base, t.audio.path))).text.strip()
             except Exception as e:  # noqa: BLE001 - recorded with its turn, the rest goes on
-                failed[f"{d.id}:{t.index}"] = f"{type(e).__name__}: {e} ({t.audio.path})"
+                failed[key] = f"{type(e).__name__}: {e} ({t.audio.path})"
                 text = ""
             t.text = text
             t.metadata = {**t.metadata, "text_gold": gold}
-            if text == "" and f"{d.id}:{t.index}" in failed:
-                t.metadata["asr_error"] = failed[f"{d.id}:{t.index}"]
+            if key in failed:
+                t.metadata["asr_error"] = failed[key]
             else:
                 refs.append(" ".join(_wer_norm(gold)) or "<empty>")
                 hyps.append(" ".join(_wer_norm(text)))

@@ -67,8 +67,9 @@ def _copy(src: Path, dest: Path, names: tuple[str, ...]) -> None:
             shutil.copy2(src / n, dest / n)  # copy2: an old run's wall time is read off the files' times
 
 
-def archived(where: str, root: Path) -> tuple[Path, str]:
-    """Where one row's sources go under ``root``: (the folder, the row's location there)."""
+def archived(where: str, root: Path) -> tuple[str, Path, str]:
+    """Where one row's sources go under ``root``: (what is copied: a run folder or a shipped tracker's test
+    folder, the folder it goes to, the row's location there)."""
     from spokentod.adapter.report import _slug
 
     run_s, _, sub = where.partition("@")
@@ -76,21 +77,21 @@ def archived(where: str, root: Path) -> tuple[Path, str]:
         if not sub:
             raise SpokenTODError(f"{where}: give embedded@DIR, DIR holding `dst track --tracker embedded` output")
         dest = root / "embedded" / _slug(Path(sub).name)
-        return dest, f"embedded@{dest}"
+        return sub, dest, f"embedded@{dest}"
     dest = root / _slug(Path(run_s).name)
-    return dest, str(dest) + (f"@{sub}" if sub else "")
+    return run_s, dest, str(dest) + (f"@{sub}" if sub else "")
 
 
 def archive(where: str, root: Path) -> str:
     """Copy one row's small report sources (a run's recipe and phase-2 logs, its tracked test folder) under
     ``root`` and return the row's location there: runs/ is scratch space, the report's sources stay in git."""
-    run_s, _, sub = where.partition("@")
-    dest, moved = archived(where, root)
-    if run_s == "embedded":
-        _copy(Path(sub), dest, TEST_FILES)
+    src, dest, moved = archived(where, root)
+    sub = where.partition("@")[2]
+    if where.startswith("embedded@"):
+        _copy(Path(src), dest, TEST_FILES)
     else:
-        _copy(Path(run_s), dest, TRAIN_FILES)
-        _copy(Path(run_s) / (sub or "test"), dest / (sub or "test"), TEST_FILES)
+        _copy(Path(src), dest, TRAIN_FILES)
+        _copy(Path(src) / (sub or "test"), dest / (sub or "test"), TEST_FILES)
     return moved
 
 
@@ -164,8 +165,7 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
     references = files / references.name
     placed: dict[Path, str] = {}
     for p in (str(where) for _, where in runs):  # two runs archived into one folder would mix their files
-        src = p if p.startswith("embedded@") else p.partition("@")[0]  # a run folder; a shipped tracker's test folder
-        dest = archived(p, files)[0]
+        src, dest, _ = archived(p, files)
         if placed.setdefault(dest, src) != src:
             raise SpokenTODError(f"{p} and {placed[dest]} would both be archived in {dest}: rename one run folder")
     rs = [_run(n, archive(str(p), files), references, bootstrap) for n, p in runs]

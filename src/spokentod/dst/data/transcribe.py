@@ -30,6 +30,15 @@ def transcribed_path(manifest: Path, name: str) -> Path:
     return manifest.with_name(f"{manifest.stem}.{name}.jsonl")
 
 
+def hear(asr: Any, audio: str) -> tuple[str, str | None]:
+    """One ASR call: (transcript, None), or ("", the error naming the file): a failed call never yields gold
+    text. Shared with the cascade's transcription at tracking time (dst/infer/track.py)."""
+    try:
+        return asr.transcribe(audio).text.strip(), None
+    except Exception as e:  # noqa: BLE001 - the caller records it, the run goes on
+        return "", f"asr: {type(e).__name__}: {e} ({audio})"
+
+
 def transcribe_manifest(manifest: str | Path, asr: Any, name: str, progress: bool = True) -> dict[str, Any]:
     """Write manifest.<name>.jsonl (user turns as `asr` hears them) and manifest.<name>.json (its record).
 
@@ -54,14 +63,13 @@ def transcribe_manifest(manifest: str | Path, asr: Any, name: str, progress: boo
         for d, t in todo:
             gold, key = t.text, f"{d.id}:{t.index}"
             try:
-                text = asr.transcribe(str(resolve_audio_path(base, t.audio.path))).text.strip()
-            except Exception as e:  # noqa: BLE001 - recorded with its turn, the rest goes on
-                failed[key] = f"{type(e).__name__}: {e} ({t.audio.path})"
-                text = ""
+                text, error = hear(asr, str(resolve_audio_path(base, t.audio.path)))
+            except ValueError as e:  # the path escapes the manifest's folder
+                text, error = "", str(e)
             t.text = text
             t.metadata = {**t.metadata, "text_gold": gold}
-            if key in failed:
-                t.metadata["asr_error"] = failed[key]
+            if error:
+                failed[key] = t.metadata["asr_error"] = error
             else:
                 refs.append(" ".join(_wer_norm(gold)) or "<empty>")
                 hyps.append(" ".join(_wer_norm(text)))

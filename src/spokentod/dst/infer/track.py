@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from spokentod.dst.data.transcribe import hear
 from spokentod.dst.infer.parse import parse_output
 from spokentod.dst.model.config import TEXT_MODES
 from spokentod.dst.model.features import FeatureSource
@@ -262,10 +263,8 @@ def transcribe_turns(asr, dialogues: Sequence[Sequence[Any]], progress: bool = T
                 errors[key] = f"no audio for {ex.dialogue_id}:{ex.turn}"
                 texts[key] = ""
             else:
-                try:
-                    texts[key] = asr.transcribe(ex.audio).text.strip()
-                except Exception as e:  # noqa: BLE001 - recorded, the run goes on
-                    errors[key] = f"asr: {type(e).__name__}: {e} ({ex.audio})"
-                    texts[key] = ""
+                texts[key], error = hear(asr, ex.audio)
+                if error:
+                    errors[key] = error
             bar.advance(task)
     return texts, errors

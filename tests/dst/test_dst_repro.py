@@ -5,6 +5,7 @@ per phase, every stage's outputs, the computed report, and a re-run that redoes 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,10 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     assert "spokentod dst repro" in text and "--set eval.bootstrap=100" in text and "## Wall time" in text
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings["stages"]) == set(repro_config.STAGES)
+    files = report.parent / "dst_repro" / "run_files"  # the report's sources, archived for git
+    assert (files / "results.json").read_text() == (out / "results.json").read_text()
+    assert all((files / "runs" / layout.slug(c) / f"seed{s}" / "phase2/log.jsonl").is_file() for c, s in runs)
+    assert not list(files.rglob("*.safetensors")) and not (files / "data/target_test").exists()
 
     # A re-run redoes nothing: no retraining, no re-tracking, no re-rendering.
     before = {c: (layout.run_dir(out, c, s) / "phase2/log.jsonl").read_text() for c, s in runs}
@@ -146,6 +151,17 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     # A changed recipe is refused rather than silently mixed with finished work.
     with pytest.raises(repro_config.ReproError, match="phase2.lr"):
         stages.run(repro_config.parse_repro(raw, "x", ["base.phase2.lr=0.1"]), stage="train", progress=False)
+
+    # The report stage archived the report's sources beside it; from them alone (the out dir gone, as on a
+    # fresh checkout) the printed command writes the same report.
+    text = report.read_text()
+    command = text.split("Regenerate: `")[1].split("`")[0]
+    assert command == f"spokentod dst repro-report {files} --report {report}"
+    shutil.rmtree(out)
+    report.unlink()
+    r = CliRunner().invoke(app, command.split()[1:])
+    assert r.exit_code == 0, r.output
+    assert report.read_text() == text
 
 
 def test_shipped_config_parses_and_builds_every_condition():

@@ -293,6 +293,25 @@ def trackers_report(
     err.print(f"wrote {out}")
 
 
+@app.command("repro-report")
+def repro_report(
+    run_files: Annotated[Path, typer.Argument(help="A repro out dir, or the report sources its report stage "
+                                                    "archived (reports/dst_repro/run_files).")],
+    report: Annotated[Path, Opt(help="The report (Markdown); its PNGs go into a folder named like it.")] = Path(
+        "reports/dst_repro.md"),
+) -> None:
+    """Write the DST reproduction's report from its files alone (no training, tracking or archiving): how
+    reports/dst_repro.md is regenerated on a fresh checkout."""
+    from spokentod.studies.dst_repro.report import write_report
+
+    try:
+        path = write_report(run_files, report)
+    except (SpokenTODError, OSError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    err.print(f"wrote {path}")
+
+
 @app.command()
 def repro(
     config: Annotated[Path, typer.Argument(help="Repro YAML (configs/dst/repro_*.yaml).")],

@@ -190,7 +190,6 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     out, report_path = Path(out_dir), Path(report_path)
     results = read_json(out / "results.json")
     if results is None:
-
         raise ReproError(f"{out / 'results.json'} does not exist: run the eval stage first")
     repro = read_json(out / "repro.json", {})
     split = read_json(out / "data" / "split.json", {})
@@ -212,7 +211,8 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
 
     L: list[str] = ["# DST reproduction: does target-domain text lift target-domain JGA on speech?", ""]
     L += [("Written by `spokentod.studies.dst_repro.report.write_report` from the files of the run in "
-          f"`{out}`; every number and verdict below is computed from them."), ""]
+          f"`{out}`; every number and verdict below is computed from them. Regenerate: "
+          f"`spokentod dst repro-report {out} --report {report_path}`."), ""]
     L += ["## Result", "", contrast_statement(main, contrast), ""]
     if (floors := floor_statement(results)):
         L += [floors, ""]

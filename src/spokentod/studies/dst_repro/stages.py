@@ -22,6 +22,7 @@ from spokentod.dst.model.features import EncoderFeatures, FeatureCache
 from spokentod.dst.model.speechdst import SpeechDST
 from spokentod.dst.train.loop import train_phase
 from spokentod.metrics.text import normalize_for_wer
+from spokentod.studies.dst_repro.archive import archive, run_files_dir
 from spokentod.studies.dst_repro.config import (
     STAGES,
     EvalMode,
@@ -275,7 +276,8 @@ def run(cfg: ReproConfig, stage: str = "all", out: str | os.PathLike | None = No
             elif name == "eval":
                 work.update(run_eval(cfg, out, progress, timings))
             else:
-                path = write_report(out, report or cfg.report)
-                work.update({"report": str(path)})
+                path = Path(report or cfg.report)
+                files = archive(out, run_files_dir(path))  # the report is written from what git keeps
+                work.update({"report": str(write_report(files, path)), "run_files": str(files)})
         done[name] = work
     return done

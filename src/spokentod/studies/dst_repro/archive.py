@@ -1,5 +1,5 @@
 """The report's sources, archived beside it: the small files of a repro out dir that write_report reads
-(results, the split, timings, the commands, each run's recipe and phase logs; under 1 MB for the full study).
+(results, the split, timings, the commands, each run's recipe and phase logs: scores and logs, no audio or weights).
 
 The out dir (runs/dst/repro) holds gigabytes of audio, features and checkpoints and is scratch space that a
 new machine does not have; the report stage copies these files to ``<report>/run_files/`` and writes the report
@@ -35,9 +35,9 @@ def archive(out: Path, dest: Path) -> Path:
     out, dest = Path(out), Path(dest)
     if out.resolve() == dest.resolve():
         return dest
-    files = sorted({p for pattern in REPORT_FILES for p in out.glob(pattern) if p.is_file()})
     if not (out / "results.json").is_file():
         raise ReproError(f"{out / 'results.json'} does not exist: run the eval stage first")
+    files = sorted({p for pattern in REPORT_FILES for p in out.glob(pattern) if p.is_file()})
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for p in files:

@@ -14,7 +14,6 @@ is written from the archive, so its regenerate command works on a checkout where
 from __future__ import annotations
 
 import shlex
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from spokentod.dst.train.runlog import read_json, step_log
 from spokentod.errors import SpokenTODError
 from spokentod.studies.dst_repro.report import _hms, _table, floor_top, pct
+from spokentod.studies.run_files import copy_files
 
 GOAL_JGA = 0.25  # issue #18: each tracker >= 25 % JGA on the in-domain test, CI clear of the empty-state floor
 
@@ -60,13 +60,6 @@ TRAIN_FILES = ("recipe.json", "phase2/log.jsonl", "phase2/eval.jsonl", "phase2/s
 TEST_FILES = ("predictions.jsonl", "track.json")
 
 
-def _copy(src: Path, dest: Path, names: tuple[str, ...]) -> None:
-    for n in names:
-        if (src / n).is_file() and (src / n).resolve() != (dest / n).resolve():
-            (dest / n).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / n, dest / n)  # copy2: an old run's wall time is read off the files' times
-
-
 def archived(where: str, root: Path) -> tuple[str, Path, str]:
     """Where one row's sources go under ``root``: (what is copied: a run folder or a shipped tracker's test
     folder, the folder it goes to, the row's location there)."""
@@ -88,10 +81,10 @@ def archive(where: str, root: Path) -> str:
     src, dest, moved = archived(where, root)
     sub = where.partition("@")[2]
     if where.startswith("embedded@"):
-        _copy(Path(src), dest, TEST_FILES)
+        copy_files(Path(src), dest, TEST_FILES)
     else:
-        _copy(Path(src), dest, TRAIN_FILES)
-        _copy(Path(src) / (sub or "test"), dest / (sub or "test"), TEST_FILES)
+        copy_files(Path(src), dest, TRAIN_FILES)
+        copy_files(Path(src) / (sub or "test"), dest / (sub or "test"), TEST_FILES)
     return moved
 
 
@@ -161,7 +154,7 @@ def write_report(runs: list[tuple[str, str]], references: Path, out: Path, boots
     references, out = Path(references), Path(out)
     figs = out.parent / out.stem
     files = figs / "run_files"
-    _copy(references.parent, files, (references.name,))
+    copy_files(references.parent, files, (references.name,))
     references = files / references.name
     placed: dict[Path, str] = {}
     for p in (str(where) for _, where in runs):  # two runs archived into one folder would mix their files

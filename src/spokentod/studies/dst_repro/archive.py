@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spokentod.studies.dst_repro.config import ReproError
 from spokentod.studies.dst_repro.layout import ADAPTER_PIN, ADAPTER_SIDECAR
+from spokentod.studies.run_files import copy_files
 
 # Relative to the out dir; globs cover every condition x seed. Predictions are not needed: results.json holds
 # every score computed from them (and the CIs).
@@ -40,9 +41,7 @@ def archive(out: Path, dest: Path) -> Path:
     files = sorted({p for pattern in REPORT_FILES for p in out.glob(pattern) if p.is_file()})
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for p in files:
-        (tmp / p.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, tmp / p.relative_to(out))
+    copy_files(out, tmp, (str(p.relative_to(out)) for p in files))
     (tmp / "README.md").write_text(
         "The DST reproduction's report sources (spokentod.studies.dst_repro.archive), copied from the study's "
         f"out dir `{out}` by its report stage.\nRegenerate the report from them: "

@@ -32,6 +32,7 @@ from spokentod.backends._hf import resolve_dtype
 from spokentod.backends.llm import _gguf, gemma3, smollm2
 from spokentod.dst.data.examples import apply_update, compact_state, format_history, state_update, target_json
 from spokentod.dst.model.config import ConnectorConfig, ModelConfig, PrefixMode, TextEncoderConfig
+from spokentod.dst.model.decode import greedy
 from spokentod.dst.model.encoders import build_encoder
 from spokentod.dst.model.modes import eval_mode
 from spokentod.errors import SpokenTODError
@@ -474,13 +475,16 @@ class SpeechDST(nn.Module):
     def generate(self, prefix: Tensor, prefix_lengths: Tensor, prompts: list[str], max_new_tokens: int = 128,
                  num_beams: int = 1) -> list[str]:
         """Greedy (or beam) continuation of bos + prefix + prompt for each example; left padded. A token may
-        not continue a loop (no_runaway)."""
-        from transformers import LogitsProcessorList
-
+        not continue a loop (no_runaway). Greedy drops a row from the batch once it has said eos (decode.py)."""
         with eval_mode(self):  # no dropout (connector, LoRA) while decoding
             emb, mask, _ = stack_sequences(self._sequences(prefix, prefix_lengths, prompts, None), left=True)
-            # generate() derives position ids from the attention mask, so left padding shifts nothing.
-            out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    num_beams=num_beams, do_sample=False, eos_token_id=self.eos,
-                                    pad_token_id=self.pad, logits_processor=LogitsProcessorList([no_runaway]))
+            if num_beams == 1:
+                out = greedy(self.llm, emb, mask, max_new_tokens, self.eos, no_runaway)
+            else:
+                from transformers import LogitsProcessorList
+
+                # generate() derives position ids from the attention mask, so left padding shifts nothing.
+                out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                        num_beams=num_beams, do_sample=False, eos_token_id=self.eos,
+                                        pad_token_id=self.pad, logits_processor=LogitsProcessorList([no_runaway]))
         return [self.tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in out]

@@ -329,6 +329,7 @@ def test_setup_names_the_shipped_adapter_as_phase_1():
     assert "starts phase 2 from the speech adapter `embedded`" in line
     assert f"dev WER {pct(meta['trained']['dev_wer_at_selection'])} %" in line
     assert f"{meta['trained']['step']} steps" in line
+    assert {"soft": "read as soft tokens", "ctc": "read as CTC segments"}[meta["config"]["compress"]] in line
     own = _phase1_line({"phase1": {"steps": 120, "batch_size": 8, "lr": 0.002}}, [0])
     assert own.startswith("Phase 1 (once, shared, seed 0): 120 steps, batch 8, lr 0.002")
 

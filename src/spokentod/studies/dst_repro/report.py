@@ -110,6 +110,12 @@ def _adapter_meta(name: str, out: Path | None) -> dict:
     return read_json(path, {})
 
 
+def _reads(meta: dict) -> str:
+    """How the adapter hands speech to the LLM (its config's compress), e.g. ", read as soft tokens"."""
+    how = (meta.get("config") or {}).get("compress")
+    return {"soft": ", read as soft tokens", "ctc": ", read as CTC segments"}.get(how, f", compress: {how}" if how else "")
+
+
 def _phase1_line(base: dict, seeds: list, out: Path | None = None) -> str:
     """Phase 1 as this study ran it: trained here once, or the shipped speech adapter (with its figures)."""
     if base.get("speech_adapter"):
@@ -119,7 +125,7 @@ def _phase1_line(base: dict, seeds: list, out: Path | None = None) -> str:
             f"dev WER {pct(tr['dev_wer_at_selection'])} % at selection" if tr.get("dev_wer_at_selection") else "",
             f"test WER {pct(test['wer'])} % on {test.get('n')} held-out utterances" if test.get("wer") else "") if x)
         return (f"Phase 1: not run here; every condition starts phase 2 from the speech adapter "
-                f"`{base['speech_adapter']}` (its connector and CTC head; {tr.get('step', '?')} steps on "
+                f"`{base['speech_adapter']}` (its connector and CTC head{_reads(meta)}; {tr.get('step', '?')} steps on "
                 f"{tr.get('train_minutes', '?')} min of CPU{'; ' + figs if figs else ''}; reports/speech_adapter.md).")
     p1 = base.get("phase1") or {}
     return (f"Phase 1 (once, shared, seed {seeds[0] if seeds else '?'}): {p1.get('steps')} steps, batch "

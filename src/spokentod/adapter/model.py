@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from spokentod.atomic import atomic_write
 from spokentod.dst.model.config import ConnectorConfig, EncoderConfig
+from spokentod.dst.model.decode import greedy
 from spokentod.dst.model.modes import eval_mode
 from spokentod.dst.model.speechdst import (
     IGNORE,
@@ -228,9 +229,8 @@ class SpeechAdapter(nn.Module):
         unlabelled = [(t, torch.full((len(t),), IGNORE, dtype=torch.long, device=self.device)) for t in turns]
         emb, mask, _ = stack_sequences(unlabelled, left=True)
         end = self.end_ids[-1]
-        out = self.llm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                do_sample=False, eos_token_id=end, pad_token_id=end)
-        return [row[: row.index(end)] if end in row else row for row in out.tolist()]
+        out = greedy(self.llm, emb, mask, max_new_tokens, end)  # generate()'s output, finished rows dropped
+        return [row[: row.index(end)] if end in row else row for row in out]
 
     @torch.no_grad()
     def generate(self, turns: list[Tensor], max_new_tokens: int = 48) -> list[str]:

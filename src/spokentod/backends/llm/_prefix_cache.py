@@ -23,7 +23,7 @@ from typing import Any
 MIN_REUSE = 16  # tokens; below this the copy costs about what it saves
 
 
-def _cache_kwarg() -> str:
+def cache_kwarg() -> str:
     """generate()'s keyword for a cache object: `cache` from transformers 5.x, `past_key_values` before."""
     try:
         from transformers.generation.utils import ALL_CACHE_NAMES
@@ -36,7 +36,7 @@ class PrefixCache:
     def __init__(self, size: int = 8, config: Any = None):
         self.size, self.config = max(0, int(size)), config  # config: the model's, for its layer types
         self._entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # prompt ids -> its KV cache
-        self.kwarg = _cache_kwarg()
+        self.kwarg = cache_kwarg()
 
     def lookup(self, ids: list[int]) -> tuple[Any, int]:
         """A fresh cache to generate into, and how many leading prompt tokens it already holds; (None, 0)

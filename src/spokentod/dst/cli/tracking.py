@@ -38,7 +38,7 @@ class TrackSettings(BaseModel):
     mode: str | None = None  # model: speech|text_encoder|text_direct|none; prompted: text|audio
     asr: str | None = None
     history: Literal["predicted", "gold"] = "predicted"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
     beams: int = Field(1, ge=1)
     max_new_tokens: int = Field(160, ge=1)
     limit: int | None = Field(None, ge=1)

@@ -34,7 +34,6 @@ import torch
 
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.synth import synthesize_manifest
-from spokentod.dst.data.domains import split_by_domain
 from spokentod.dst.data.examples import Filters, dialogue_examples
 from spokentod.dst.infer.embedded import EMBEDDED
 from spokentod.dst.infer.track import TrackStats, track
@@ -67,12 +66,7 @@ def hf_generate(model: SpeechDST):
 def test_dialogues(tmp: Path) -> Path:
     cfg = repro_config.load_repro(REPO / "configs/dst/repro_multiwoz.yaml")
     p = cfg.prepare
-    where = {str(REPO / x): x for x in p.paths}
-    pool, origin = prepare._load_pool(p.model_copy(update={"paths": list(where)}))
-    split = split_by_domain(pool, set(p.source_domains), set(p.target_domains))
-    eval_ids = {i for i, path in origin.items() if where[path] in p.eval_from}
-    test = prepare.assign_splits(split.source, split.target, p.dialogues, p.split_seed, eval_ids)[SET]
-    write_manifest(tmp / "raw.jsonl", test[:N])
+    write_manifest(tmp / "raw.jsonl", prepare.split_dialogues(p, REPO)[1][SET][:N])
     h = p.render.heldout
     return synthesize_manifest(tmp / "raw.jsonl", tmp / "speech", h.tts, list(h.voices), progress=False)
 

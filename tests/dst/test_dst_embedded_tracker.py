@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from spokentod.data.manifest import write_manifest
 from spokentod.data.synth import synthesize_manifest
 from spokentod.dst.cli import app
-from spokentod.dst.data.domains import split_by_domain
 from spokentod.dst.infer.embedded import EMBEDDED, sidecar
 from spokentod.dst.score.scorer import score_files
 from spokentod.studies.dst_repro import config as repro_config
@@ -37,12 +36,7 @@ def test_the_sidecar_says_what_was_shipped_and_measured():
 def test_shipped_tracker_tracks_held_out_spoken_dialogues_above_the_floor(tmp_path, data_dir):
     cfg = repro_config.load_repro(REPO / "configs/dst/repro_multiwoz.yaml")
     p = cfg.prepare
-    where = {str(REPO / x): x for x in p.paths}
-    pool, origin = prepare._load_pool(p.model_copy(update={"paths": list(where)}))
-    split = split_by_domain(pool, set(p.source_domains), set(p.target_domains))
-    eval_ids = {i for i, path in origin.items() if where[path] in p.eval_from}
-    test = prepare.assign_splits(split.source, split.target, p.dialogues, p.split_seed, eval_ids)["source_test"]
-    dialogues = test[:N_DIALOGUES]
+    dialogues = prepare.split_dialogues(p, REPO)[1]["source_test"][:N_DIALOGUES]
     raw = tmp_path / "raw.jsonl"
     write_manifest(raw, dialogues)
     h = p.render.heldout

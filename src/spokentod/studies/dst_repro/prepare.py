@@ -14,7 +14,7 @@ import numpy as np
 from spokentod.data import DialogueSource, load_dialogues
 from spokentod.data.manifest import read_manifest, write_manifest
 from spokentod.data.synth import synthesize_manifest
-from spokentod.dst.data.domains import split_by_domain
+from spokentod.dst.data.domains import DomainSplit, split_by_domain
 from spokentod.dst.data.examples import Filters, make_examples
 from spokentod.dst.model.config import ModelConfig
 from spokentod.dst.model.encoders import build_encoder
@@ -33,12 +33,14 @@ from spokentod.studies.dst_repro.config import (
 from spokentod.studies.dst_repro.layout import Timings, data_dir, diff_paths, now_iso, read_json, write_json
 
 
-def _load_pool(p: Prepare) -> tuple[list, dict[str, str]]:
-    """The dialogues of every path in `p.paths`, pooled, and the path each dialogue id came from; a dialogue
-    id in two of them is a ReproError (the splits are made by id)."""
+def _load_pool(p: Prepare, root: Path | None = None) -> tuple[list, dict[str, str]]:
+    """The dialogues of every path in `p.paths` (relative to `root` when given), pooled, and the path (as
+    `p.paths` spells it) each dialogue id came from; a dialogue id in two of them is a ReproError (the splits
+    are made by id)."""
     pool, seen = [], {}
     for path in p.paths:
-        dialogues, _ = load_dialogues(DialogueSource(corpus=p.corpus, path=path))
+        where = str(root / path) if root is not None else path
+        dialogues, _ = load_dialogues(DialogueSource(corpus=p.corpus, path=where))
         for d in dialogues:
             if d.id in seen:
                 raise ReproError(f"dialogue id {d.id!r} is in both {seen[d.id]} and {path}")
@@ -82,6 +84,17 @@ def assign_splits(source: list, target: list, sizes: Sizes, seed: int,
     return out
 
 
+def split_dialogues(p: Prepare, root: Path | None = None) -> tuple[DomainSplit, dict[str, list]]:
+    """The pooled `p.paths` (relative to `root` when given) split by domain (its counts go to split.json), and
+    the study's splits (source_train, source_dev, source_test, target_...): per side into train/dev/test by
+    `p.dialogues` and `p.split_seed`, dev and test drawn from `p.eval_from` only; each cut to `p.max_user_turns`."""
+    pool, origin = _load_pool(p, root)
+    split = split_by_domain(pool, set(p.source_domains), set(p.target_domains))
+    eval_ids = None if p.eval_from is None else {i for i, path in origin.items() if path in p.eval_from}
+    splits = assign_splits(split.source, split.target, p.dialogues, p.split_seed, eval_ids)
+    return split, {k: [_truncate(x, p.max_user_turns) for x in v] for k, v in splits.items()}
+
+
 def _render(raw_manifest: Path, out_dir: Path, v: Voices, progress: bool) -> Path:
     return synthesize_manifest(raw_manifest, out_dir, v.tts, list(v.voices), tts_config=v.tts_config or None,
                                progress=progress)
@@ -115,12 +128,7 @@ def prepare(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings
         # A condition now needs a set that was not made: the split is deterministic, so prepare again
         # (what exists is kept: rendering and features skip finished files).
     t0 = time.perf_counter()
-    pool, origin = _load_pool(p)
-    src_doms, tgt_doms = set(p.source_domains), set(p.target_domains)
-    split = split_by_domain(pool, src_doms, tgt_doms)
-    eval_ids = None if p.eval_from is None else {i for i, path in origin.items() if path in p.eval_from}
-    splits = assign_splits(split.source, split.target, p.dialogues, p.split_seed, eval_ids)
-    splits = {k: [_truncate(x, p.max_user_turns) for x in v] for k, v in splits.items()}
+    split, splits = split_dialogues(p)
     raw = d / "raw"
     for name, dialogues in splits.items():
         write_manifest(raw / f"{name}.jsonl", dialogues)
@@ -179,8 +187,8 @@ def prepare(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timings
         return {"dialogues": len(group), "user_turns": sum(len(x.user_turns) for x in group)}
 
     info = {
-        "corpus": p.corpus, "paths": p.paths, "pool": count(pool),
-        "source_domains": sorted(src_doms), "target_domains": sorted(tgt_doms),
+        "corpus": p.corpus, "paths": p.paths, "pool": count([d for part in (*split, split.no_domain) for d in part]),
+        "source_domains": sorted(set(p.source_domains)), "target_domains": sorted(set(p.target_domains)),
         "source_only": count(split.source), "target_only": count(split.target),
         "mixed_left_out": count(split.mixed), "no_domain_left_out": count(split.no_domain),
         "split_seed": p.split_seed, "eval_from": p.eval_from, "max_user_turns": p.max_user_turns,

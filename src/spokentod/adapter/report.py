@@ -16,11 +16,12 @@ report computed them; they are marked as such.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+from spokentod.paths import slug
 
 GOAL_WER, GOAL_MIN = 0.20, 60.0
 SLACK = 1.01  # training stops at the first step past its budget: the evaluation at that stop counts
@@ -171,11 +172,6 @@ def archive(run: Path, dest: Path) -> Path:
     return dest
 
 
-def _slug(label: str) -> str:
-    """The archive's folder: the label up to its first colon ("run2: what changed" → run2)."""
-    return re.sub(r"[^a-z0-9]+", "-", label.split(":")[0].lower()).strip("-")[:40] or "run"
-
-
 def earlier_rows(path: Path) -> tuple[list[str], list[str]]:
     """Rows of runs lost before archiving, as an earlier report computed them (``earlier.json``), and the
     footnote that says so."""
@@ -193,8 +189,8 @@ def write_report(run: str | Path, out: str | Path = REPORT,
                  tried: list[tuple[str, str]] | None = None, agreement: str | Path | None = None) -> Path:
     run, out = Path(run), Path(out)
     runs_dir = out.with_suffix("") / "run_files"
-    source, run = run, archive(run, runs_dir / _slug(run.name))
-    tried = [(label, str(archive(Path(p), runs_dir / _slug(label)))) for label, p in tried or []]
+    source, run = run, archive(run, runs_dir / slug(run.name))
+    tried = [(label, str(archive(Path(p), runs_dir / slug(label)))) for label, p in tried or []]
     evals = _evals(run)
     if not evals:
         raise FileNotFoundError(f"{run / 'eval.jsonl'}: no dev evaluations (train first)")

@@ -20,6 +20,7 @@ from typing import Any
 
 from spokentod.dst.train.runlog import read_json, step_log
 from spokentod.errors import SpokenTODError
+from spokentod.paths import slug
 from spokentod.studies.dst_repro.report import _hms, _table, floor_top, pct
 from spokentod.studies.run_files import copy_files
 
@@ -63,15 +64,13 @@ TEST_FILES = ("predictions.jsonl", "track.json")
 def archived(where: str, root: Path) -> tuple[str, Path, str]:
     """Where one row's sources go under ``root``: (what is copied: a run folder or a shipped tracker's test
     folder, the folder it goes to, the row's location there)."""
-    from spokentod.adapter.report import _slug
-
     run_s, _, sub = where.partition("@")
     if run_s == "embedded":
         if not sub:
             raise SpokenTODError(f"{where}: give embedded@DIR, DIR holding `dst track --tracker embedded` output")
-        dest = root / "embedded" / _slug(Path(sub).name)
+        dest = root / "embedded" / slug(Path(sub).name)
         return sub, dest, f"embedded@{dest}"
-    dest = root / _slug(Path(run_s).name)
+    dest = root / slug(Path(run_s).name)
     return run_s, dest, str(dest) + (f"@{sub}" if sub else "")
 
 

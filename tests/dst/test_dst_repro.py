@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -405,3 +406,25 @@ def test_a_stopped_stage_keeps_its_time_up_to_the_last_finished_unit(tmp_path):
     walls = [x["wall_s"] for x in done["invocations"]]
     assert done["stages"]["train"] == pytest.approx(sum(walls)) and done["invocations"][1]["finished"]
     assert done["units"] == {"train:S/seed0": 1.5, "train:S/seed1": 2.0}
+
+
+def test_a_unit_cut_off_by_a_kill_keeps_its_time_so_far(tmp_path):
+    # A session's end kills a training run mid-unit: the heartbeat has written the unit's time so far, and the
+    # next invocation adds it to that unit's total (the resumed run counts both parts) and lists it as cut off.
+    t = layout.Timings(tmp_path, heartbeat_s=0.05)
+    stage, unit = t.stage("train", "first"), t.timed("train:S/seed0")  # held: never exited, as if killed
+    stage.__enter__()
+    unit.__enter__()
+    time.sleep(0.3)
+    on_disk = json.loads((tmp_path / "timings.json").read_text())
+    cut = on_disk["running_unit"]
+    assert cut["key"] == "train:S/seed0" and cut["seconds"] >= 0.1
+    assert on_disk["stages"]["train"] >= 0.1  # the stage's time so far, without any finished unit
+    t.stopped.set()  # the killed process writes no more
+    time.sleep(0.1)
+    again = layout.Timings(tmp_path)
+    with again.stage("train", "resumed"), again.timed("train:S/seed0"):
+        pass
+    done = json.loads((tmp_path / "timings.json").read_text())
+    assert "running_unit" not in done and done["cut_off"]["train:S/seed0"] >= cut["seconds"]
+    assert done["units"]["train:S/seed0"] >= done["cut_off"]["train:S/seed0"]

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -74,25 +75,53 @@ def diff_paths(a: Any, b: Any, prefix: str = "") -> list[str]:
 class Timings:
     """<out>/timings.json: every stage invocation (wall time, what it did or skipped) and per-unit totals.
 
-    A running invocation's wall time is checkpointed at every finished unit: a study stopped mid-stage (a
-    session's end kills it without unwinding) keeps the time up to its last finished unit in the stage total."""
+    A session's end kills a study without unwinding, so the running invocation's wall time, and the running
+    unit's time so far, are written every ``heartbeat_s`` seconds and at every finished unit. The next
+    invocation adds a cut-off unit's time to that unit's total (so a training run resumed from its checkpoint
+    counts both parts) and lists it under ``cut_off``."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, heartbeat_s: float = 60.0):
         self.path = out / "timings.json"
         self.data = read_json(self.path) or {"invocations": [], "stages": {}, "units": {}}
+        if cut := self.data.pop("running_unit", None):
+            self.data["units"][cut["key"]] = self.data["units"].get(cut["key"], 0.0) + cut["seconds"]
+            self.data.setdefault("cut_off", {})[cut["key"]] = (self.data.get("cut_off", {}).get(cut["key"], 0.0)
+                                                               + cut["seconds"])
+        self.heartbeat_s = heartbeat_s
         self._running: tuple[dict, float, float] | None = None  # (record, t0, stage total before it)
+        self._unit: tuple[str, float] | None = None  # (key, t0) of the unit under way
+        self._lock = threading.Lock()  # the heartbeat thread saves too
+        self.stopped = threading.Event()  # set: the heartbeat ends
 
     def save(self) -> None:
-        if self._running:
-            record, t0, before = self._running
-            record["wall_s"] = round(time.perf_counter() - t0, 3)
-            self.data["stages"][record["stage"]] = before + record["wall_s"]
-        self.data["total_wall_s"] = sum(self.data["stages"].values())
-        write_json(self.path, self.data)
+        with self._lock:
+            if self._running:
+                record, t0, before = self._running
+                record["wall_s"] = round(time.perf_counter() - t0, 3)
+                self.data["stages"][record["stage"]] = before + record["wall_s"]
+            if self._unit:
+                self.data["running_unit"] = {"key": self._unit[0],
+                                             "seconds": round(time.perf_counter() - self._unit[1], 3)}
+            else:
+                self.data.pop("running_unit", None)
+            self.data["total_wall_s"] = sum(self.data["stages"].values())
+            write_json(self.path, self.data)
 
     def unit(self, key: str, seconds: float) -> None:
-        self.data["units"][key] = self.data["units"].get(key, 0.0) + seconds
+        with self._lock:
+            self.data["units"][key] = self.data["units"].get(key, 0.0) + seconds
         self.save()
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Time one unit (a training run); a kill mid-unit leaves its time so far on disk."""
+        self._unit = (key, time.perf_counter())
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - self._unit[1]
+            self._unit = None
+            self.unit(key, seconds)  # a unit that raised still took this long
 
     @contextlib.contextmanager
     def stage(self, name: str, command: str | None) -> Iterator[dict]:
@@ -100,9 +129,25 @@ class Timings:
         record = {"stage": name, "started": now_iso(), "command": command, "work": work, "finished": False}
         self.data["invocations"].append(record)
         self._running = (record, time.perf_counter(), self.data["stages"].get(name, 0.0))
+        self.stopped = threading.Event()
+        beat = threading.Thread(target=self._beat, daemon=True)
+        beat.start()
         try:
             yield work
             record["finished"] = True
         finally:
+            self.stopped.set()
+            beat.join()
             self.save()
             self._running = None
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.heartbeat_s):
+            try:
+                self.save()
+            except RuntimeError:  # the stage changed its work record mid-write: the next beat writes it
+                pass
+
+
+def timed(timings: Timings | None, key: str) -> contextlib.AbstractContextManager:
+    return timings.timed(key) if timings else contextlib.nullcontext()

@@ -442,8 +442,11 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
               "second sums the finished units (training runs, tracked test sets), without the part of a unit "
               "that was cut off and redone.")]
     if units:
-        L += ["", "Per unit (summed over invocations):", ""]
-        L += _table(["unit", "wall time"], [[k, _hms(v)] for k, v in units.items()])
+        cut = timings.get("cut_off", {})
+        L += ["", "Per unit (summed over invocations" + ("; a unit a stop cut off counts its time before the stop "
+              "too, shown in the last column" if cut else "") + "):", ""]
+        L += _table(["unit", "wall time"] + (["of it before a stop"] if cut else []),
+                    [[k, _hms(v)] + ([_hms(cut[k]) if k in cut else ""] if cut else []) for k, v in units.items()])
     L += ["", ("(The report stage of the current invocation is still running while this is written, so its own "
           "time is not in the total.)")]
 

@@ -44,6 +44,7 @@ from spokentod.studies.dst_repro.layout import (
     now_iso,
     read_json,
     run_dir,
+    timed,
     write_json,
 )
 from spokentod.studies.dst_repro.prepare import prepare
@@ -103,10 +104,8 @@ def run_phase1(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timi
     _check_recipe(recipe)
     if _finished(recipe, 1):
         return {"skipped": True}
-    t = time.perf_counter()
-    summary = train_phase(recipe, 1, resume=True, progress=progress)
-    if timings:
-        timings.unit("phase1", time.perf_counter() - t)
+    with timed(timings, "phase1"):
+        summary = train_phase(recipe, 1, resume=True, progress=progress)
     return {"skipped": False, "step": summary["step"], "best": summary["best"]}
 
 
@@ -124,10 +123,8 @@ def run_train(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timin
             continue
         if progress:
             print(f"train: {name}", flush=True)
-        t = time.perf_counter()
-        train_phase(recipe, 2, resume=True, progress=progress)
-        if timings:
-            timings.unit(f"train:{name}", time.perf_counter() - t)
+        with timed(timings, f"train:{name}"):
+            train_phase(recipe, 2, resume=True, progress=progress)
         trained.append(name)
     return {"trained": trained, "skipped": skipped}
 

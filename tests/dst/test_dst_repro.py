@@ -428,3 +428,14 @@ def test_a_unit_cut_off_by_a_kill_keeps_its_time_so_far(tmp_path):
     done = json.loads((tmp_path / "timings.json").read_text())
     assert "running_unit" not in done and done["cut_off"]["train:S/seed0"] >= cut["seconds"]
     assert done["units"]["train:S/seed0"] >= done["cut_off"]["train:S/seed0"]
+
+
+def test_the_wall_time_table_reads_a_training_runs_step_log(tmp_path):
+    # A unit whose recorded time lost a stop's part still shows its steps' time from the run's own step log.
+    from spokentod.studies.dst_repro.report import _step_time
+
+    log = layout.run_dir(tmp_path, "S+T", 1) / "phase2" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(json.dumps({"step": s, "seconds": 30.0}) + "\n" for s in (1, 2, 2, 3)))
+    assert _step_time(tmp_path, "train:S+T/seed1") == "1m 30s"  # step 2 logged twice (a resume): counted once
+    assert _step_time(tmp_path, "eval:S+T/seed1/target_test") == "" and _step_time(tmp_path, "train:S/seed0") == ""

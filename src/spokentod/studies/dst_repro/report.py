@@ -191,6 +191,16 @@ def _hms(seconds: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
+def _step_time(out: Path, unit: str) -> str:
+    """A training unit's summed step seconds from its phase-2 step log ("train:S+T/seed1"); "" otherwise."""
+    stage, _, name = unit.partition(":")
+    condition, _, seed = name.rpartition("/seed")
+    if stage != "train" or not seed.isdigit():
+        return ""
+    log = step_log(run_dir(out, condition, int(seed)) / "phase2" / "log.jsonl")
+    return _hms(sum(r.get("seconds", 0.0) for r in log)) if log else ""
+
+
 def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     """Write the markdown report at `report_path` and its plots in a folder beside it named after it."""
     out, report_path = Path(out_dir), Path(report_path)
@@ -444,9 +454,11 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     if units:
         cut = timings.get("cut_off", {})
         L += ["", "Per unit (summed over invocations" + ("; a unit a stop cut off counts its time before the stop "
-              "too, shown in the last column" if cut else "") + "):", ""]
-        L += _table(["unit", "wall time"] + (["of it before a stop"] if cut else []),
-                    [[k, _hms(v)] + ([_hms(cut[k]) if k in cut else ""] if cut else []) for k, v in units.items()])
+              "too" if cut else "") + "). A training run's own step log sums its steps' time whatever was "
+              "recorded (no model loading or dev evaluations): a unit far below it lost time to a stop.", ""]
+        L += _table(["unit", "wall time"] + (["of it before a stop"] if cut else []) + ["its steps (step log)"],
+                    [[k, _hms(v)] + ([_hms(cut[k]) if k in cut else ""] if cut else []) + [_step_time(out, k)]
+                     for k, v in units.items()])
     L += ["", ("(The report stage of the current invocation is still running while this is written, so its own "
           "time is not in the total.)")]
 

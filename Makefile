@@ -64,7 +64,7 @@ clean:
 
 # The DST reproduction study (spoken DST: does target-domain text lift target-domain JGA?): data, every
 # condition (phase 2 from the shipped speech adapter), scoring, reports/dst_repro.md. Resumable: run it again
-# after a stop. Estimated ~5 h 10 min on a 2-core CPU (unit costs in configs/dst/repro_multiwoz.yaml; the
+# after a stop. Measured ~6 h 00 min on a 2-core CPU (unit costs in configs/dst/repro_multiwoz.yaml; the
 # earlier 30-step recipe took 2 h 02 min).
 .PHONY: dst-repro
 dst-repro: install

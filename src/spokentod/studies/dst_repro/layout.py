@@ -99,9 +99,8 @@ class Timings:
                 record, t0, before = self._running
                 record["wall_s"] = round(time.perf_counter() - t0, 3)
                 self.data["stages"][record["stage"]] = before + record["wall_s"]
-            if self._unit:
-                self.data["running_unit"] = {"key": self._unit[0],
-                                             "seconds": round(time.perf_counter() - self._unit[1], 3)}
+            if unit := self._unit:  # read once: the main thread may end the unit meanwhile
+                self.data["running_unit"] = {"key": unit[0], "seconds": round(time.perf_counter() - unit[1], 3)}
             else:
                 self.data.pop("running_unit", None)
             self.data["total_wall_s"] = sum(self.data["stages"].values())

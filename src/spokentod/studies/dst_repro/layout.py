@@ -83,10 +83,9 @@ class Timings:
     def __init__(self, out: Path, heartbeat_s: float = 60.0):
         self.path = out / "timings.json"
         self.data = read_json(self.path) or {"invocations": [], "stages": {}, "units": {}}
-        if cut := self.data.pop("running_unit", None):
-            self.data["units"][cut["key"]] = self.data["units"].get(cut["key"], 0.0) + cut["seconds"]
-            self.data.setdefault("cut_off", {})[cut["key"]] = (self.data.get("cut_off", {}).get(cut["key"], 0.0)
-                                                               + cut["seconds"])
+        if cut := self.data.pop("running_unit", None):  # a kill cut this unit off: both totals count it
+            for totals in (self.data["units"], self.data.setdefault("cut_off", {})):
+                totals[cut["key"]] = totals.get(cut["key"], 0.0) + cut["seconds"]
         self.heartbeat_s = heartbeat_s
         self._running: tuple[dict, float, float] | None = None  # (record, t0, stage total before it)
         self._unit: tuple[str, float] | None = None  # (key, t0) of the unit under way

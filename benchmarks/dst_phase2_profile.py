@@ -9,6 +9,9 @@ batch's transcripts) at batch 2, the same number of optimizer steps per row. Row
   adapter       the shipped speech adapter's connector and CTC compression (one vector per CTC segment)
   + carry       carry_state: the previous state in the prompt, the turn's update as the target (history 4)
   + carry, h1   the same with only the last turn (the agent's) as history — what the carried state allows
+  + no LoRA drop  the same without LoRA dropout (0.05 → 0): a phase 2 of under one epoch has nothing for it
+                to regularize, and on a CPU its Bernoulli masks on every q/k/v/o input are a real share of the
+                step (configs/dst/repro_multiwoz.yaml drops it)
 
 Per row: mean tokens per sequence (prefix / prompt / target), seconds per step, samples/s (sequences through
 the LLM per second, 3 per example) and the speed-up over `before`.
@@ -49,7 +52,9 @@ def variants(cfg):
             ("adapter", m, True),
             ("+ carry", m.model_copy(update={"carry_state": True}), True),
             ("+ carry, h1", m.model_copy(update={"carry_state": True,
-                                                 "history": HistoryFormat(max_turns=1)}), True)]
+                                                 "history": HistoryFormat(max_turns=1)}), True),
+            ("+ no LoRA drop", m.model_copy(update={"carry_state": True, "history": HistoryFormat(max_turns=1),
+                                                    "lora": m.lora.model_copy(update={"dropout": 0.0})}), True)]
 
 
 def tokens(model: SpeechDST, features: Features, examples: list) -> tuple[float, float, float]:
@@ -115,9 +120,9 @@ def main() -> None:
     base = rows[0][2]
     print(f"{len(examples)} examples of {args.dialogues} MultiWOZ 2.1 val dialogues; {args.steps} steps x 3 losses x "
           f"batch {args.batch}, {args.threads} threads")
-    print(f"{'row':<13}{'prefix':>8}{'prompt':>8}{'target':>8}{'s/step':>9}{'samples/s':>11}{'speed-up':>10}")
+    print(f"{'row':<16}{'prefix':>8}{'prompt':>8}{'target':>8}{'s/step':>9}{'samples/s':>11}{'speed-up':>10}")
     for name, (p, q, t), s in rows:
-        print(f"{name:<13}{p:>8.1f}{q:>8.1f}{t:>8.1f}{s:>9.2f}{per_step / s:>11.2f}{base / s:>9.2f}x")
+        print(f"{name:<16}{p:>8.1f}{q:>8.1f}{t:>8.1f}{s:>9.2f}{per_step / s:>11.2f}{base / s:>9.2f}x")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from spokentod.studies.dst_repro import config as repro_config
 from spokentod.studies.dst_repro import layout, prepare, stages
 from spokentod.studies.dst_repro import stats as repro_stats
 from spokentod.studies.dst_repro.report import (
+    _hms,
     above_floor,
     contrast_statement,
     floor_statement,
@@ -125,6 +126,10 @@ def test_recipe_plumbing_end_to_end_and_rerun_skips(tmp_path, tiny_llm, data_dir
     assert "spokentod dst repro" in text and "--set eval.bootstrap=100" in text and "## Wall time" in text
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings["stages"]) == set(repro_config.STAGES)
+    for c, s in runs:  # each training unit's row also sums its own step log (what a stop cannot lose)
+        steps = sum(x["seconds"] for x in layout.step_log(layout.run_dir(out, c, s) / "phase2/log.jsonl"))
+        unit = layout.train_unit(c, s)
+        assert f"| {unit} | {_hms(timings['units'][unit])} | {_hms(steps)} |" in text, unit
     files = report.parent / "dst_repro" / "run_files"  # the report's sources, archived for git
     assert (files / "results.json").read_text() == (out / "results.json").read_text()
     assert all((files / "runs" / layout.slug(c) / f"seed{s}" / "phase2/log.jsonl").is_file() for c, s in runs)
@@ -430,12 +435,7 @@ def test_a_unit_cut_off_by_a_kill_keeps_its_time_so_far(tmp_path):
     assert done["units"]["train:S/seed0"] >= done["cut_off"]["train:S/seed0"]
 
 
-def test_the_wall_time_table_reads_a_training_runs_step_log(tmp_path):
-    # A unit whose recorded time lost a stop's part still shows its steps' time from the run's own step log.
-    from spokentod.studies.dst_repro.report import _step_time
-
-    log = layout.run_dir(tmp_path, "S+T", 1) / "phase2" / "log.jsonl"
-    log.parent.mkdir(parents=True)
-    log.write_text("".join(json.dumps({"step": s, "seconds": 30.0}) + "\n" for s in (1, 2, 2, 3)))
-    assert _step_time(tmp_path, "train:S+T/seed1") == "1m 30s"  # step 2 logged twice (a resume): counted once
-    assert _step_time(tmp_path, "eval:S+T/seed1/target_test") == "" and _step_time(tmp_path, "train:S/seed0") == ""
+def test_a_step_logged_twice_by_a_resume_counts_once(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "seconds": float(s)}) + "\n" for s in (1, 2, 2, 3)))
+    assert [r["step"] for r in layout.step_log(log)] == [1, 2, 3]  # the wall-time table sums these

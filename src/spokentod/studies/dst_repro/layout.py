@@ -33,6 +33,11 @@ def run_dir(out: Path, condition: str, seed: int) -> Path:
     return out / "runs" / slug(condition) / f"seed{seed}"
 
 
+def train_unit(condition: str, seed: int) -> str:
+    """A training run's key in timings.json's units."""
+    return f"train:{condition}/seed{seed}"
+
+
 def eval_dir(out: Path, condition: str, seed: int, test_set: str) -> Path:
     return out / "eval" / slug(condition) / f"seed{seed}" / test_set
 

@@ -21,6 +21,7 @@ from spokentod.studies.dst_repro.layout import (
     read_json,
     run_dir,
     step_log,
+    train_unit,
 )
 from spokentod.studies.dst_repro.plots import by_condition, mean, write_plots
 
@@ -191,16 +192,6 @@ def _hms(seconds: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
-def _step_time(out: Path, unit: str) -> str:
-    """A training unit's summed step seconds from its phase-2 step log ("train:S+T/seed1"); "" otherwise."""
-    stage, _, name = unit.partition(":")
-    condition, _, seed = name.rpartition("/seed")
-    if stage != "train" or not seed.isdigit():
-        return ""
-    log = step_log(run_dir(out, condition, int(seed)) / "phase2" / "log.jsonl")
-    return _hms(sum(r.get("seconds", 0.0) for r in log)) if log else ""
-
-
 def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     """Write the markdown report at `report_path` and its plots in a folder beside it named after it."""
     out, report_path = Path(out_dir), Path(report_path)
@@ -354,9 +345,11 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
     # --- learning curves
     L += ["## Learning curves", "", f"![learning curves]({rel}/{files['curves']})", ""]
     lc = []
-
+    step_s = {}  # a training unit → its steps' seconds in its own step log (for the wall-time table)
     for c, s in runs:
         log = step_log(run_dir(out, c, s) / "phase2" / "log.jsonl")
+        if log:
+            step_s[train_unit(c, s)] = sum(r.get("seconds", 0.0) for r in log)
         ev = step_log(run_dir(out, c, s) / "phase2" / "eval.jsonl")
         k = max(1, len(log) // 5)
         first = sum(r["loss"] for r in log[:k]) / k if log else None
@@ -457,7 +450,7 @@ def write_report(out_dir: str | Path, report_path: str | Path) -> Path:
               "too" if cut else "") + "). A training run's own step log sums its steps' time whatever was "
               "recorded (no model loading or dev evaluations): a unit far below it lost time to a stop.", ""]
         L += _table(["unit", "wall time"] + (["of it before a stop"] if cut else []) + ["its steps (step log)"],
-                    [[k, _hms(v)] + ([_hms(cut[k]) if k in cut else ""] if cut else []) + [_step_time(out, k)]
+                    [[k, _hms(v)] + ([_hms(cut[k]) if k in cut else ""] if cut else []) + [_hms(step_s[k]) if k in step_s else ""]
                      for k, v in units.items()])
     L += ["", ("(The report stage of the current invocation is still running while this is written, so its own "
           "time is not in the total.)")]

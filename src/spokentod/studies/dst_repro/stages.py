@@ -45,6 +45,7 @@ from spokentod.studies.dst_repro.layout import (
     read_json,
     run_dir,
     timed,
+    train_unit,
     write_json,
 )
 from spokentod.studies.dst_repro.prepare import prepare
@@ -123,7 +124,7 @@ def run_train(cfg: ReproConfig, out: Path, progress: bool = True, timings: Timin
             continue
         if progress:
             print(f"train: {name}", flush=True)
-        with timed(timings, f"train:{name}"):
+        with timed(timings, train_unit(condition, seed)):
             train_phase(recipe, 2, resume=True, progress=progress)
         trained.append(name)
     return {"trained": trained, "skipped": skipped}

@@ -12,9 +12,15 @@ batch's transcripts) at batch 2, the same number of optimizer steps per row. Row
   + no LoRA drop  the same without LoRA dropout (0.05 → 0): a phase 2 of under one epoch has nothing for it
                 to regularize, and on a CPU its Bernoulli masks on every q/k/v/o input are a real share of the
                 step (configs/dst/repro_multiwoz.yaml drops it)
+  + bf16        the same under bf16 autocast with the frozen LLM stored in bf16 (mixed_precision: bf16): pays
+                on a CPU with AMX or AVX512-BF16 units (spokentod.dst.train.loop.cpu_has_bf16), which this
+                script prints; elsewhere bf16 is emulated and slower
 
 Per row: mean tokens per sequence (prefix / prompt / target), seconds per step, samples/s (sequences through
 the LLM per second, 3 per example) and the speed-up over `before`.
+
+Measured on the 2-core dev machine (AMX present, idle), --batch 4: before 15.20 s/step; + carry, h1 9.65 (1.58x);
++ no LoRA drop 8.59 (1.77x); + bf16 7.25 (2.10x).
 
     HF_HUB_OFFLINE=1 python benchmarks/dst_phase2_profile.py [--steps 6] [--dialogues 12] [--threads 2]
 """
@@ -36,7 +42,7 @@ from spokentod.dst.model.config import ConnectorConfig, EncoderConfig
 from spokentod.dst.model.encoders import build_encoder
 from spokentod.dst.model.speechdst import SpeechDST
 from spokentod.dst.train.batches import Features, Stream, load_set
-from spokentod.dst.train.loop import StepLoss
+from spokentod.dst.train.loop import StepLoss, cpu_has_bf16
 from spokentod.dst.train.recipe import DataSpec, load_recipe
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dst" / "cpu_small.yaml"
@@ -48,13 +54,15 @@ def variants(cfg):
     before = m.model_copy(update={
         "encoder": m.encoder.model_copy(update={"window": "full"}), "compress": "none",
         "connector": ConnectorConfig(width=256, layers=2, heads=4, ff=1024, dropout=0.1)})
-    return [("before", before, False),
-            ("adapter", m, True),
-            ("+ carry", m.model_copy(update={"carry_state": True}), True),
+    last = m.model_copy(update={"carry_state": True, "history": HistoryFormat(max_turns=1),
+                                "lora": m.lora.model_copy(update={"dropout": 0.0})})
+    return [("before", before, False, False),
+            ("adapter", m, True, False),
+            ("+ carry", m.model_copy(update={"carry_state": True}), True, False),
             ("+ carry, h1", m.model_copy(update={"carry_state": True,
-                                                 "history": HistoryFormat(max_turns=1)}), True),
-            ("+ no LoRA drop", m.model_copy(update={"carry_state": True, "history": HistoryFormat(max_turns=1),
-                                                    "lora": m.lora.model_copy(update={"dropout": 0.0})}), True)]
+                                                 "history": HistoryFormat(max_turns=1)}), True, False),
+            ("+ no LoRA drop", last, True, False),
+            ("+ bf16", last, True, True)]
 
 
 def tokens(model: SpeechDST, features: Features, examples: list) -> tuple[float, float, float]:
@@ -66,17 +74,20 @@ def tokens(model: SpeechDST, features: Features, examples: list) -> tuple[float,
             statistics.mean(n(model.dst_target(e.transcript, e.state, e.prev_state)) + 1 for e in examples))
 
 
-def run(model: SpeechDST, features: Features, examples: list, steps: int, batch: int) -> float:
+def run(model: SpeechDST, features: Features, examples: list, steps: int, batch: int, bf16: bool) -> float:
     cfg = load_recipe(CONFIG)
     torch.manual_seed(0)
     model.set_phase("dst")
+    if bf16:  # what train_phase does under mixed_precision: bf16
+        model.store_frozen_linears(torch.bfloat16)
     step = StepLoss(model, features, cfg.phase2.losses)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     speech, text = Stream(examples, batch, 0, "speech"), Stream(examples, batch, 0, "text")
     model.train()
 
     def one():
-        loss, _ = step({"speech": speech.next(), "text": text.next()})
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = step({"speech": speech.next(), "text": text.next()})
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -102,7 +113,7 @@ def main() -> None:
         tmp = Path(tmp)
         dialogues = [d for d in corpora.load("multiwoz21", str(MWZ))][: args.dialogues]
         manifest = synthesize_manifest(dialogues, tmp / "audio", "espeak", progress=False)
-        for name, mcfg, from_adapter in variants(cfg):
+        for name, mcfg, from_adapter, bf16 in variants(cfg):
             encoder = build_encoder(EncoderConfig.model_validate(mcfg.encoder.model_dump()))
             model = SpeechDST.build(mcfg, encoder.dim)
             if from_adapter:
@@ -115,9 +126,10 @@ def main() -> None:
             examples = load_set("mwz", DataSpec(manifest=str(manifest)), count)
             features.cache.get([e.audio for e in examples])  # fill once, untimed
             toks = tokens(model, features, examples)
-            rows.append((name, toks, run(model, features, examples, args.steps, args.batch)))
+            rows.append((name, toks, run(model, features, examples, args.steps, args.batch, bf16)))
     per_step = 3 * args.batch
     base = rows[0][2]
+    print(f"CPU has bf16 units (AMX / AVX512-BF16): {cpu_has_bf16()}")
     print(f"{len(examples)} examples of {args.dialogues} MultiWOZ 2.1 val dialogues; {args.steps} steps x 3 losses x "
           f"batch {args.batch}, {args.threads} threads")
     print(f"{'row':<16}{'prefix':>8}{'prompt':>8}{'target':>8}{'s/step':>9}{'samples/s':>11}{'speed-up':>10}")

@@ -107,6 +107,35 @@ def test_loss_falls_on_a_small_batch(model):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_frozen_llm_stored_in_bf16_gives_the_autocast_loss_and_gradients_exactly(model):
+    # Autocast multiplies by bf16 copies of the weights anyway; storing the frozen ones in bf16 only stops
+    # the copying. Same loss and same LoRA gradients, bit for bit; trained weights, embeddings stay float32.
+    model.set_phase("dst")
+    model.eval()
+    fs = feats(50, 33)
+    prompts = [model.dst_prompt([("agent", "hello")]), model.dst_prompt([])]
+    targets = ['{"transcript": "hi", "state": {}}', '{"transcript": "taxi", "state": {"taxi": {"area": "east"}}}']
+    lora = next(p for name, p in model.llm.named_parameters() if "lora_A" in name)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            p, n = model.prefix("speech", fs)
+            loss = model.loss(p, n, prompts, targets)
+        loss.backward()
+        return loss.detach(), lora.grad.clone()
+
+    loss, grad = step()
+    q = model.llm.base_model.model.model.layers[0].self_attn.q_proj
+    assert q.base_layer.weight.dtype == torch.float32
+    assert model.store_frozen_linears(torch.bfloat16) == 2 * 7  # q k v o gate up down, 2 layers
+    assert q.base_layer.weight.dtype == torch.bfloat16 and q.lora_A["default"].weight.dtype == torch.float32
+    assert model.llm.get_input_embeddings().weight.dtype == torch.float32
+    assert model.llm.get_output_embeddings().weight.dtype == torch.float32
+    loss2, grad2 = step()
+    assert torch.equal(loss, loss2) and torch.equal(grad, grad2)
+
+
 def test_generate_is_batch_invariant(model):
     model.eval()
     fs = feats(90, 20, 51)

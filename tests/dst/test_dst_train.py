@@ -112,6 +112,23 @@ def test_two_phases_then_exact_resume(tmp_path, tiny_llm):
                {k: v for k, v in b.items() if k.startswith("loss")}
 
 
+def test_phase2_in_bf16_on_a_cpu(tmp_path, tiny_llm):
+    # mixed_precision: bf16 on a CPU (the reproduction's setting): same batches as float32, bf16 matmuls,
+    # dev decoding under the same autocast (the frozen LLM is stored in bf16), float32 deltas saved.
+    raw = _recipe(tmp_path, tiny_llm, steps=2, eval_every=2)
+    raw.pop("phase1")
+    train_phase(parse_recipe(raw, "test"), 2, progress=False)
+    bf16 = raw | {"out": str(tmp_path / "bf16"), "mixed_precision": "bf16"}
+    s = train_phase(parse_recipe(bf16, "test"), 2, progress=False)
+    fp32, half = _losses(tmp_path / "run"), _losses(tmp_path / "bf16")
+    assert [r["step"] for r in half] == [1, 2]
+    assert half[0]["loss"] != fp32[0]["loss"] and half[0]["loss"] == pytest.approx(fp32[0]["loss"], rel=0.05)
+    evals = [json.loads(x) for x in (tmp_path / "bf16/phase2/eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [2] and 0 <= evals[0]["jga"] <= 1 and s["best_step"] == 2
+    deltas = SpeechDST.load_deltas(tmp_path / "bf16/phase2/best")
+    assert deltas and all(v.dtype == torch.float32 for v in deltas.values())
+
+
 def test_early_stopping_waits_for_patience():
     s = EarlyStopping(patience=2)
     assert s.update(0.1) and not s.stop

@@ -308,6 +308,23 @@ class SpeechDST(nn.Module):
         if getattr(encoder, "trainable", False):
             self.add_module("speech_encoder", encoder.module)
 
+    def store_frozen_linears(self, dtype: torch.dtype) -> int:
+        """Keep the LLM's frozen Linear weights in `dtype` (bfloat16 for a bf16-autocast run). Autocast casts
+        a weight to bf16 at every call, and caches the cast only for weights that require grad: with LoRA that
+        is a full copy of the frozen LLM per forward, which on a CPU costs about what bf16 saves. The matmuls
+        see the same bf16 values either way. Embeddings (tied to lm_head) and norms stay as they are; so do
+        the trainable LoRA weights. Returns how many weights were cast."""
+        keep = {id(self.llm.get_input_embeddings().weight)}
+        if (out := self.llm.get_output_embeddings()) is not None:
+            keep.add(id(out.weight))
+        n = 0
+        for name, mod in self.llm.named_modules():
+            if (isinstance(mod, nn.Linear) and not mod.weight.requires_grad and id(mod.weight) not in keep
+                    and "lora_" not in name):
+                mod.weight.data = mod.weight.data.to(dtype)
+                n += 1
+        return n
+
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """What a checkpoint holds: LoRA, connector, text encoder and a trainable speech encoder (the base
         LLM and a frozen encoder are reloaded from their paths)."""

@@ -24,6 +24,7 @@ import json
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -186,13 +187,29 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
 # ---------------------------------------------------------------------------- the loop
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16): there a bf16-autocast phase-2
+    step runs ~1.15x faster than float32 (benchmarks/dst_phase2_profile.py)."""
+    cpu = torch.cpu
+    return any(getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
 def _accelerator(cfg: RecipeConfig):
     from accelerate import Accelerator, DistributedDataParallelKwargs  # heavy: only when a phase starts
 
     cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
     mp = cfg.mixed_precision
-    if mp == "auto":
+    if mp == "auto":  # a CPU stays in float32: bf16 pays only where the CPU has bf16 units (see below)
         mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if mp == "bf16" and not cuda and not cpu_has_bf16():
+        warnings.warn("mixed_precision: bf16 on a CPU without AMX or AVX512-BF16 is emulated and slower than "
+                      "float32; set mixed_precision: no", stacklevel=2)
+    # accelerate keeps one state per process and refuses another precision later on; one process training
+    # recipes of different precisions in turn (a Python session, tests) starts it afresh. Not under a launcher.
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp and not torch.distributed.is_initialized():
+        AcceleratorState._reset_state()
     # Some conditions leave parts unused in a step (a text-only recipe never touches the connector's convs):
     # DDP must not wait for their gradients.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -261,6 +278,8 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, phase.warmup, max(phase.steps, 1))
+    if acc.mixed_precision == "bf16":  # the frozen LLM in bf16 once, not cast by autocast at every call
+        model.store_frozen_linears(torch.bfloat16)
     step_loss = StepLoss(model, features, None if n == 1 else phase.losses)
     wrapped, opt = acc.prepare(step_loss, opt)
 
@@ -334,7 +353,8 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
             if dev and (step % phase.eval_every == 0 or final):
                 acc.wait_for_everyone()
                 if acc.is_main_process:
-                    ev = evaluate(cfg, phase, n, model, features, dev, out, step)
+                    with acc.autocast():  # the numerics training runs with (and bf16 weights need it)
+                        ev = evaluate(cfg, phase, n, model, features, dev, out, step)
                     stopper = EarlyStopping(phase.patience, state["best"], state["bad_evals"])
                     improved = stopper.update(ev["metric"])
                     state.update(best=stopper.best, bad_evals=stopper.bad, stopped_early=stopper.stop)

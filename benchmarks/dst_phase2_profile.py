@@ -12,15 +12,17 @@ batch's transcripts) at batch 2, the same number of optimizer steps per row. Row
   + no LoRA drop  the same without LoRA dropout (0.05 → 0): a phase 2 of under one epoch has nothing for it
                 to regularize, and on a CPU its Bernoulli masks on every q/k/v/o input are a real share of the
                 step (configs/dst/repro_multiwoz.yaml drops it)
-  + bf16        the same under bf16 autocast with the frozen LLM stored in bf16 (mixed_precision: bf16): pays
+  + bf16        the same under bf16 autocast with the frozen LLM stored in bf16 and batches padded to 64 tokens
+                (mixed_precision: bf16): pays
                 on a CPU with AMX or AVX512-BF16 units (spokentod.dst.train.loop.cpu_has_bf16), which this
                 script prints; elsewhere bf16 is emulated and slower
 
 Per row: mean tokens per sequence (prefix / prompt / target), seconds per step, samples/s (sequences through
 the LLM per second, 3 per example) and the speed-up over `before`.
 
-Measured on the 2-core dev machine (AMX present, idle), --batch 4: before 15.20 s/step; + carry, h1 9.65 (1.58x);
-+ no LoRA drop 8.59 (1.77x); + bf16 7.25 (2.10x).
+Measured on the 2-core dev machine (AMX present, idle), --batch 4: before 14.33 s/step; + carry, h1 9.65 (1.49x);
++ no LoRA drop 8.40 (1.71x); + bf16 6.93 (2.07x; 1.21x over float32). Over 30 steps of the reproduction's S
+(history 2, longer batches whose lengths vary more) bf16 gave 1.28x: 190 s → 149 s.
 
     HF_HUB_OFFLINE=1 python benchmarks/dst_phase2_profile.py [--steps 6] [--dialogues 12] [--threads 2]
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spokentod.dst.model.speechdst import SpeechDST, stack_sequences
+from spokentod.dst.model.speechdst import BF16_PAD_MULTIPLE, SpeechDST, stack_sequences
 
 FEAT = 16
 
@@ -125,6 +125,7 @@ def test_frozen_llm_stored_in_bf16_gives_the_autocast_loss_and_gradients_exactly
         loss.backward()
         return loss.detach(), lora.grad.clone()
 
+    model.pad_multiple = 64  # as bf16 training pads (below: the same shapes on both sides)
     loss, grad = step()
     q = model.llm.base_model.model.model.layers[0].self_attn.q_proj
     assert q.base_layer.weight.dtype == torch.float32
@@ -134,6 +135,28 @@ def test_frozen_llm_stored_in_bf16_gives_the_autocast_loss_and_gradients_exactly
     assert model.llm.get_output_embeddings().weight.dtype == torch.float32
     loss2, grad2 = step()
     assert torch.equal(loss, loss2) and torch.equal(grad, grad2)
+
+
+def test_padding_a_batch_to_a_multiple_leaves_the_loss(model):
+    # bf16 training pads every batch's length to BF16_PAD_MULTIPLE: masked, unlabelled positions only.
+    model.set_phase("dst")
+    model.eval()
+    p, n = model.prefix("speech", feats(50, 33))
+    prompts = [model.dst_prompt([("agent", "hello")]), model.dst_prompt([])]
+    targets = ['{"transcript": "hi", "state": {}}', '{"transcript": "taxi", "state": {"taxi": {"area": "east"}}}']
+    seqs = model._sequences(p, n, prompts, targets)
+    length = max(len(e) for e, _ in seqs)
+    emb, mask, labels = stack_sequences(seqs, left=False, multiple=64)
+    assert emb.shape[1] == -(-length // 64) * 64 > length and not mask[:, length:].any()
+    assert (labels[:, length:] == -100).all()
+    with torch.no_grad():
+        plain = model.loss(p, n, prompts, targets)
+        model.pad_multiple = 64
+        padded = model.loss(p, n, prompts, targets)
+    assert padded == pytest.approx(plain.item(), rel=1e-5)
+    model.pad_multiple = 1
+    model.store_frozen_linears(torch.bfloat16)
+    assert model.pad_multiple == BF16_PAD_MULTIPLE
 
 
 def test_generate_is_batch_invariant(model):

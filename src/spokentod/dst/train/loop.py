@@ -189,7 +189,7 @@ def evaluate(cfg: RecipeConfig, phase: PhaseConfig, n: int, model: SpeechDST, fe
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16): there a bf16-autocast phase-2
-    step runs ~1.15x faster than float32 (benchmarks/dst_phase2_profile.py)."""
+    step runs ~1.2-1.3x faster than float32 (benchmarks/dst_phase2_profile.py)."""
     cpu = torch.cpu
     return any(getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
 

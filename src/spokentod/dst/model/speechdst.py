@@ -321,18 +321,15 @@ class SpeechDST(nn.Module):
         """Keep the LLM's frozen Linear weights in `dtype` (bfloat16 for a bf16-autocast run). Autocast casts
         a weight to bf16 at every call, and caches the cast only for weights that require grad: with LoRA that
         is a full copy of the frozen LLM per forward, which on a CPU costs about what bf16 saves. The matmuls
-        see the same bf16 values either way. Embeddings (tied to lm_head) and norms stay as they are; so do
-        the trainable LoRA weights. In bf16, training batches are padded to BF16_PAD_MULTIPLE tokens.
-        Returns how many weights were cast."""
+        see the same bf16 values either way. The output head (SmolLM2 ties it to the input embeddings, which
+        soft tokens read), the norms and the LoRA weights (frozen in phase 1) stay as they are. In bf16,
+        training batches are padded to BF16_PAD_MULTIPLE tokens. Returns how many weights were cast."""
         if dtype == torch.bfloat16:
             self.pad_multiple = BF16_PAD_MULTIPLE
-        keep = {id(self.llm.get_input_embeddings().weight)}
-        if (out := self.llm.get_output_embeddings()) is not None:
-            keep.add(id(out.weight))
+        head = self.llm.get_output_embeddings()
         n = 0
         for name, mod in self.llm.named_modules():
-            if (isinstance(mod, nn.Linear) and not mod.weight.requires_grad and id(mod.weight) not in keep
-                    and "lora_" not in name):
+            if isinstance(mod, nn.Linear) and mod is not head and not mod.weight.requires_grad and "lora_" not in name:
                 mod.weight.data = mod.weight.data.to(dtype)
                 n += 1
         return n

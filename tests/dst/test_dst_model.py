@@ -137,6 +137,17 @@ def test_frozen_llm_stored_in_bf16_gives_the_autocast_loss_and_gradients_exactly
     assert torch.equal(loss, loss2) and torch.equal(grad, grad2)
 
 
+def test_a_lora_wrapped_output_head_stays_float32(tiny_dst_config):
+    # lm_head in target_modules: peft wraps the head, and its base_layer Linear must still be skipped
+    cfg = tiny_dst_config()
+    cfg.lora.target_modules = ["q_proj", "v_proj", "lm_head"]
+    model = SpeechDST.build(cfg, feature_dim=FEAT)
+    head = model.llm.get_output_embeddings()
+    assert head.base_layer.weight is head.weight  # the wrapper, as get_output_embeddings returns it
+    assert model.store_frozen_linears(torch.bfloat16) == 2 * 7
+    assert head.weight.dtype == torch.float32
+
+
 def test_padding_a_batch_to_a_multiple_leaves_the_loss(model):
     # bf16 training pads every batch's length to BF16_PAD_MULTIPLE: masked, unlabelled positions only.
     model.set_phase("dst")

@@ -327,9 +327,13 @@ class SpeechDST(nn.Module):
         if dtype == torch.bfloat16:
             self.pad_multiple = BF16_PAD_MULTIPLE
         head = self.llm.get_output_embeddings()
+        # by weight, not module: a LoRA-wrapped head (lm_head in target_modules) is a wrapper whose base_layer
+        # is the Linear to skip, and a tied head shares the embeddings' weight
+        head_weight = getattr(head, "weight", None)
         n = 0
         for name, mod in self.llm.named_modules():
-            if isinstance(mod, nn.Linear) and mod is not head and not mod.weight.requires_grad and "lora_" not in name:
+            if (isinstance(mod, nn.Linear) and mod.weight is not head_weight and not mod.weight.requires_grad
+                    and "lora_" not in name):
                 mod.weight.data = mod.weight.data.to(dtype)
                 n += 1
         return n

@@ -70,7 +70,7 @@ def _losses(run, n=2):
 
 
 @pytest.mark.slow
-def test_two_phases_then_exact_resume(tmp_path, tiny_llm):
+def test_two_phases_then_exact_resume(tmp_path, tiny_llm, monkeypatch):
     raw = _recipe(tmp_path, tiny_llm)
     cfg = parse_recipe(raw, "test")
     s1 = train_phase(cfg, 1, progress=False)
@@ -110,6 +110,35 @@ def test_two_phases_then_exact_resume(tmp_path, tiny_llm):
     for a, b in zip(log, again):
         assert {k: v for k, v in a.items() if k.startswith("loss")} == \
                {k: v for k, v in b.items() if k.startswith("loss")}
+
+    # Stopped during the dev evaluation at step 2: the checkpoint taken before it holds step 2, so the
+    # resumed run redoes that evaluation only, and ends where the uninterrupted run did.
+    raw3 = _recipe(tmp_path, tiny_llm) | {"out": str(tmp_path / "run3")}
+    cfg3 = parse_recipe(raw3, "test")
+    shutil.copytree(tmp_path / "run/phase1/best", tmp_path / "run3/phase1/best")
+    from spokentod.dst.train import loop
+
+    class Stop(Exception):
+        pass
+
+    real_append = loop._append
+
+    def append_then_stop(path, record):  # the evaluation's record written, the checkpoint after it not
+        real_append(path, record)
+        if path.name == "eval.jsonl":
+            raise Stop
+
+    monkeypatch.setattr(loop, "_append", append_then_stop)
+    with pytest.raises(Stop):
+        train_phase(cfg3, 2, progress=False)
+    kept = torch.load(tmp_path / "run3/phase2/last/trainer.pt", weights_only=False)["state"]
+    assert kept["step"] == 2 and kept["eval_due"] == 2
+    monkeypatch.setattr(loop, "_append", real_append)
+    train_phase(cfg3, 2, progress=False)
+    assert [{k: v for k, v in r.items() if k.startswith("loss")} for r in _losses(tmp_path / "run3")] == \
+           [{k: v for k, v in r.items() if k.startswith("loss")} for r in log]
+    evals3 = [json.loads(x) for x in (tmp_path / "run3/phase2/eval.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["jga"]) for e in evals3] == [(e["step"], e["jga"]) for e in evals]
 
 
 def test_phase2_in_bf16_on_a_cpu(tmp_path, tiny_llm):

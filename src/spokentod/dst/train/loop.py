@@ -8,7 +8,8 @@ What the loop guarantees:
   whose position is saved, so a resumed run sees exactly the batches an uninterrupted run would.
 - A checkpoint (``<out>/phaseN/last``) holds the trainable deltas, optimizer, scheduler, RNG states, stream
   positions, best metric and patience counter; it is written to a temp dir and renamed, so a kill never
-  leaves a half checkpoint. Resuming gives the same losses as an uninterrupted run (tested).
+  leaves a half checkpoint. Resuming gives the same losses as an uninterrupted run (tested). A checkpoint
+  is also taken before each dev evaluation, so a stop during one redoes that evaluation, not the steps.
 - Validation decodes (greedy) and scores what was generated: JGA on the dev dialogues in phase 2 (with
   predicted transcripts in the history), WER in phase 1 — never teacher-forced argmax.
 - Early stopping counts evaluations *without improvement* and stops only when that count reaches
@@ -295,8 +296,9 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
         _set_rng_state(t["rng"])
         state = t["state"]
         if acc.is_main_process:  # steps logged after the checkpoint will be redone: drop them
-            for f in ("log.jsonl", "eval.jsonl"):
-                _truncate_log(out / f, state["step"])
+            _truncate_log(out / "log.jsonl", state["step"])
+            # an evaluation still due at this step is redone: drop a record it may have left
+            _truncate_log(out / "eval.jsonl", state["step"] - (state.get("eval_due") == state["step"]))
         acc.print(f"phase {n}: resumed at step {state['step']} from {last}")
     elif not resume:
         for f in ("log.jsonl", "eval.jsonl"):
@@ -313,6 +315,29 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
         state["wall_s"] = wall()
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
                 "streams": {k: s.state_dict() for k, s in streams.items()}, "state": dict(state)}
+
+    def dev_eval(step: int) -> None:
+        """Decode and score the dev set at `step`, update early stopping and the best checkpoint."""
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with acc.autocast():  # the numerics training runs with (and bf16 weights need it)
+                ev = evaluate(cfg, phase, n, model, features, dev, out, step)
+            stopper = EarlyStopping(phase.patience, state["best"], state["bad_evals"])
+            improved = stopper.update(ev["metric"])
+            state.update(best=stopper.best, bad_evals=stopper.bad, stopped_early=stopper.stop)
+            if improved:
+                state["best_step"] = step
+                save_checkpoint(out / "best", model, None)
+            _append(out / "eval.jsonl", {"step": step, **ev, "improved": improved, "bad_evals": state["bad_evals"]})
+        if acc.num_processes > 1:  # every process stops together (else DDP waits forever)
+            flag = torch.tensor(float(state["stopped_early"]), device=acc.device)
+            state["stopped_early"] = bool(acc.reduce(flag, reduction="max").item())
+        state["eval_due"] = None
+
+    if state.get("eval_due") == state["step"] and dev:  # stopped during this evaluation: run it again
+        dev_eval(state["step"])
+        if acc.is_main_process:
+            save_checkpoint(last, model, trainer_state())
 
     bar = progress_bar(f"phase {n}", unit="steps", extra=(TextColumn("loss {task.fields[loss]}"),),
                        disable=not progress or not acc.is_main_process)
@@ -350,23 +375,13 @@ def train_phase(cfg: RecipeConfig, n: int, resume: bool = True, progress: bool =
                 _append(out / "log.jsonl", record)
             bar.update(task, completed=step, loss=f"{total:.3f}")
             final = step == phase.steps
-            if dev and (step % phase.eval_every == 0 or final):
-                acc.wait_for_everyone()
+            due = bool(dev) and (step % phase.eval_every == 0 or final)
+            if due:  # checkpoint first: a stop during the evaluation redoes the evaluation, not the steps
+                state["eval_due"] = step
                 if acc.is_main_process:
-                    with acc.autocast():  # the numerics training runs with (and bf16 weights need it)
-                        ev = evaluate(cfg, phase, n, model, features, dev, out, step)
-                    stopper = EarlyStopping(phase.patience, state["best"], state["bad_evals"])
-                    improved = stopper.update(ev["metric"])
-                    state.update(best=stopper.best, bad_evals=stopper.bad, stopped_early=stopper.stop)
-                    if improved:
-                        state["best_step"] = step
-                        save_checkpoint(out / "best", model, None)
-                    _append(out / "eval.jsonl", {"step": step, **ev, "improved": improved,
-                                                 "bad_evals": state["bad_evals"]})
-                if acc.num_processes > 1:  # every process stops together (else DDP waits forever)
-                    flag = torch.tensor(float(state["stopped_early"]), device=acc.device)
-                    state["stopped_early"] = bool(acc.reduce(flag, reduction="max").item())
-            if acc.is_main_process and (step % phase.save_every == 0 or final or state["stopped_early"]
+                    save_checkpoint(last, model, trainer_state())
+                dev_eval(step)
+            if acc.is_main_process and (due or step % phase.save_every == 0 or final or state["stopped_early"]
                                         or done_here == stop_after):
                 save_checkpoint(last, model, trainer_state())
             if done_here == stop_after:

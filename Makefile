@@ -64,8 +64,8 @@ clean:
 
 # The DST reproduction study (spoken DST: does target-domain text lift target-domain JGA?): data, every
 # condition (phase 2 from the shipped speech adapter), scoring, reports/dst_repro.md. Resumable: run it again
-# after a stop. Measured ~6 h 00 min on a 2-core CPU (unit costs in configs/dst/repro_multiwoz.yaml; the
-# earlier 30-step recipe took 2 h 02 min).
+# after a stop. Measured 5 h 57 min on a 2-core CPU, ~10 min of it redone after stops (unit costs in
+# configs/dst/repro_multiwoz.yaml; the float32 recipe took ~6 h 00 min, the earlier 30-step one 2 h 02 min).
 .PHONY: dst-repro
 dst-repro: install
 	HF_HUB_OFFLINE=1 $(BIN)/spokentod dst repro configs/dst/repro_multiwoz.yaml
